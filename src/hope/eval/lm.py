@@ -1,0 +1,53 @@
+"""Language-model evaluation on a token stream: loss, perplexity, bits per byte and throughput."""
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hope.data.loader import eval_batches
+from hope.train import distributed as dist
+
+
+@torch.no_grad()
+def evaluate_lm(
+    model,
+    tokens: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    byte_lengths: np.ndarray,
+    device: torch.device,
+    max_batches: int | None = None,
+    precision: str = "fp32",
+) -> dict:
+    """Mean next-token loss over non-overlapping windows of ``tokens`` (every process takes its share).
+
+    Bits per byte divides the summed loss (in bits) by the UTF-8 bytes the predicted tokens stand for,
+    which makes byte- and BPE-tokenised runs comparable.
+    """
+    was_training = model.training
+    model.eval()
+    byte_lengths_t = torch.as_tensor(byte_lengths, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
+    start = time.perf_counter()
+    for inputs, targets in eval_batches(tokens, seq_len, batch_size, max_batches, dist.rank(), dist.world_size()):
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits, _ = model(inputs)
+        nats = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+        sums += torch.stack([nats.double(), torch.tensor(targets.numel(), device=device, dtype=torch.float64),
+                             byte_lengths_t[targets].sum().double()])
+    dist.all_reduce_sum(sums)
+    elapsed = time.perf_counter() - start
+    model.train(was_training)
+    nats, n_tokens, n_bytes = sums.tolist()
+    loss = nats / n_tokens
+    return {
+        "loss": loss,
+        "ppl": math.exp(min(loss, 700.0)),
+        "bpb": nats / math.log(2) / n_bytes,
+        "tokens": int(n_tokens),
+        "tok_per_s": n_tokens / elapsed,
+    }
