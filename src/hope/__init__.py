@@ -1,14 +1,6 @@
 """hope: Nested Learning (HOPE, self-referential Titans, CMS) in PyTorch."""
 
 from hope.config import CMSConfig, ModelConfig, SurpriseConfig, TitansConfig
-from hope.models.lm import LanguageModel, build_model
 
-__all__ = [
-    "CMSConfig",
-    "LanguageModel",
-    "ModelConfig",
-    "SurpriseConfig",
-    "TitansConfig",
-    "build_model",
-]
+__all__ = ["CMSConfig", "ModelConfig", "SurpriseConfig", "TitansConfig"]
 __version__ = "0.1.0"

@@ -1,0 +1,271 @@
+"""Model configuration: validated dataclasses, presets (DESIGN §6) and size presets.
+
+`ModelConfig.preset(name, size="tiny", **overrides)` is the front door. Overrides are top-level
+fields (`d_model=64`) or dotted keys for nested ones (`**{"titans.chunk_size": 16}`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+IMPLS = ("reference", "chunked", "auto")
+BLOCKS = ("hope", "hope_attention", "transformer", "titans")
+MEMORY_KINDS = ("mlp", "matrix")
+OBJECTIVES = ("l2", "dot")
+UPDATE_RULES = ("gd", "momentum", "dgd")
+ACTIVATIONS = ("gelu", "silu")
+RETRIEVALS = ("causal", "chunk_start")
+SURPRISE_MODES = ("none", "absolute", "relative")
+CMS_ERRORS = ("lm", "local", "none")
+CMS_VARIANTS = ("sequential", "nested", "independent")
+
+
+def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_positive(owner: str, name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{owner}.{name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass
+class SurpriseConfig:
+    """Surprise gating of memory updates (DESIGN §6): update token t only where its surprise passes.
+
+    `absolute`: ‖∇ℓ_t‖ > threshold. `relative`: z-score of ‖∇ℓ_t‖ over the previous `window` tokens
+    of the same sequence and head > threshold (the "Dissecting HOPE" study shows an absolute gate
+    passes every token at realistic loss scales).
+    """
+
+    mode: str = "none"
+    threshold: float = 0.0
+    window: int = 64
+
+    def validate(self, owner: str = "titans.surprise") -> None:
+        _check_choice(owner, "mode", self.mode, SURPRISE_MODES)
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
+            raise ValueError(f"{owner}.threshold must be a finite number, got {self.threshold!r}")
+        _check_int(owner, "window", self.window, 2)
+
+
+@dataclass
+class TitansConfig:
+    """Self-referential Titans (Eq. 83–90) and, with `self_modifying=False`, the Titans LMM baseline."""
+
+    chunk_size: int = 16
+    memory: str = "mlp"
+    memory_depth: int = 2
+    hidden_mult: float = 2.0
+    activation: str = "gelu"
+    objective: str = "l2"
+    update_rule: str = "dgd"
+    self_modifying: bool = True
+    self_generated_values: bool = True
+    conv_size: int = 4
+    eta_max: float = 1.0
+    eta_init: float = 0.05
+    alpha_init: float = 0.995
+    momentum_init: float = 0.9
+    retrieval: str = "causal"
+    surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
+
+    def validate(self, owner: str = "titans") -> None:
+        _check_int(owner, "chunk_size", self.chunk_size, 1)
+        _check_choice(owner, "memory", self.memory, MEMORY_KINDS)
+        _check_int(owner, "memory_depth", self.memory_depth, 1)
+        if self.memory == "mlp" and self.memory_depth < 2:
+            raise ValueError(f"{owner}.memory_depth must be >= 2 for memory='mlp', got {self.memory_depth}")
+        _check_positive(owner, "hidden_mult", self.hidden_mult)
+        _check_choice(owner, "activation", self.activation, ACTIVATIONS)
+        _check_choice(owner, "objective", self.objective, OBJECTIVES)
+        _check_choice(owner, "update_rule", self.update_rule, UPDATE_RULES)
+        _check_int(owner, "conv_size", self.conv_size, 0)
+        _check_positive(owner, "eta_max", self.eta_max)
+        for name in ("eta_init", "alpha_init", "momentum_init"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ValueError(f"{owner}.{name} must lie in (0, 1), got {value!r}")
+        if self.eta_init >= self.eta_max:
+            raise ValueError(f"{owner}.eta_init must be < eta_max={self.eta_max}, got {self.eta_init}")
+        _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
+        self.surprise.validate(f"{owner}.surprise")
+
+
+@dataclass
+class CMSConfig:
+    """Continuum Memory System (Eq. 70–73): K residual-MLP levels, level ℓ stepping every C_ℓ tokens."""
+
+    chunk_sizes: tuple[int, ...] = (512, 2048, 8192)
+    expansion: float = 4.0
+    activation: str = "gelu"
+    error: str = "local"
+    variant: str = "sequential"
+    lr: float = 1e-2
+    second_order: bool = False
+
+    def validate(self, owner: str = "cms") -> None:
+        if not isinstance(self.chunk_sizes, tuple) or len(self.chunk_sizes) == 0:
+            raise ValueError(f"{owner}.chunk_sizes must be a non-empty tuple of positive ints, "
+                             f"got {self.chunk_sizes!r}")
+        for c in self.chunk_sizes:
+            if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+                raise ValueError(f"{owner}.chunk_sizes must hold positive ints, got {self.chunk_sizes!r}")
+        smallest = min(self.chunk_sizes)
+        if any(c % smallest for c in self.chunk_sizes):
+            raise ValueError(f"{owner}.chunk_sizes must all be multiples of the smallest ({smallest}), "
+                             f"got {self.chunk_sizes!r}")
+        _check_positive(owner, "expansion", self.expansion)
+        _check_choice(owner, "activation", self.activation, ACTIVATIONS)
+        _check_choice(owner, "error", self.error, CMS_ERRORS)
+        _check_choice(owner, "variant", self.variant, CMS_VARIANTS)
+        _check_positive(owner, "lr", self.lr, allow_zero=True)
+
+
+@dataclass
+class ModelConfig:
+    """A language model: embedding → n_layers blocks of kind `block` → RMSNorm → LM head."""
+
+    preset: str = "custom"
+    block: str = "hope"
+    vocab_size: int = 256
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    mlp_mult: float = 8 / 3
+    tie_embeddings: bool = True
+    impl: str = "auto"
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    init_std: float = 0.02
+    titans: TitansConfig = field(default_factory=TitansConfig)
+    cms: CMSConfig = field(default_factory=CMSConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cms.chunk_sizes, list):
+            self.cms.chunk_sizes = tuple(self.cms.chunk_sizes)
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def validate(self) -> None:
+        _check_choice("model", "block", self.block, BLOCKS)
+        _check_choice("model", "impl", self.impl, IMPLS)
+        _check_int("model", "vocab_size", self.vocab_size, 2)
+        _check_int("model", "d_model", self.d_model, 2)
+        _check_int("model", "n_layers", self.n_layers, 1)
+        _check_int("model", "n_heads", self.n_heads, 1)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads "
+                             f"({self.n_heads})")
+        if self.block in ("transformer", "hope_attention") and self.head_dim % 2:
+            raise ValueError(f"model.head_dim (d_model / n_heads = {self.head_dim}) must be even for RoPE")
+        _check_positive("model", "mlp_mult", self.mlp_mult)
+        _check_positive("model", "norm_eps", self.norm_eps)
+        _check_positive("model", "rope_theta", self.rope_theta)
+        _check_positive("model", "init_std", self.init_std)
+        self.titans.validate()
+        self.cms.validate()
+
+    @property
+    def uses_titans(self) -> bool:
+        return self.block in ("hope", "titans")
+
+    @property
+    def uses_cms(self) -> bool:
+        return self.block in ("hope", "hope_attention")
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        data = dict(data)
+        titans = dict(data.pop("titans", {}))
+        surprise = SurpriseConfig(**titans.pop("surprise", {}))
+        cms = dict(data.pop("cms", {}))
+        if "chunk_sizes" in cms:
+            cms["chunk_sizes"] = tuple(cms["chunk_sizes"])
+        _reject_unknown("model", cls, data)
+        _reject_unknown("titans", TitansConfig, titans)
+        _reject_unknown("cms", CMSConfig, cms)
+        return cls(**data, titans=TitansConfig(**titans, surprise=surprise), cms=CMSConfig(**cms))
+
+    # ---- presets -------------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, size: str = "tiny", **overrides: Any) -> "ModelConfig":
+        """Named architecture (`PRESETS`) at a named size (`SIZES`), then `overrides` applied."""
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
+        data = cls(preset=name).to_dict()
+        for key, value in {**SIZES[size], **PRESETS[name]}.items():
+            _set_dotted(data, key, value)
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return cls.from_dict(data)
+
+
+def _reject_unknown(owner: str, klass: type, data: dict[str, Any]) -> None:
+    known = {f.name for f in fields(klass)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {owner} field(s) {unknown}; accepted: {sorted(known)}")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.removeprefix("model.").split(".")
+    target = data
+    for part in parts[:-1]:
+        if part not in target or not isinstance(target[part], dict):
+            raise ValueError(f"unknown config field {key!r}: {part!r} is not a nested config")
+        target = target[part]
+    if parts[-1] not in target:
+        raise ValueError(f"unknown config field {key!r}; accepted at that level: {sorted(target)}")
+    if isinstance(value, list):
+        value = tuple(value)
+    target[parts[-1]] = value
+
+
+# Size presets: width, depth, heads. CMS chunk sizes shrink with the CPU sizes so that tests see
+# several boundaries in a short sequence.
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"d_model": 64, "n_layers": 2, "n_heads": 2, "titans.chunk_size": 8,
+             "cms.chunk_sizes": (16, 64)},
+    "small": {"d_model": 256, "n_layers": 6, "n_heads": 4, "titans.chunk_size": 16,
+              "cms.chunk_sizes": (64, 256)},
+    "125m": {"d_model": 768, "n_layers": 12, "n_heads": 12, "titans.chunk_size": 64},
+    "350m": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "titans.chunk_size": 64},
+    "760m": {"d_model": 1536, "n_layers": 24, "n_heads": 16, "titans.chunk_size": 64},
+}
+
+# Architecture presets (DESIGN §6), each a configuration of the same core.
+PRESETS: dict[str, dict[str, Any]] = {
+    "hope": {"block": "hope", "titans.surprise.mode": "relative", "titans.surprise.threshold": -1.0},
+    "hope-no-surprise": {"block": "hope"},
+    "hope-no-cms": {"block": "hope", "titans.surprise.mode": "relative",
+                    "titans.surprise.threshold": -1.0, "cms.error": "none", "cms.chunk_sizes": (1,)},
+    "hope-no-selfmod": {"block": "hope", "titans.self_modifying": False,
+                        "titans.self_generated_values": False, "titans.surprise.mode": "relative",
+                        "titans.surprise.threshold": -1.0},
+    "hope-attention": {"block": "hope_attention"},
+    "titans": {"block": "titans", "titans.self_modifying": False, "titans.self_generated_values": False,
+               "titans.update_rule": "momentum"},
+    "transformer": {"block": "transformer"},
+}

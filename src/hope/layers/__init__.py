@@ -1,0 +1,1 @@
+"""Sequence-mixing and channel-mixing layers; each carries its own streaming state."""

@@ -1,0 +1,228 @@
+"""Self-referential Titans (Eq. 83–90), and with static projections the Titans LMM baseline.
+
+Per head (width d_h), after a short causal convolution of the input x_t:
+
+    q_t = normalize(W_q x_t)                                   static anchor (Eq. 83)
+    k_t = normalize(M_k(x_t))   v_t = M_v(x_t)                 adaptive projections
+    η_t = η_max σ(w_η·M_η(x_t) + b_η)   α_t = σ(w_α·M_α(x_t) + b_α)
+    v̂_□ = M_□(v_t)                                             self-generated values (Eq. 84)
+    M_□ ← DGD step on ½‖M_□(k_t) − v̂_□‖² with α_t, η_t         for □ ∈ {k, v, η, α, mem} (Eq. 88)
+    o_t = M_mem(q_t)
+
+Chunk-wise (Eq. 90): everything a chunk generates — k, v, η, α, v̂ and the per-token gradients — is
+evaluated at the chunk-start memories; the weights then evolve token by token with those fixed
+gradients and o_t reads the causally evolved M_mem,t-1. `impl="reference"` runs this as a literal
+token loop (C = 1 is Eq. 88 exactly); `impl="chunked"` computes each chunk in parallel with
+`hope.ops.chunked` and must agree with the reference.
+
+With `self_modifying=False`, k, v, η, α come from static linear projections of x and only M_mem
+learns in context; with `update_rule="momentum"` that is Titans' long-term memory (LMM).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hope.config import ModelConfig
+from hope.layers.conv import ShortConv
+from hope.memory import core
+from hope.ops.chunked import evolve_chunk
+
+ADAPTIVE = ("k", "v", "eta", "alpha", "mem")
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+class SelfReferentialTitans(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        tc = config.titans
+        self.config, self.tc = config, tc
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        d, h, dh = config.d_model, config.n_heads, config.head_dim
+        depth = tc.memory_depth if tc.memory == "mlp" else 1
+        self.spec = core.MemorySpec(tc.memory, dh, dh, hidden=max(1, round(tc.hidden_mult * dh)),
+                                    depth=depth, activation=tc.activation)
+        self.components = ADAPTIVE if tc.self_modifying else ("mem",)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.conv = ShortConv(d, tc.conv_size) if tc.conv_size > 0 else None
+        self.o_proj = nn.Linear(d, d, bias=False)
+        # Meta-learned initial memories M_□,0: the only parameters of the in-context learners.
+        for comp in self.components:
+            for i, w in enumerate(core.init_weights(self.spec, (h,), config.init_std)):
+                self.register_parameter(f"init_{comp}_{i}", nn.Parameter(w))
+        eta_bias = _logit(tc.eta_init / tc.eta_max)
+        if tc.self_modifying:
+            self.eta_readout = nn.Parameter(torch.zeros(h, dh))
+            self.eta_bias = nn.Parameter(torch.full((h,), eta_bias))
+            self.alpha_readout = nn.Parameter(torch.zeros(h, dh))
+            self.alpha_bias = nn.Parameter(torch.full((h,), _logit(tc.alpha_init)))
+        else:
+            self.k_proj = nn.Linear(d, d, bias=False)
+            self.v_proj = nn.Linear(d, d, bias=False)
+            self.eta_proj = self._readout(d, h, eta_bias)
+            self.alpha_proj = self._readout(d, h, _logit(tc.alpha_init))
+        if tc.update_rule == "momentum":
+            self.beta_proj = self._readout(d, h, _logit(tc.momentum_init))
+        # Surprise pass rate of the last forward (detached), for logging.
+        self.register_buffer("gate_pass_rate", torch.ones(()), persistent=False)
+
+    @staticmethod
+    def _readout(d: int, h: int, bias: float) -> nn.Linear:
+        layer = nn.Linear(d, h)
+        nn.init.zeros_(layer.weight)
+        nn.init.constant_(layer.bias, bias)
+        return layer
+
+    # ---- state ---------------------------------------------------------------------------------
+    def initial_weights(self, comp: str, batch_size: int) -> core.Weights:
+        n_layers = len(self.spec.shapes)
+        return [getattr(self, f"init_{comp}_{i}").expand(batch_size, -1, -1, -1) for i in range(n_layers)]
+
+    def init_state(self, batch_size: int) -> dict:
+        ref = self.q_proj.weight
+        weights = {c: self.initial_weights(c, batch_size) for c in self.components}
+        momentum = None
+        if self.tc.update_rule == "momentum":
+            momentum = {c: [torch.zeros_like(w) for w in ws] for c, ws in weights.items()}
+        window = self.tc.surprise.window
+        return {
+            "pos": 0,
+            "weights": weights,
+            "anchor": None,
+            "momentum": momentum,
+            "conv": None if self.conv is None else self.conv.init_state(batch_size, ref.device, ref.dtype),
+            "surprise_hist": torch.zeros(batch_size, self.n_heads, window, device=ref.device, dtype=ref.dtype),
+            "surprise_count": 0,
+        }
+
+    # ---- pieces of the equations -----------------------------------------------------------------
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def _generate(self, anchor: dict, xc: torch.Tensor):
+        """q, k, v, η, log α, log β for tokens xc (B, n, D), generated by the chunk-start memories."""
+        tc = self.tc
+        q = core.normalize(self._heads(self.q_proj(xc)))
+        if tc.self_modifying:
+            xh = core.normalize(self._heads(xc))  # memories live on the unit sphere, like their keys
+            k = core.normalize(core.read(self.spec, anchor["k"], xh))
+            v = core.read(self.spec, anchor["v"], xh)
+            eta_logit = (core.read(self.spec, anchor["eta"], xh) * self.eta_readout[:, None]).sum(-1)
+            eta_logit = eta_logit + self.eta_bias[:, None]
+            alpha_logit = (core.read(self.spec, anchor["alpha"], xh) * self.alpha_readout[:, None]).sum(-1)
+            alpha_logit = alpha_logit + self.alpha_bias[:, None]
+        else:
+            k = core.normalize(self._heads(self.k_proj(xc)))
+            v = self._heads(self.v_proj(xc))
+            eta_logit = self.eta_proj(xc).transpose(1, 2)
+            alpha_logit = self.alpha_proj(xc).transpose(1, 2)
+        eta = tc.eta_max * torch.sigmoid(eta_logit)
+        log_alpha = F.logsigmoid(alpha_logit)
+        log_beta = F.logsigmoid(self.beta_proj(xc).transpose(1, 2)) if tc.update_rule == "momentum" else None
+        return q, k, v, eta, log_alpha, log_beta
+
+    def _gradients(self, anchor: dict, k: torch.Tensor, v: torch.Tensor):
+        """Per component, the layer inputs u_i and errors g_i of ∇ℓ(M_□; k_t, v̂_□,t) at the anchor."""
+        grads = {}
+        for comp in self.components:
+            target = core.read(self.spec, anchor[comp], v) if self.tc.self_generated_values else v
+            out, cache = core.forward(self.spec, anchor[comp], k)
+            grads[comp] = core.backward(self.spec, anchor[comp], cache,
+                                        core.objective_error(self.tc.objective, out, target))
+        return grads
+
+    def _gate(self, surprise: torch.Tensor, hist: torch.Tensor, count: int):
+        """Surprise gate (B, H, n) in {0, 1}; relative mode z-scores against the previous `window` tokens."""
+        sc = self.tc.surprise
+        surprise = surprise.detach()
+        if sc.mode == "none":
+            return None, hist, count
+        n, window = surprise.shape[-1], sc.window
+        full = torch.cat([hist, surprise.to(hist.dtype)], dim=-1)
+        new_hist, new_count = full[..., -window:], min(count + n, window)
+        if sc.mode == "absolute":
+            return (surprise > sc.threshold).to(surprise.dtype), new_hist, new_count
+        past = full.unfold(-1, window, 1)[..., :n, :]  # token j sees the `window` values before it
+        valid = torch.clamp(count + torch.arange(n, device=full.device), max=window)
+        slot = torch.arange(window, device=full.device)
+        mask = (slot[None, :] >= window - valid[:, None]).to(full.dtype)  # (n, window)
+        n_valid = mask.sum(-1).clamp(min=1)
+        mean = (past * mask).sum(-1) / n_valid
+        std = torch.sqrt((((past - mean[..., None]) * mask) ** 2).sum(-1) / n_valid)
+        z = (surprise - mean) / (std + 1e-6)
+        gate = (z > sc.threshold) | (valid < 2)
+        return gate.to(surprise.dtype), new_hist, new_count
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: dict | None = None, impl: str = "chunked"):
+        """x (B, T, D) → (y (B, T, D), new state)."""
+        if state is None:
+            state = self.init_state(x.shape[0])
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.to(self.q_proj.weight.dtype)
+            xc, conv_tail = (x, None) if self.conv is None else self.conv(x, state["conv"])
+            o, new = self._loop(xc, state, parallel=impl != "reference")
+            new["conv"] = conv_tail
+            y = self.o_proj(o.transpose(1, 2).reshape(x.shape))
+        return y, new
+
+    def _segment(self, xc, weights, momentum, anchor, hist, count, parallel: bool):
+        """Tokens xc that share one chunk-start anchor; parallel (chunked) or one token (reference)."""
+        q, k, v, eta, log_alpha, log_beta = self._generate(anchor, xc)
+        grads = self._gradients(anchor, k, v)
+        gate, hist, count = self._gate(core.grad_norm(*grads["mem"]), hist, count)
+        if gate is not None:
+            eta, log_alpha = eta * gate, log_alpha * gate
+        rule, retrieval = self.tc.update_rule, self.tc.retrieval
+        if not parallel:  # one token: the literal recurrence of core.step
+            read_from = anchor if retrieval == "chunk_start" else weights
+            o = core.read(self.spec, read_from["mem"], q)
+            beta = None if log_beta is None else torch.exp(log_beta[..., 0])
+            new_w, new_m = {}, {}
+            for comp in self.components:
+                inputs, errors = ([t[..., 0, :] for t in part] for part in grads[comp])
+                new_w[comp], new_m[comp] = core.step(rule, weights[comp], None if momentum is None else momentum[comp],
+                                                     inputs, errors, torch.exp(log_alpha[..., 0]), eta[..., 0], beta)
+        else:
+            new_w, new_m = {}, {}
+            for comp in self.components:
+                queries = q if (comp == "mem" and retrieval == "causal") else None
+                out, new_w[comp], new_m[comp] = evolve_chunk(
+                    self.spec, rule, weights[comp], None if momentum is None else momentum[comp],
+                    *grads[comp], log_alpha, eta, log_beta, queries)
+                if comp == "mem":
+                    o = out if retrieval == "causal" else core.read(self.spec, anchor["mem"], q)
+        rate = torch.ones(()) if gate is None else gate.mean()
+        return o, new_w, (None if momentum is None else new_m), hist, count, rate
+
+    def _loop(self, xc, state, parallel: bool):
+        chunk = self.tc.chunk_size
+        pos, weights, momentum = state["pos"], state["weights"], state["momentum"]
+        anchor = state["anchor"] if state["anchor"] is not None else weights
+        hist, count = state["surprise_hist"], state["surprise_count"]
+        outs, rates, t, total = [], [], 0, xc.shape[1]
+        while t < total:
+            if (pos + t) % chunk == 0:
+                anchor = weights
+            step = (chunk - (pos + t) % chunk) if parallel else 1
+            piece = xc[:, t:t + step]
+            o, weights, momentum, hist, count, rate = self._segment(piece, weights, momentum, anchor,
+                                                                    hist, count, parallel)
+            outs.append(o)
+            rates.append(rate.to(self.gate_pass_rate) * piece.shape[1])
+            t += piece.shape[1]
+        self.gate_pass_rate = (torch.stack(rates).sum() / max(total, 1)).detach()
+        end = pos + total
+        return torch.cat(outs, dim=2), {
+            "pos": end, "weights": weights, "momentum": momentum,
+            "anchor": None if end % chunk == 0 else anchor,
+            "surprise_hist": hist, "surprise_count": count,
+        }
