@@ -1,0 +1,294 @@
+"""The ``hope`` command: ``train``, ``generate`` and ``eval lm``.
+
+Model fields are overridden with dotted options after the subcommand, mapped onto
+``ModelConfig.preset(name, size, **overrides)``: ``--titans.chunk_size 16``, ``--model.d_model 64``,
+``--cms.chunk_sizes 16,64``.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+
+PROG = "hope"
+# With --resume the run keeps its saved configuration; these options may still change (schedule length,
+# bookkeeping, where it runs). Everything else would silently break the promise of an exact resume.
+RESUMABLE = ("steps", "tokens", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "log_every",
+             "compile", "device", "sample_prompt", "sample_tokens")
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        # Accept 1e6 / 1_000_000 for token counts; refuse 2.5.
+        value = float(text.replace("_", "")) if any(c in text for c in "eE") else int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+    return int(value)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    from hope.train.config import DEFAULT_STEPS, TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    p = sub.add_parser(
+        "train",
+        allow_abbrev=False,
+        help="train a model (no arguments: tiny HOPE on the built-in Shakespeare corpus, CPU, ~5 min)",
+        description="Train a language model. Without arguments: the tiny HOPE preset on the built-in corpus. "
+        "Override any model field with a dotted option, e.g. --titans.chunk_size 16 --model.d_model 64 "
+        "--cms.chunk_sizes 16,64.",
+        epilog="torchrun --nproc_per_node N -m hope train ... trains with DDP (or FSDP2 with --fsdp); "
+        "--batch-size is the global batch, split over processes and --grad-accum.",
+    )
+    # Every option defaults to None so that we can tell what was given explicitly (matters for --resume).
+    def opt(flag, help, **kw):
+        field = flag.lstrip("-").replace("-", "_")
+        if defaults.get(field) is not None and "action" not in kw:
+            help = f"{help} (default: {defaults[field]})"
+        p.add_argument(flag, default=None, help=help, **kw)
+
+    opt("--preset", "architecture preset: hope, hope-no-cms, hope-no-selfmod, hope-no-surprise, hope-attention, "
+        "titans, transformer")
+    opt("--size", "size preset: tiny, small, 125m, 350m, 760m")
+    opt("--data", "training text: builtin, .txt/.jsonl files, pre-tokenised .bin (uint16) files, or globs",
+        nargs="+", metavar="PATH")
+    opt("--tokenizer", "byte, bpe:N (trained on the training text, saved in the run), or a tokenizer.json")
+    opt("--val-fraction", "fraction of the data held out for validation", type=_probability)
+    opt("--seq-len", "tokens per training sequence", type=_positive_int)
+    opt("--batch-size", "global sequences per optimizer step", type=_positive_int)
+    opt("--grad-accum", "micro-batches accumulated per optimizer step", type=_positive_int)
+    opt("--steps", f"optimizer steps (default: {DEFAULT_STEPS})", type=_positive_int)
+    opt("--tokens", "training tokens instead of --steps (rounded up to whole steps)", type=_positive_int)
+    opt("--lr", "peak learning rate", type=float)
+    opt("--min-lr-ratio", "final learning rate as a fraction of --lr (cosine schedule)", type=float)
+    opt("--warmup-steps", "linear warm-up steps (default: 5%% of the steps)", type=_non_negative_int)
+    opt("--weight-decay", "decoupled weight decay on matrices", type=_non_negative_float)
+    opt("--grad-clip", "clip the global gradient norm to this (0: off)", type=_non_negative_float)
+    opt("--optimizer", "adamw, or muon / m3 / dgd from hope.optim")
+    opt("--precision", "fp32 or bf16 (autocast)", choices=("fp32", "bf16"))
+    opt("--compile", "torch.compile the model", action="store_true")
+    opt("--fsdp", "under torchrun, shard with FSDP2 instead of DDP", action="store_true")
+    opt("--device", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    opt("--eval-every", "validate every N steps (0: only at the end)", type=_non_negative_int)
+    opt("--eval-batches", "validation batches per evaluation", type=_positive_int)
+    opt("--save-every", "checkpoint every N steps (0: only at the end)", type=_non_negative_int)
+    opt("--keep-checkpoints", "how many recent checkpoints to keep", type=_positive_int)
+    opt("--log-every", "write metrics every N steps", type=_positive_int)
+    opt("--sample-prompt", "prompt for the sample printed after training")
+    opt("--sample-tokens", "tokens to sample after training (0: none)", type=_non_negative_int)
+    opt("--out", "run directory (default: runs/<date>-<time>-<preset>, and runs/latest points to it)")
+    opt("--resume", "continue the run in this directory from its newest checkpoint", metavar="RUN_DIR")
+    opt("--seed", "random seed (model init, data order, sampling)", type=_non_negative_int)
+    return p
+
+
+def _parse_override_value(text: str):
+    """JSON where it parses (16, 0.5, true, [16, 64]), a comma list of those (16,64), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [_parse_override_value(part) for part in text.split(",") if part]
+    return text
+
+
+def _model_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> dict:
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if "." not in key:
+            parser.error(f"unrecognized argument {arg!r} (model fields take a dotted name: --model.d_model 64, "
+                         "--titans.chunk_size 16)")
+        if not eq:
+            if i + 1 >= len(extra):
+                parser.error(f"{arg} needs a value")
+            i += 1
+            value = extra[i]
+        overrides[key.removeprefix("model.")] = _parse_override_value(value)
+        i += 1
+    return overrides
+
+
+def _build_train_config(parser, args, extra):
+    from hope.train import TrainConfig, load_train_config
+
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "resume")}
+    overrides = _model_overrides(parser, extra)
+    if args.resume is not None:
+        refused = sorted(set(given) - set(RESUMABLE)) + sorted(overrides)
+        if refused:
+            parser.error(f"--resume continues a run with its saved configuration; it cannot change "
+                         f"{', '.join(refused)} (allowed: {', '.join(RESUMABLE)})")
+        cfg = load_train_config(args.resume)
+        if "steps" in given or "tokens" in given:
+            cfg.steps = cfg.tokens = None
+        for key, value in given.items():
+            setattr(cfg, key, value)
+        cfg.validate()
+        return cfg
+    cfg = TrainConfig(**given, model_overrides=overrides)
+    # Resolve the model now, so a bad override fails before any data is read.
+    from hope.data.tokenizer import bpe_vocab_size
+
+    cfg.model_config(bpe_vocab_size(cfg.tokenizer) or 256)
+    return cfg
+
+
+def _cmd_train(parser, args, extra) -> int:
+    from hope.train import TrainingDiverged, train
+
+    try:
+        cfg = _build_train_config(parser, args, extra)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    try:
+        train(cfg, resume=args.resume is not None)
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
+        print(f"{PROG} train: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_generate(parser, args) -> int:
+    import torch
+
+    from hope.generate import stream
+    from hope.train import load_for_inference
+    from hope.train.distributed import pick_device
+
+    try:
+        device = pick_device(args.device)
+        model, tokenizer, _, step = load_for_inference(args.run, device)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    sys.stdout.write(args.prompt)
+    try:
+        for piece in stream(model, tokenizer, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
+                            device, generator):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except ValueError as e:
+        parser.error(str(e))
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_eval_lm(parser, args) -> int:
+    from hope.data.loader import check_long_enough
+    from hope.data.tokenizer import token_byte_lengths
+    from hope.data.tokens import read_text, read_token_file, resolve_sources
+    from hope.eval.lm import evaluate_lm
+    from hope.train import load_for_inference
+    from hope.train.distributed import pick_device
+
+    import numpy as np
+
+    try:
+        device = pick_device(args.device)
+        model, tokenizer, cfg, step = load_for_inference(args.run, device)
+        sources = resolve_sources(args.data)
+        if sources[0].endswith(".bin"):
+            tokens = np.concatenate([read_token_file(s, tokenizer.vocab_size) for s in sources])
+        else:
+            tokens = tokenizer.encode("\n\n".join(read_text(s) for s in sources))
+        seq_len = args.seq_len or cfg.seq_len
+        check_long_enough(tokens, seq_len, "evaluation")
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    result = evaluate_lm(model, tokens, seq_len, args.batch_size, token_byte_lengths(tokenizer), device,
+                         args.max_batches, args.precision)
+    result = {"run": str(args.run), "step": step, "data": args.data, "seq_len": seq_len, **result}
+    print(json.dumps(result))
+    print(f"loss {result['loss']:.4f}  perplexity {result['ppl']:.2f}  bits/byte {result['bpb']:.4f}  "
+          f"{result['tokens']:,} tokens at {result['tok_per_s']:,.0f} tok/s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(prog=PROG, description="Nested Learning / HOPE in PyTorch: train, sample, evaluate.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers = {"train": _train_parser(sub)}
+
+    g = sub.add_parser("generate", help="stream text from a trained run",
+                       description="Stream text from a run's newest checkpoint: the prompt is read once, then "
+                       "each token is fed back with the model's state.")
+    g.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+    g.add_argument("--prompt", required=True, help="text to continue")
+    g.add_argument("--max-tokens", type=_positive_int, default=300, help="tokens to generate (default: 300)")
+    g.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 is greedy (default: 0.8)")
+    g.add_argument("--top-k", type=_positive_int, default=None, help="sample from the k most likely tokens")
+    g.add_argument("--top-p", type=_probability, default=None, help="nucleus sampling mass (e.g. 0.95)")
+    g.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed (default: 0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    parsers["generate"] = g
+
+    e = sub.add_parser("eval", help="evaluate a trained run", description="Evaluate a trained run.")
+    esub = e.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    lm = esub.add_parser("lm", help="loss, perplexity, bits per byte and tokens/s on a text or token file",
+                         description="Language-model evaluation of a run's newest checkpoint on local data "
+                         "(the whole file, non-overlapping windows).")
+    lm.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+    lm.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                    help="builtin, .txt/.jsonl or pre-tokenised .bin files, or globs")
+    lm.add_argument("--seq-len", type=_positive_int, default=None, help="window length (default: the run's)")
+    lm.add_argument("--batch-size", type=_positive_int, default=8, help="windows per forward pass (default: 8)")
+    lm.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
+    lm.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
+    lm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    parsers["eval"], parsers["eval lm"] = e, lm
+    return parser, parsers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, parsers = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        return _cmd_train(parsers["train"], args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "generate":
+        return _cmd_generate(parsers["generate"], args)
+    return _cmd_eval_lm(parsers["eval lm"], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The training loop: data → model → optimizer steps with warm-up + cosine LR, evaluation, checkpoints.
+
+``train(cfg)`` starts a run; ``train(load_train_config(dir), resume=True)`` continues one from its newest
+checkpoint, bit for bit on CPU: the checkpoint holds the weights, optimizer state, every RNG and the
+loader's position, and the learning rate is a pure function of the step.
+"""
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import hope
+from hope.data.atomic import write_text_atomic
+from hope.data.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths
+from hope.data.loader import TokenLoader, check_long_enough
+from hope.data.tokens import prepare_tokens
+from hope.eval.lm import evaluate_lm
+from hope.generate import stream
+from hope.train import distributed as dist
+from hope.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hope.train.config import TrainConfig
+from hope.train.metrics import MetricsLogger, plot_losses
+from hope.train.optim import build_optimizer
+
+CONFIG = "config.json"
+LATEST = "latest"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before applying that step."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    val: dict
+    sample: str
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run directory, following ``runs/latest`` (a symlink, or a one-line pointer file where links fail)."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent / path.read_text().strip()
+    if not path.is_dir():
+        raise FileNotFoundError(f"no run directory at {path}")
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"{path} is not a run directory (it has no {CONFIG})")
+    return path
+
+
+def load_train_config(run_dir: str | Path) -> TrainConfig:
+    run_dir = resolve_run_dir(run_dir)
+    cfg = TrainConfig.from_dict(json.loads((run_dir / CONFIG).read_text())["train"])
+    cfg.out = str(run_dir)
+    return cfg
+
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    if cfg.out is not None:
+        run_dir = Path(cfg.out)
+        if (run_dir / CONFIG).exists():
+            raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    base = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.preset}"
+    run_dir, n = base, 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+    _point_latest(run_dir)
+    return run_dir
+
+
+def _point_latest(run_dir: Path) -> None:
+    """Makes ``runs/latest`` name this run (an atomic symlink swap; a pointer file where symlinks fail)."""
+    latest = run_dir.parent / LATEST
+    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        os.symlink(run_dir.name, tmp)
+    except OSError:
+        tmp.write_text(run_dir.name + "\n")
+    os.replace(tmp, latest)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Runs (or with ``resume``, continues in ``cfg.out``) a training run; collective under torchrun."""
+    owns_group = not dist.is_distributed()
+    device = dist.setup(cfg.device)
+    try:
+        return _train(cfg, resume, device)
+    finally:
+        if owns_group:
+            dist.teardown()
+
+
+def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
+    main = dist.rank() == 0
+    world = dist.world_size()
+    micro = cfg.micro_batch(world)
+    if resume:
+        run_dir = resolve_run_dir(cfg.out)
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"{run_dir} has no complete checkpoint to resume from")
+        tokenizer_spec = str(run_dir / TOKENIZER_FILE)  # the run's own tokeniser, never a retrained one
+    else:
+        run_dir = Path(dist.broadcast_object(str(_new_run_dir(cfg)) if main else None))
+        ckpt, tokenizer_spec = None, cfg.tokenizer
+
+    # Rank 0 tokenises first so that other processes find the cache filled instead of racing to fill it.
+    if main:
+        splits, tokenizer = prepare_tokens(cfg.data, tokenizer_spec, cfg.val_fraction)
+    dist.barrier()
+    if not main:
+        splits, tokenizer = prepare_tokens(cfg.data, tokenizer_spec, cfg.val_fraction)
+    check_long_enough(splits.val, cfg.seq_len, "validation")
+
+    model_cfg = cfg.model_config(tokenizer.vocab_size)
+    torch.manual_seed(cfg.seed)
+    model = hope.build_model(model_cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    if main and not resume:
+        tokenizer.save(run_dir / TOKENIZER_FILE)
+        config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "n_params": n_params,
+                  "world_size": world, "hope_version": hope.__version__, "torch_version": torch.__version__}
+        write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+
+    model = dist.wrap(model, device, cfg.fsdp)
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # groups may scale the global lr differently
+    if cfg.compile:
+        model = torch.compile(model)
+
+    loader = TokenLoader(splits.train, cfg.seq_len, micro, cfg.seed, dist.rank(), world)
+    step = 0
+    if ckpt is not None:
+        record = load_checkpoint(ckpt, model, optimizer)
+        loader.load_state_dict(record["data"])
+        step = record["step"]
+        if step >= cfg.total_steps:
+            raise ValueError(f"{run_dir} already finished its {step} steps; resume with a larger --steps to extend it")
+    logger = MetricsLogger(run_dir, resume_step=step if resume else None) if main else None
+    byte_lengths = token_byte_lengths(tokenizer)
+
+    def evaluate() -> dict:
+        return evaluate_lm(model, splits.val, cfg.seq_len, micro, byte_lengths, device, cfg.eval_batches, cfg.precision)
+
+    def checkpoint() -> None:
+        record = {"data": loader.state_dict(), "tokens_seen": step * cfg.batch_size * cfg.seq_len,
+                  "train_config": cfg.to_dict(), "model_config": model_cfg.to_dict()}
+        save_checkpoint(run_dir, step, model, optimizer, record, cfg.keep_checkpoints)
+
+    total = cfg.total_steps
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    if main:
+        print(f"run {run_dir}: {cfg.preset}/{cfg.size}, {n_params:,} parameters, vocab {tokenizer.vocab_size}, "
+              f"{len(splits.train):,} train / {len(splits.val):,} val tokens, {world} process(es) on {device}, "
+              f"{'resuming at' if resume else 'starting at'} step {step} of {total}", file=sys.stderr)
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
+    model.train()
+    try:
+        window_start, window_steps = time.perf_counter(), 0
+        while step < total:
+            loss, grad_norm = _train_step(cfg, model, optimizer, loader, base_lrs, step, device)
+            if not math.isfinite(loss):
+                last = latest_checkpoint(run_dir)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                raise TrainingDiverged(f"non-finite training loss ({loss}) at step {step + 1}; stopped before "
+                                       f"applying it, {kept}")
+            step += 1
+            window_steps += 1
+            elapsed = time.perf_counter() - window_start
+            tok_per_s = window_steps * tokens_per_step / elapsed
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}")
+            if main and (step % cfg.log_every == 0 or step == total):
+                logger.log({"step": step, "split": "train", "loss": loss, "lr": cfg.lr_at(step - 1),
+                            "grad_norm": grad_norm, "tokens": step * tokens_per_step, "tok_per_s": tok_per_s})
+                window_start, window_steps = time.perf_counter(), 0
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                val = evaluate()
+                if main:
+                    logger.log({"step": step, "split": "val", **val})
+                    bar.write(f"step {step}: val loss {val['loss']:.4f}, ppl {val['ppl']:.2f}, bpb {val['bpb']:.3f}")
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total:
+                checkpoint()
+            if window_steps == 0:  # keep evaluation and checkpoint time out of the next tok/s reading
+                window_start = time.perf_counter()
+        val = evaluate()
+        if main:
+            logger.log({"step": step, "split": "val", **val})
+    finally:
+        bar.close()
+        if main:
+            logger.close()
+            plot_losses(run_dir)
+
+    sample = ""
+    if main:
+        print(f"validation: loss {val['loss']:.4f}, perplexity {val['ppl']:.2f}, {val['bpb']:.3f} bits/byte",
+              file=sys.stderr)
+        sample = _print_sample(cfg, model, tokenizer, device)
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    dist.barrier()
+    return TrainResult(run_dir, step, val, sample)
+
+
+def _train_step(cfg, model, optimizer, loader, base_lrs, step, device) -> tuple[float, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the (all-process) mean loss and grad norm."""
+    factor = cfg.lr_at(step) / cfg.lr
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(cfg.grad_accum):
+        inputs, targets = (t.to(device, non_blocking=True) for t in loader.next_batch())
+        with _grad_sync(model, micro == cfg.grad_accum - 1), \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits, _ = model(inputs)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach()
+    mean_loss = dist.all_reduce_sum(loss_sum / cfg.grad_accum).item() / dist.world_size()
+    if not math.isfinite(mean_loss):
+        optimizer.zero_grad(set_to_none=True)
+        return mean_loss, math.nan
+    # With clipping off the norm is still computed (for the log): an infinite max_norm never rescales.
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
+        grad_norm = grad_norm.full_tensor()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return mean_loss, float(grad_norm)
+
+
+def _grad_sync(model, sync: bool):
+    """Skips the gradient all-reduce on all but the last micro-batch of an accumulated step."""
+    inner = getattr(model, "_orig_mod", model)
+    if sync:
+        return contextlib.nullcontext()
+    if hasattr(inner, "no_sync"):  # DDP
+        return inner.no_sync()
+    if hasattr(inner, "set_requires_gradient_sync"):  # FSDP2
+        inner.set_requires_gradient_sync(False)
+        return _restore_gradient_sync(inner)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _restore_gradient_sync(module):
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+def _print_sample(cfg: TrainConfig, model, tokenizer, device) -> str:
+    if not cfg.sample_tokens:
+        return ""
+    if cfg.fsdp and dist.is_distributed():
+        print("(no sample under FSDP: run `hope generate --run DIR` on the checkpoint)", file=sys.stderr)
+        return ""
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    print(f"\n--- sample ---\n{cfg.sample_prompt}", end="", flush=True)
+    pieces = []
+    for piece in stream(dist.unwrap(model), tokenizer, cfg.sample_prompt, cfg.sample_tokens, temperature=0.8,
+                        top_k=None, top_p=0.95, device=device, generator=generator):
+        pieces.append(piece)
+        print(piece, end="", flush=True)
+    print("\n--------------", flush=True)
+    return "".join(pieces)
+
+
+def load_for_inference(run: str | Path, device: torch.device | str = "cpu"):
+    """(model in eval mode, tokenizer, TrainConfig, step) from a run directory's newest checkpoint."""
+    from hope.train.checkpoint import load_weights
+
+    run_dir = resolve_run_dir(run)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} has no complete checkpoint yet")
+    config = json.loads((run_dir / CONFIG).read_text())
+    model = hope.build_model(hope.ModelConfig.from_dict(config["model"])).to(device)
+    load_weights(ckpt, model)
+    model.eval()
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    return model, tokenizer, load_train_config(run_dir), int(ckpt.name.removeprefix("step_"))
