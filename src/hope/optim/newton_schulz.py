@@ -34,7 +34,7 @@ def check_ns_args(ns_steps: int, ns_coefficients: str) -> None:
         raise ValueError(f"ns_coefficients must be one of {sorted(NS_COEFFICIENTS)}, got {ns_coefficients!r}")
 
 
-def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients: str = "quintic", eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients: str = "quintic") -> torch.Tensor:
     """Approximate polar factor of each trailing (m, n) matrix of G by `steps` Newton–Schulz steps (Eq. 44)."""
     check_ns_args(steps, coefficients)
     if G.ndim < 2:
@@ -46,7 +46,9 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients: str = "quintic"
     tall = X.size(-2) > X.size(-1)
     if tall:  # iterate on the smaller Gram matrix X Xᵀ; the polynomial commutes with transposition
         X = X.mT
-    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)
+    # Dividing by max(‖X‖_F, tiny) rather than ‖X‖_F + ε keeps NS exactly scale invariant for tiny gradients
+    # and still maps a zero matrix to zero.
+    X = X / torch.linalg.matrix_norm(X, keepdim=True).clamp_min(torch.finfo(compute_dtype).tiny)
     for _ in range(steps):
         A = X @ X.mT
         B = b * A + c * (A @ A) if c else b * A  # the cubic form has no A² term: skip that matmul
