@@ -14,10 +14,10 @@ This package imports no model code, so it can be used (and tested) on its own.
 
 from __future__ import annotations
 
-from hope.eval import babi, formal, niah
+from hope.eval import adapt, babi, continual, formal, mad, niah
 from hope.eval.common import IGNORE, Example, LazyText, Suite
 
-SUITES: dict[str, Suite] = {module.name: module for module in (niah, babi, formal)}  # type: ignore[misc]
+SUITES: dict[str, Suite] = {module.name: module for module in (niah, babi, formal, mad, continual, adapt)}  # type: ignore[misc]
 """Suite name -> suite module."""
 
 

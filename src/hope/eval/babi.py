@@ -36,7 +36,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_positive, check_predictions
+from hope.eval.common import Example, check_choice, check_positive, check_predictions, check_seed
 from hope.eval.haystack import layout, real_haystack
 
 name = "babi"
@@ -213,6 +213,7 @@ def generate(
     """
     check_choice("task", task, tasks)
     check_positive("n", n)
+    check_seed(seed)
     if length is not None:
         check_positive("length", length)
     if facts is not None:

@@ -161,6 +161,12 @@ def check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
+def check_seed(value: Any) -> None:
+    """Raise ValueError unless ``value`` is a non-negative int (what both Python and NumPy RNGs accept)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {value!r}")
+
+
 def check_fraction(name: str, value: Any, *, closed_right: bool = True) -> None:
     """Raise ValueError unless ``value`` is a number in [0, 1] (or [0, 1) when ``closed_right`` is False)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value

@@ -37,7 +37,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_positive, check_predictions
+from hope.eval.common import Example, check_choice, check_positive, check_predictions, check_seed
 
 name = "formal"
 tasks = ("parity", "mod3", "dyck-1", "dyck-2", "anbn", "anbncn", "shuffle-2", "aa-star", "abab-star")
@@ -211,6 +211,7 @@ def generate(task: str, n: int, length: int, seed: int, *, min_length: int = 1) 
     """
     check_choice("task", task, tasks)
     check_positive("n", n)
+    check_seed(seed)
     check_positive("length", length)
     check_positive("min_length", min_length)
     if min_length > length:

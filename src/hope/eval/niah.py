@@ -35,7 +35,7 @@ import random
 import uuid
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_fraction, check_positive, check_predictions
+from hope.eval.common import Example, check_choice, check_fraction, check_positive, check_predictions, check_seed
 from hope.eval.haystack import layout, noise_haystack, real_haystack
 
 name = "niah"
@@ -107,6 +107,7 @@ def generate(
     """
     check_choice("task", task, tasks)
     check_positive("n", n)
+    check_seed(seed)
     check_positive("length", length)
     if depth is not None:
         check_fraction("depth", depth)

@@ -1,0 +1,111 @@
+"""Continuum Memory System (Eq. 70–73): residual MLP levels that learn at their own frequency.
+
+Level ℓ has slow weights θ_ℓ (parameters, the meta-learned initial state) and per-sequence fast
+weights that start at θ_ℓ and, at every C_ℓ-token boundary, take one step on the error summed over
+the last C_ℓ tokens (Eq. 71). Tokens read the weights of the last completed boundary: causal.
+
+Error signals: `local` — ½‖M_ℓ(W_k z) − W_v z‖² on the level's own input z through static read-outs,
+computed here; `lm` — the model's own next-token loss, whose gradient the language model computes
+segment by segment and hands to `absorb`; `none` — frozen in context (an ordinary MLP).
+Variants: `sequential` (MLP^(f_K)(… MLP^(f_1)(x)), Eq. 70), `independent` (levels side by side,
+contributions summed), `nested` (Eq. 72–73: when level ℓ+1 steps it restarts from level ℓ's current
+fast weights, so the slower level is initialised by the faster one).
+
+`forward` returns the residual branch y − x, so a block adds it to its stream like any MLP; with
+K = 1 and `error="none"` this is exactly a Transformer MLP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hope.config import ModelConfig
+from hope.memory import core
+
+
+class ContinuumMemory(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        cc = config.cms
+        self.cc = cc
+        d = config.d_model
+        hidden = max(1, round(cc.expansion * d))
+        self.spec = core.MemorySpec("mlp", d, d, hidden=hidden, depth=2, activation=cc.activation)
+        self.chunk_sizes = cc.chunk_sizes
+        self.segment = min(cc.chunk_sizes)
+        self.w_up = nn.ParameterList(nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes)
+        self.w_down = nn.ParameterList(nn.Parameter(torch.randn(d, hidden) * config.init_std / math.sqrt(2 * config.n_layers))
+                                       for _ in cc.chunk_sizes)
+        if cc.error == "local":
+            self.key_readout = nn.ParameterList(nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes)
+            self.value_readout = nn.ParameterList(nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes)
+
+    @property
+    def learns_in_context(self) -> bool:
+        return self.cc.error != "none"
+
+    def init_state(self, batch_size: int) -> dict:
+        if not self.learns_in_context:
+            return {"pos": 0}
+        fast = [[self.w_up[i].expand(batch_size, -1, -1), self.w_down[i].expand(batch_size, -1, -1)]
+                for i in range(len(self.chunk_sizes))]
+        return {"pos": 0, "fast": fast, "pending": [None] * len(self.chunk_sizes)}
+
+    # ---- forward -------------------------------------------------------------------------------
+    def _levels(self, x: torch.Tensor, weights) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Apply the levels with the given weights; returns y − x and each level's input."""
+        inputs, z = [], x
+        for w in weights:
+            inputs.append(z if self.cc.variant != "independent" else x)
+            out = core.read(self.spec, w, inputs[-1])
+            z = out if self.cc.variant != "independent" else z + (out - x)
+        return z - x, inputs
+
+    def forward(self, x: torch.Tensor, state: dict | None = None):
+        """x (B, T, D) → (y − x, new state). With error `lm`, T must stay inside one segment."""
+        if state is None:
+            state = self.init_state(x.shape[0])
+        if not self.learns_in_context:
+            weights = [[self.w_up[i], self.w_down[i]] for i in range(len(self.chunk_sizes))]
+            return self._levels(x, weights)[0], {"pos": state["pos"] + x.shape[1]}
+        if self.cc.error == "lm":
+            pos = state["pos"]
+            if (pos % self.segment) + x.shape[1] > self.segment:
+                raise ValueError("cms.error='lm' needs the model to feed one segment at a time")
+            return self._levels(x, state["fast"])[0], dict(state)
+        outs, t = [], 0
+        while t < x.shape[1]:
+            n = min(self.segment - state["pos"] % self.segment, x.shape[1] - t)
+            piece = x[:, t:t + n]
+            delta, inputs = self._levels(piece, state["fast"])
+            outs.append(delta)
+            state = self.absorb(state, self._local_gradients(state["fast"], inputs), n)
+            t += n
+        return torch.cat(outs, dim=1), state
+
+    def _local_gradients(self, weights, inputs):
+        """Σ_t ∇θ ½‖M_ℓ(W_k z_t) − W_v z_t‖² per level, at the level's current fast weights."""
+        grads = []
+        for i, (w, z) in enumerate(zip(weights, inputs)):
+            keys, values = z @ self.key_readout[i].T, z @ self.value_readout[i].T
+            out, cache = core.forward(self.spec, w, keys)
+            us, gs = core.backward(self.spec, w, cache, core.objective_error("l2", out, values))
+            grads.append([g.transpose(-1, -2) @ u for u, g in zip(us, gs)])
+        return grads
+
+    def absorb(self, state: dict, grads, n_tokens: int) -> dict:
+        """Add this segment's per-level error gradients; step every level whose C_ℓ boundary is reached (Eq. 71)."""
+        if not self.cc.second_order:
+            grads = [[g.detach() for g in level] for level in grads]
+        pos = state["pos"] + n_tokens
+        fast, pending = list(state["fast"]), list(state["pending"])
+        for i, c in enumerate(self.chunk_sizes):
+            pending[i] = grads[i] if pending[i] is None else [p + g for p, g in zip(pending[i], grads[i])]
+            if pos % c == 0:
+                start = fast[i - 1] if (self.cc.variant == "nested" and i > 0) else fast[i]
+                fast[i] = [w - self.cc.lr * g for w, g in zip(start, pending[i])]
+                pending[i] = None
+        return {"pos": pos, "fast": fast, "pending": pending}

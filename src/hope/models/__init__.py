@@ -1,0 +1,1 @@
+"""Blocks and the language model."""

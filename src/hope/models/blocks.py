@@ -1,0 +1,36 @@
+"""One block class for every architecture: pre-norm mixer then pre-norm channel memory (DESIGN §1).
+
+    hope:            self-referential Titans → CMS
+    hope_attention:  causal softmax attention → CMS
+    transformer:     causal softmax attention → SwiGLU         (Transformer++)
+    titans:          Titans LMM (momentum + decay) → SwiGLU
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hope.config import ModelConfig
+from hope.layers.attention import CausalAttention
+from hope.layers.cms import ContinuumMemory
+from hope.layers.mlp import SwiGLU
+from hope.layers.self_ref_titans import SelfReferentialTitans
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm_mixer = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.norm_ffn = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.mixer = SelfReferentialTitans(config) if config.uses_titans else CausalAttention(config)
+        self.ffn = ContinuumMemory(config) if config.uses_cms else SwiGLU(config)
+
+    def init_state(self, batch_size: int) -> dict:
+        return {"mixer": self.mixer.init_state(batch_size), "ffn": self.ffn.init_state(batch_size)}
+
+    def forward(self, x: torch.Tensor, state: dict, impl: str):
+        h, mixer_state = self.mixer(self.norm_mixer(x), state["mixer"], impl=impl)
+        x = x + h.to(x.dtype)
+        f, ffn_state = self.ffn(self.norm_ffn(x), state["ffn"])
+        return x + f.to(x.dtype), {"mixer": mixer_state, "ffn": ffn_state}

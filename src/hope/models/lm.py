@@ -1,0 +1,171 @@
+"""The language model: embedding → blocks → RMSNorm → LM head, streamed with an explicit state.
+
+`logits, state = model(ids, state)`: feeding a sequence in pieces gives the same logits and final
+state as feeding it whole. The state holds every in-context weight (memories, CMS fast weights),
+conv tails and KV caches; nothing mutates a parameter during a forward pass.
+
+With `cms.error="lm"` the CMS levels learn from the model's own next-token loss: the model runs
+segment by segment (the smallest CMS chunk size S), through all layers, and after each complete
+segment takes the gradient of that segment's loss (its S−1 in-segment next-token pairs, summed)
+with respect to every level's fast weights (first-order by default: the step is a constant to the
+outer gradient). A piece that ends inside a segment leaves that segment pending: the state keeps the
+block states of the last boundary and the pending token ids, and the next call recomputes the
+segment from there, so a boundary inside a later piece is handled exactly as in one long call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hope.config import ModelConfig
+from hope.layers.cms import ContinuumMemory
+from hope.models.blocks import Block
+
+
+def _detach(tree):
+    if isinstance(tree, torch.Tensor):
+        return tree.detach()
+    if isinstance(tree, dict):
+        return {k: _detach(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_detach(v) for v in tree)
+    return tree
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        nn.init.normal_(self.embed.weight, std=config.init_std)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.learns_from_lm_loss = config.uses_cms and config.cms.error == "lm"
+
+    @property
+    def impl(self) -> str:
+        return "reference" if self.config.impl == "reference" else "chunked"
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def init_state(self, batch_size: int) -> dict:
+        return {"pos": 0, "blocks": [b.init_state(batch_size) for b in self.blocks], "pending": None}
+
+    def surprise_pass_rate(self) -> float | None:
+        """Mean fraction of tokens whose memory update passed the surprise gate in the last forward."""
+        rates = [b.mixer.gate_pass_rate for b in self.blocks if hasattr(b.mixer, "gate_pass_rate")]
+        return float(torch.stack(rates).mean()) if rates else None
+
+    def _run(self, ids: torch.Tensor, blocks: list) -> tuple[torch.Tensor, list]:
+        h = self.embed(ids)
+        new = []
+        for block, st in zip(self.blocks, blocks):
+            h, st = block(h, st, self.impl)
+            new.append(st)
+        return self.head(self.norm(h)), new
+
+    def forward(self, input_ids: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int, torch.int32):
+            raise ValueError(f"input_ids must be a (batch, time) integer tensor, got shape "
+                             f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        if state is None:
+            state = self.init_state(input_ids.shape[0])
+        if not self.learns_from_lm_loss:
+            logits, blocks = self._run(input_ids, state["blocks"])
+            return logits, {"pos": state["pos"] + input_ids.shape[1], "blocks": blocks, "pending": None}
+        return self._forward_segments(input_ids, state)
+
+    # ---- CMS learning from the LM loss -------------------------------------------------------------
+    def _forward_segments(self, ids: torch.Tensor, state: dict):
+        seg_len = min(self.config.cms.chunk_sizes)
+        pending = state["pending"] if state["pending"] is not None else ids[:, :0]
+        skip = pending.shape[1]
+        all_ids = torch.cat([pending, ids], dim=1)
+        pos = state["pos"] - skip  # the last segment boundary
+        blocks, outs, t = state["blocks"], [], 0
+        pending = None
+        while t < all_ids.shape[1]:
+            n = min(seg_len - (pos + t) % seg_len, all_ids.shape[1] - t)
+            seg = all_ids[:, t:t + n]
+            complete = (pos + t + n) % seg_len == 0
+            logits, seg_blocks = self._segment(seg, blocks, complete)
+            outs.append(logits)
+            if complete:
+                blocks = seg_blocks
+            else:
+                pending = seg
+            t += n
+        logits = torch.cat(outs, dim=1)[:, skip:]
+        return logits, {"pos": state["pos"] + ids.shape[1], "blocks": blocks, "pending": pending}
+
+    def _segment(self, seg: torch.Tensor, blocks: list, complete: bool):
+        outer_grad = torch.is_grad_enabled()
+        second_order = self.config.cms.second_order and outer_grad
+        with torch.enable_grad():
+            if not outer_grad:  # fast weights still need a graph for their own gradient
+                blocks = [{**b, "ffn": {**b["ffn"], "fast": [[w.detach().requires_grad_() for w in lvl]
+                                                              for lvl in b["ffn"]["fast"]]}} for b in blocks]
+            logits, new_blocks = self._run(seg, blocks)
+            if complete:
+                handles = [w for b in blocks for lvl in b["ffn"]["fast"] for w in lvl]
+                if seg.shape[1] > 1:
+                    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), seg[:, 1:].flatten(),
+                                           reduction="sum")
+                    grads = torch.autograd.grad(loss, handles, retain_graph=outer_grad,
+                                                create_graph=second_order, allow_unused=True)
+                    grads = [torch.zeros_like(h) if g is None else g for g, h in zip(grads, handles)]
+                else:
+                    grads = [torch.zeros_like(h) for h in handles]
+                it = iter(grads)
+                for block, st in zip(self.blocks, new_blocks):
+                    cms: ContinuumMemory = block.ffn
+                    level_grads = [[next(it) for _ in lvl] for lvl in st["ffn"]["fast"]]
+                    st["ffn"] = cms.absorb(st["ffn"], level_grads, seg.shape[1])
+        if not outer_grad:
+            logits, new_blocks = logits.detach(), _detach(new_blocks)
+        return logits, new_blocks
+
+
+def build_model(config: ModelConfig) -> LanguageModel:
+    """The model a config describes (every preset is a `LanguageModel`)."""
+    return LanguageModel(config)
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameter count without allocating memory (built on the meta device)."""
+    with torch.device("meta"):
+        return build_model(config).num_parameters()
+
+
+def matched_transformer(target: ModelConfig, tolerance: float = 0.05, **overrides) -> ModelConfig:
+    """A `transformer` config whose parameter count is within ±tolerance of `target`'s.
+
+    Keeps the target's depth, heads and vocabulary and searches the width (a multiple of 2·n_heads),
+    then, if no width fits, the depth as well.
+    """
+    goal = count_parameters(target)
+    base = {"vocab_size": target.vocab_size, "tie_embeddings": target.tie_embeddings, **overrides}
+    step = 2 * target.n_heads
+    best = None
+    for n_layers in [target.n_layers] + [n for n in range(1, 4 * target.n_layers + 1) if n != target.n_layers]:
+        for d_model in range(step, 8 * target.d_model + step, step):
+            cfg = ModelConfig.preset("transformer", n_layers=n_layers, n_heads=target.n_heads,
+                                     d_model=d_model, **base)
+            gap = abs(count_parameters(cfg) - goal) / goal
+            if best is None or gap < best[0]:
+                best = (gap, cfg)
+            if count_parameters(cfg) > goal:
+                break
+        if best[0] <= tolerance:
+            return best[1]
+    raise ValueError(f"no transformer within ±{tolerance:.0%} of {goal} parameters (closest {best[0]:.1%})")
