@@ -45,7 +45,14 @@ def generate(task: str, n: int, length: int, seed: int, *, k: int = 4) -> list[E
         query = "".join(rng.choice(shown) for _ in range(length))
         answer = "".join(mapping[c] for c in query)
         demos = "".join(f"{s}>{''.join(mapping[c] for c in s)}\n" for s in sources)
-        meta = {"task": task, "seed": seed, "index": i, "length": length, "k": k, "substitution": "".join(image)}
+        meta = {
+            "task": task,
+            "seed": seed,
+            "index": i,
+            "length": length,
+            "k": k,
+            "substitution": "".join(image),
+        }
         examples.append(Example(prompt=f"{demos}{query}>", answers=(answer,), meta=meta))
     return examples
 
@@ -64,7 +71,11 @@ def score(examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, 
         line, answer = _first_line(pred), ex.answers[0]
         exact.append(line == answer)
         chars.append(sum(a == b for a, b in zip(line, answer)) / len(answer))
-    return {"accuracy": sum(exact) / len(exact), "char_accuracy": sum(chars) / len(chars), "n": float(len(exact))}
+    return {
+        "accuracy": sum(exact) / len(exact),
+        "char_accuracy": sum(chars) / len(chars),
+        "n": float(len(exact)),
+    }
 
 
 def chance(examples: Sequence[Example]) -> float:

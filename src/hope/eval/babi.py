@@ -101,7 +101,11 @@ class _World:
             return None
         actor = self.rng.choice(placed)
         # Free objects never placed, or lying in the actor's room, can be picked up there.
-        free = [o for o in OBJECTS if o not in self.holder and self.place.get(o, self.room[actor]) == self.room[actor]]
+        free = [
+            o
+            for o in OBJECTS
+            if o not in self.holder and self.place.get(o, self.room[actor]) == self.room[actor]
+        ]
         if not free:
             return None
         obj = self.rng.choice(free)
@@ -137,7 +141,8 @@ def _story(task: str, rng: random.Random, events: int) -> tuple[list[str], str, 
     if task == "qa4":
         a, b, c = rng.sample(ROOMS, 3)
         d1 = rng.choice(DIRECTIONS)
-        d2 = rng.choice([d for d in DIRECTIONS if d != _OPPOSITE[d1]])  # an opposite would make "What is A d1 of?" ambiguous
+        # An opposite direction would make "What is the A <d1> of?" ambiguous (both B and C).
+        d2 = rng.choice([d for d in DIRECTIONS if d != _OPPOSITE[d1]])
         facts = [(a, d1, b), (c, d2, a)]
         sentences = [f"The {x} is {d} of the {y}." for x, d, y in facts]
         rng.shuffle(sentences)
@@ -246,7 +251,9 @@ def generate(
             "story": sentences,
             "question": question,
         }
-        examples.append(Example(prompt=prompt, answers=(answer,), choices=_choices(task, question), meta=meta))
+        examples.append(
+            Example(prompt=prompt, answers=(answer,), choices=_choices(task, question), meta=meta)
+        )
     return examples
 
 

@@ -32,7 +32,14 @@ import math
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_fraction, check_positive, check_predictions, check_seed
+from hope.eval.common import (
+    Example,
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_predictions,
+    check_seed,
+)
 from hope.eval.haystack import real_haystack
 
 name = "continual"
@@ -67,7 +74,9 @@ def _class_incremental(
                 "vocab_size": vocab + 1 + n_classes,
                 "length": length,
             }
-            examples.append(Example(prompt=symbols + [vocab], answers=(labels[cls],), choices=labels, meta=meta))
+            examples.append(
+                Example(prompt=symbols + [vocab], answers=(labels[cls],), choices=labels, meta=meta)
+            )
     return examples
 
 
@@ -76,14 +85,26 @@ def _domain_lm(n: int, length: int, seed: int, split: str, haystack: str | None)
     cut = int(len(text) * TRAIN_FRACTION)
     region = text[:cut] if split == "train" else text[cut:]
     if len(region) < length:
-        raise ValueError(f"length must be at most {len(region)} characters for this haystack's {split} part; got {length}")
+        raise ValueError(
+            f"length must be at most {len(region)} characters for this haystack's {split} part; got {length}"
+        )
     examples = []
     for i in range(n):
         rng = random.Random(f"continual/domain-lm/{seed}/{split}/{i}")
         start = rng.randrange(len(region) - length + 1)
-        segments = {"A": region[start : start + length], "B": "".join(rng.choice(LETTERS) for _ in range(length))}
+        segments = {
+            "A": region[start : start + length],
+            "B": "".join(rng.choice(LETTERS) for _ in range(length)),
+        }
         for domain, segment in segments.items():
-            meta = {"task": "domain-lm", "seed": seed, "split": split, "index": i, "domain": domain, "length": length}
+            meta = {
+                "task": "domain-lm",
+                "seed": seed,
+                "split": split,
+                "index": i,
+                "domain": domain,
+                "length": length,
+            }
             examples.append(Example(prompt=segment, answers=(), meta=meta))
     examples.sort(key=lambda ex: ex.meta["domain"])  # stable: all of A (in index order), then all of B
     return examples
@@ -160,7 +181,9 @@ def chance(examples: Sequence[Example]) -> float:
 def _matrix(R: Sequence[Sequence[float]]) -> list[list[float]]:
     rows = [list(map(float, row)) for row in R]
     if not rows or any(len(row) != len(rows) for row in rows):
-        raise ValueError(f"R must be a square T x T matrix with T >= 1; got row lengths {[len(r) for r in rows]}")
+        raise ValueError(
+            f"R must be a square T x T matrix with T >= 1; got row lengths {[len(r) for r in rows]}"
+        )
     return rows
 
 

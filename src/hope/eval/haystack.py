@@ -122,7 +122,12 @@ def layout(
     offsets = [_boundary_near(hay, start, filler, depth * filler) for depth in depths]
     placed = sorted(zip(offsets, inserts), key=lambda p: p[0])  # stable: ties keep the given order
     return LazyText(
-        prefix=prefix, unit=hay.unit, start=start % size, filler_chars=filler, inserts=tuple(placed), suffix=suffix
+        prefix=prefix,
+        unit=hay.unit,
+        start=start % size,
+        filler_chars=filler,
+        inserts=tuple(placed),
+        suffix=suffix,
     )
 
 
@@ -133,4 +138,3 @@ def _boundary_near(hay: Haystack, start: int, filler: int, target: float) -> int
     local = nearest((*hay.boundaries, size), within)
     offset = int(cycle * size + local - start)
     return min(max(offset, 0), filler)
-

@@ -41,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from hope.eval.common import IGNORE, Example, check_choice, check_fraction, check_positive, check_predictions, check_seed
+from hope.eval.common import (
+    IGNORE,
+    Example,
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_predictions,
+    check_seed,
+)
 
 name = "mad"
 tasks = (
@@ -75,7 +83,11 @@ SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
         "num_train_examples": (6400, 3200, 1600, 800),
         "num_tokens_to_copy": (32, 64, 96),
     },
-    "compression": {"vocab_size": (32, 64, 128), "seq_len": (64, 128, 256), "num_train_examples": (6400, 3200, 1600, 800)},
+    "compression": {
+        "vocab_size": (32, 64, 128),
+        "seq_len": (64, 128, 256),
+        "num_train_examples": (6400, 3200, 1600, 800),
+    },
     "memorization": {"vocab_size": (512, 1024, 2048, 4096, 8192)},
 }
 """MAD's difficulty changes, each varied alone from the baseline (``configs/tasks/*.yml`` "changes")."""
@@ -117,13 +129,17 @@ def _recall(
     return _shifted(seq, scored, train)
 
 
-def _fuzzy(rng: np.random.Generator, vocab: int, seq_len: int, motif: int, train: bool) -> tuple[list[int], list[int]]:
+def _fuzzy(
+    rng: np.random.Generator, vocab: int, seq_len: int, motif: int, train: bool
+) -> tuple[list[int], list[int]]:
     """Fuzzy recall: keys and values are 1..motif distinct tokens; at test every key has ``motif`` tokens."""
     pad = vocab - 1
     plain = vocab - 1
     keys, values = np.arange(plain // 2), np.arange(plain // 2, plain)
     if len(keys) < motif:
-        raise ValueError(f"vocab_size must give at least motif_size={motif} key tokens; got vocab_size={vocab}")
+        raise ValueError(
+            f"vocab_size must give at least motif_size={motif} key tokens; got vocab_size={vocab}"
+        )
     key_sizes = list(range(1, motif + 1)) if train else [motif]
 
     def draw(pool: np.ndarray, size: int) -> tuple[int, ...]:
@@ -161,7 +177,9 @@ def _shifted(seq: list[int], scored: list[bool], train: bool) -> tuple[list[int]
     return seq[:-1], targets
 
 
-def _selective_copying(rng: np.random.Generator, vocab: int, seq_len: int, n_copy: int) -> tuple[list[int], list[int]]:
+def _selective_copying(
+    rng: np.random.Generator, vocab: int, seq_len: int, n_copy: int
+) -> tuple[list[int], list[int]]:
     """Content tokens scattered among blanks, then a copy token; the trailing blanks must output them in order."""
     copy, blank = vocab - 1, vocab - 2
     if vocab < 3:
