@@ -27,7 +27,6 @@ How a model answers an :class:`Example` depends on which fields are set:
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -192,10 +191,3 @@ def check_same_task(examples: Sequence[Example]) -> str:
     if len(tasks) != 1:
         raise ValueError(f"examples must all come from one task; got tasks {tasks}")
     return tasks[0]
-
-
-def nearest(sorted_values: Sequence[int], target: float) -> int:
-    """The element of a non-empty sorted sequence closest to ``target`` (ties go to the smaller)."""
-    i = bisect.bisect_left(sorted_values, target)
-    candidates = sorted_values[max(i - 1, 0) : i + 1]
-    return min(candidates, key=lambda v: (abs(v - target), v))

@@ -8,6 +8,7 @@ vendored here so the suites never depend on another module being present.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import random
 import re
@@ -15,7 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hope.eval.common import LazyText, check_fraction, nearest
+from hope.eval.common import LazyText, check_fraction
 
 FALLBACK_TEXT = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be "
@@ -132,9 +133,12 @@ def layout(
 
 
 def _boundary_near(hay: Haystack, start: int, filler: int, target: float) -> int:
-    """Filler offset of the sentence start nearest ``target``, for a haystack beginning at ``start``."""
+    """Filler offset of the sentence start nearest ``target`` within ``[0, filler]``, for a haystack
+    beginning at sentence ``start`` (so offset 0 is always a sentence start)."""
     size = len(hay.unit)
+    bounds = (*hay.boundaries, size)
     cycle, within = divmod(start + target, size)
-    local = nearest((*hay.boundaries, size), within)
-    offset = int(cycle * size + local - start)
-    return min(max(offset, 0), filler)
+    i = bisect.bisect_right(bounds, within)  # bounds[i - 1] <= within < bounds[i]
+    before = int(cycle * size + bounds[i - 1] - start)
+    after = int(cycle * size + bounds[min(i, len(bounds) - 1)] - start)
+    return min((o for o in (before, after) if o <= filler), key=lambda o: (abs(o - target), o))
