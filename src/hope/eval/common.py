@@ -23,6 +23,8 @@ How a model answers an :class:`Example` depends on which fields are set:
   same length with :data:`IGNORE` where nothing is scored. The model reads the sequence causally and
   at every position ``t`` outputs a token; the prediction is the list of tokens output at the
   positions where ``targets[t] != IGNORE`` (in order), i.e. ``answers``.
+* **Loss** (``continual`` domain-lm): ``prompt`` is text, ``answers`` is empty; the prediction is the
+  model's mean next-character loss on the prompt, in nats.
 """
 
 from __future__ import annotations

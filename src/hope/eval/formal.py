@@ -187,17 +187,27 @@ def _negative(task: str, n: int, rng: random.Random) -> str:
     raise RuntimeError(f"no negative of length {n} found for {task}")
 
 
+_LENGTH_STEP = {
+    "dyck-1": 2,
+    "dyck-2": 2,
+    "shuffle-2": 2,
+    "anbn": 2,
+    "aa-star": 2,
+    "anbncn": 3,
+    "abab-star": 4,
+}
+"""Positive strings of these languages have lengths divisible by the step."""
+
+
 def _length_sets(task: str, lo: int, hi: int) -> tuple[list[int], list[int]]:
     """Lengths in [lo, hi] at which positives and negatives are drawn."""
-    modulus: dict[str, int] = {"dyck-1": 2, "dyck-2": 2, "shuffle-2": 2, "anbn": 2, "aa-star": 2}
-    modulus |= {"anbncn": 3, "abab-star": 4}
-    step = modulus.get(task, 1)
+    step = _LENGTH_STEP.get(task, 1)
     positive = [n for n in range(lo, hi + 1) if n % step == 0]
     if task == "aa-star":
         negative = [n for n in range(lo, hi + 1) if n % 2 == 1]
     elif task == "abab-star":
         # (ab)^odd has length 2 mod 4; keep it in the negative lengths alongside perturbed positives.
-        negative = [n for n in range(lo, hi + 1) if n % 2 == 0 and n >= 2]
+        negative = [n for n in range(lo, hi + 1) if n % 2 == 0]
     else:
         negative = positive
     return positive, negative

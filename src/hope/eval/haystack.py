@@ -55,8 +55,9 @@ class Haystack:
 
 def normalise(text: str) -> str:
     """ASCII, single-spaced text (so one character is one byte is one byte-level token)."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return re.sub(r"\s+", " ", ascii_text).strip()
+    if not text.isascii():  # decomposing first keeps accented letters as their base letter
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def make_haystack(text: str) -> Haystack:

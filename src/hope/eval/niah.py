@@ -216,6 +216,7 @@ def generate(
         depths = [depth if depth is not None and j == 0 else grid[j] for j in range(len(needles))]
         prefix, suffix = _prompt_parts(kind, asked)
         prompt = layout(hay, rng, prefix, suffix, [t for _, _, t in needles], depths, length)
+        # Inserts come back sorted by depth; index them by their (unique) needle sentence.
         position = dict(zip((t for _, t in prompt.inserts), prompt.insert_positions()))
         offsets = {t: off for off, t in prompt.inserts}
         needle_meta = [
