@@ -54,9 +54,9 @@ def adamw(W, g, s, t, lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"]):
 
 
 class RefM3:
-    def __init__(self, lr, betas, alpha, f, T, eps, reading, coefficients=QUINTIC, slow=True):
+    def __init__(self, lr, betas, alpha, f, T, eps, reading, coefficients=QUINTIC, slow=True, variance="gradient"):
         self.__dict__.update(lr=lr, betas=betas, alpha=alpha, f=f, T=T, eps=eps, reading=reading, c=coefficients,
-                             slow=slow)
+                             slow=slow, variance=variance)
 
     owns = staticmethod(is_matrix)
 
@@ -66,14 +66,17 @@ class RefM3:
             s.setdefault(k, torch.zeros_like(W))
         if self.reading == "ema":
             s["M1"] = b1 * s["M1"] + (1 - b1) * g
-            s["V"] = b2 * s["V"] + (1 - b2) * g**2
-            V = s["V"] / (1 - b2**t)
         else:  # Algorithm 1 as written
             s["M1"] = s["M1"] + b1 * g
-            s["V"] = s["V"] + b2 * g**2
+        O1 = ns(s["M1"], self.T, self.c)
+        x = g if self.variance == "gradient" else O1
+        if self.reading == "ema":
+            s["V"] = b2 * s["V"] + (1 - b2) * x**2
+            V = s["V"] / (1 - b2**t)
+        else:
+            s["V"] = s["V"] + b2 * x**2
             V = s["V"]
         s["sum"] = s["sum"] + g
-        O1 = ns(s["M1"], self.T, self.c)
         W = W - self.lr * (O1 + self.alpha * s["O2"]) / (torch.sqrt(V) + self.eps)
         if self.slow and t % self.f == 0:
             s["M2"] = b3 * s["M2"] + (1 - b3) * s["sum"] if self.reading == "ema" else s["M2"] + b3 * s["sum"]
@@ -180,13 +183,16 @@ def run_pair(make_opt, reference, steps=7, capture_inputs=False):
 ADAMW_KW = dict(adamw_lr=ADAMW["lr"], adamw_betas=ADAMW["betas"], adamw_eps=ADAMW["eps"])
 
 
-@pytest.mark.parametrize("reading", ["ema", "literal"])
-@pytest.mark.parametrize("coefficients", ["quintic", "cubic"])
-def test_m3_matches_algorithm_1(reading, coefficients):
+@pytest.mark.parametrize("reading, coefficients, variance", [
+    ("ema", "quintic", "gradient"), ("literal", "quintic", "gradient"), ("ema", "cubic", "gradient"),
+    ("literal", "cubic", "orthogonalized"), ("ema", "quintic", "orthogonalized"),
+])
+def test_m3_matches_algorithm_1(reading, coefficients, variance):
     lr = 0.01 if reading == "ema" else 0.002
     kw = dict(lr=lr, betas=(0.9, 0.99, 0.8), alpha=0.7, frequency=3, ns_steps=4, eps=1e-8, reading=reading)
-    run_pair(lambda m: M3(m, ns_coefficients=coefficients, **kw, **ADAMW_KW),
-             RefM3(lr, (0.9, 0.99, 0.8), 0.7, 3, 4, 1e-8, reading, QUINTIC if coefficients == "quintic" else CUBIC))
+    run_pair(lambda m: M3(m, ns_coefficients=coefficients, variance=variance, **kw, **ADAMW_KW),
+             RefM3(lr, (0.9, 0.99, 0.8), 0.7, 3, 4, 1e-8, reading, QUINTIC if coefficients == "quintic" else CUBIC,
+                   variance=variance))
 
 
 def test_m3_with_alpha_zero_is_its_fast_branch():

@@ -16,8 +16,8 @@ class M3(MatrixOptimizer):
     Per matrix parameter, with g_t its gradient at step t = 1, 2, …:
 
         M¹_t = β₁ M¹_{t−1} + (1 − β₁) g_t          fast momentum, every step
-        V_t  = β₂ V_{t−1} + (1 − β₂) g_t²           variance (Adam's second moment, Eq. 102–105)
         O¹_t = NewtonSchulz_T(M¹_t)
+        V_t  = β₂ V_{t−1} + (1 − β₂) g_t²           variance (Adam's second moment, Eq. 102–105)
         θ_t  = θ_{t−1} (1 − η λ) − η (O¹_t + α O²) / (√V̂_t + ε),   V̂_t = V_t / (1 − β₂ᵗ)
         at t = k f (end of chunk k):  M² ← β₃ M² + (1 − β₃) Σ_{i=(k−1)f+1}^{kf} g_i,   O² ← NewtonSchulz_T(M²)
 
@@ -45,8 +45,13 @@ class M3(MatrixOptimizer):
        the update of steps kf+1 … (k+1)f. During the first chunk O² = NS(0) = 0.
     5. *Newton–Schulz.* Quintic coefficients (3.4445, −4.7750, 2.0315) by default, ``ns_coefficients=
        "cubic"`` for the X(3I − XᵀX)/2 form of Eq. 44; ``ns_steps`` = T.
-    6. *Mixed scales.* O¹ + αO² is scale free (singular values ≈ 1) while √V has the gradient's scale,
-       so the step is η·O/|g| elementwise: η is not comparable with Muon's learning rate; tune it.
+    6. *What V normalises.* Algorithm 1 accumulates V from g² but divides the orthogonalised O¹ + αO²
+       by √V. O is scale free (singular values ≈ 1) while √V has the gradient's scale, so the step is
+       η·O_ij/|g_ij| elementwise: unbounded where a gradient entry is small relative to its row/column,
+       and not comparable with Muon's or AdamW's learning rate. We keep Algorithm 1 as written by default
+       (``variance="gradient"``); it needs a small η (on a least-squares toy it diverges at η = 1e-3 and
+       barely moves at 3e-5). ``variance="orthogonalized"`` accumulates V from (O¹)² instead (as AdaMuon
+       does), so O/√V is bounded like Adam's m/√v and η behaves like an AdamW learning rate.
 
     Distributed: under DDP every rank holds the same all-reduced gradients and runs the same
     deterministic update — nothing extra is needed. Under FSDP2 the momenta are DTensor shards like
@@ -55,9 +60,10 @@ class M3(MatrixOptimizer):
     orthogonalising shards separately would be a different (block-wise, world-size-dependent) update.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
                  alpha: float = 0.5, frequency: int = 10, ns_steps: int = 5, eps: float = 1e-8,
-                 weight_decay: float = 0.0, reading: str = "ema", ns_coefficients: str = "quintic",
+                 weight_decay: float = 0.0, reading: str = "ema", variance: str = "gradient",
+                 ns_coefficients: str = "quintic",
                  adamw_lr: float | None = 3e-3, adamw_betas: tuple[float, float] = (0.9, 0.95),
                  adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0):
         if not (isinstance(betas, (tuple, list)) and len(betas) == 3):
@@ -71,8 +77,10 @@ class M3(MatrixOptimizer):
         check_ns_args(ns_steps, ns_coefficients)
         check_positive("eps", eps)
         check_choice("reading", reading, ("ema", "literal"))
+        check_choice("variance", variance, ("gradient", "orthogonalized"))
         defaults = dict(lr=lr, betas=tuple(betas), alpha=alpha, frequency=frequency, ns_steps=ns_steps, eps=eps,
-                        weight_decay=weight_decay, reading=reading, ns_coefficients=ns_coefficients)
+                        weight_decay=weight_decay, reading=reading, variance=variance,
+                        ns_coefficients=ns_coefficients)
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 
     def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
@@ -87,15 +95,18 @@ class M3(MatrixOptimizer):
         M1, V, chunk_sum = state["M1"], state["V"], state["chunk_sum"]
         if ema:
             M1.lerp_(grad, 1 - beta1)
-            V.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            V_hat = V / (1 - beta2**t)
         else:
             M1.add_(grad, alpha=beta1)
-            V.addcmul_(grad, grad, value=beta2)
-            V_hat = V
         chunk_sum.add_(grad)
-
         O1 = orthogonalize(M1, group["ns_steps"], group["ns_coefficients"])
+
+        x = grad if group["variance"] == "gradient" else O1
+        if ema:
+            V.mul_(beta2).addcmul_(x, x, value=1 - beta2)
+            V_hat = V / (1 - beta2**t)
+        else:
+            V.addcmul_(x, x, value=beta2)
+            V_hat = V
         direction = O1.add_(state["O2"], alpha=group["alpha"])
         p.mul_(1 - group["lr"] * group["weight_decay"])
         p.addcdiv_(direction, V_hat.sqrt().add_(group["eps"]), value=-group["lr"])
