@@ -178,11 +178,11 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         window_start, window_steps = time.perf_counter(), 0
         while step < total:
             loss, grad_norm = _train_step(cfg, model, optimizer, loader, base_lrs, step, device)
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(run_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-                raise TrainingDiverged(f"non-finite training loss ({loss}) at step {step + 1}; stopped before "
-                                       f"applying it, {kept}")
+                raise TrainingDiverged(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step "
+                                       f"{step + 1}; stopped before applying it, {kept}")
             step += 1
             window_steps += 1
             elapsed = time.perf_counter() - window_start
@@ -236,16 +236,17 @@ def _train_step(cfg, model, optimizer, loader, base_lrs, step, device) -> tuple[
             (loss / cfg.grad_accum).backward()
         loss_sum += loss.detach()
     mean_loss = dist.all_reduce_sum(loss_sum / cfg.grad_accum).item() / dist.world_size()
-    if not math.isfinite(mean_loss):
-        optimizer.zero_grad(set_to_none=True)
-        return mean_loss, math.nan
-    # With clipping off the norm is still computed (for the log): an infinite max_norm never rescales.
+    # With clipping off the norm is still computed (for the log and the NaN check): an infinite max_norm
+    # never rescales. The norm is global, so every process takes the same decision below.
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
     if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
         grad_norm = grad_norm.full_tensor()
-    optimizer.step()
+    grad_norm = float(grad_norm)
+    # A finite loss can still come with NaN gradients (overflow inside the backward pass): skip both.
+    if math.isfinite(mean_loss) and math.isfinite(grad_norm):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return mean_loss, float(grad_norm)
+    return mean_loss, grad_norm
 
 
 def _grad_sync(model, sync: bool):

@@ -1,0 +1,125 @@
+"""The training loop end to end on a tiny transformer: run directory, exact resume, divergence, atomic saves."""
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hope
+from hope.train import TrainingDiverged, load_for_inference, load_train_config, train
+from hope.train import checkpoint as ckpt_mod
+from hope.train import loop
+from hope.train.checkpoint import latest_checkpoint, list_checkpoints
+from hope.train.metrics import read_metrics
+
+
+def _train_losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["split"] == "train"]
+
+
+def _weights(run_dir):
+    return load_file(latest_checkpoint(run_dir) / "model.safetensors")
+
+
+def test_run_directory_holds_everything(tiny_cfg):
+    result = train(tiny_cfg(sample_tokens=20))
+    run = result.run_dir
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["steps"] == 8 and config["model"]["d_model"] == 32 and config["model"]["vocab_size"] == 256
+    for name in ("metrics.jsonl", "loss.png", "tokenizer.json"):
+        assert (run / name).stat().st_size > 0
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000004", "step_00000008"]
+    records = read_metrics(run)
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in val] == [4, 8] and val[-1] == {"step": 8, "split": "val", **result.val}
+    assert result.val["ppl"] == pytest.approx(torch.tensor(result.val["loss"]).exp().item(), rel=1e-6)
+    assert result.val["loss"] < _train_losses(run)[0][1]  # it learned something
+    assert len(result.sample) > 0
+    model, tok, cfg, step = load_for_inference(run)
+    assert step == 8 and cfg.steps == 8 and tok.vocab_size == 256
+
+
+def test_resume_is_bit_exact(tiny_cfg, monkeypatch):
+    straight = train(tiny_cfg("straight"))
+
+    class Crash(Exception):
+        pass
+
+    real_save = loop.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise Crash  # the process dies right after its first checkpoint (step 4)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
+    with pytest.raises(Crash):
+        train(tiny_cfg("halves"))
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    halves = train(load_train_config(tiny_cfg("halves").out), resume=True)
+
+    assert _train_losses(halves.run_dir) == _train_losses(straight.run_dir)
+    assert halves.val == {**straight.val, "tok_per_s": halves.val["tok_per_s"]}
+    a, b = _weights(straight.run_dir), _weights(halves.run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    optim_a = torch.load(latest_checkpoint(straight.run_dir) / "optimizer.pt", weights_only=True)
+    optim_b = torch.load(latest_checkpoint(halves.run_dir) / "optimizer.pt", weights_only=True)
+    assert all(torch.equal(optim_a["state"][k]["exp_avg_sq"], optim_b["state"][k]["exp_avg_sq"]) for k in optim_a["state"])
+
+
+def test_resume_of_a_finished_run_asks_for_more_steps(tiny_cfg):
+    cfg = tiny_cfg(steps=2, save_every=0, eval_every=0)
+    train(cfg)
+    with pytest.raises(ValueError, match="already finished its 2 steps"):
+        train(load_train_config(cfg.out), resume=True)
+    extended = load_train_config(cfg.out)
+    extended.steps = 3
+    assert train(extended, resume=True).step == 3
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg):
+    # An absurd learning rate with no warm-up blows the weights up within a few steps.
+    cfg = tiny_cfg(lr=1e30, warmup_steps=0, save_every=1, grad_clip=0.0, weight_decay=0.0)
+    with pytest.raises(TrainingDiverged) as failure:
+        train(cfg)
+    bad_step = int(re.search(r"non-finite training loss .* at step (\d+);", str(failure.value)).group(1))
+    last_good = f"step_{bad_step - 1:08d}"
+    assert last_good in str(failure.value)
+    assert list_checkpoints(cfg.out)[-1].name == last_good
+    assert all(torch.isfinite(w).all() for w in _weights(cfg.out).values())
+    assert max(r["step"] for r in read_metrics(cfg.out)) == bad_step - 1
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg(steps=8, save_every=4, eval_every=0)
+    calls = []
+
+    def failing_save_file(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            path.write_bytes(b"half a file")
+            raise OSError("disk full")
+        return real(tensors, path, metadata=metadata)
+
+    real = ckpt_mod.save_file
+    monkeypatch.setattr(ckpt_mod, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        train(cfg)
+    assert [p.name for p in list_checkpoints(cfg.out)] == ["step_00000004"]
+    model, _, _, step = load_for_inference(cfg.out)
+    assert step == 4
+
+
+def test_tied_embeddings_round_trip_through_safetensors(tmp_path):
+    model = hope.build_model(hope.ModelConfig.preset("transformer", vocab_size=64, d_model=32, n_layers=1))
+    optimizer = torch.optim.AdamW(model.parameters())
+    ckpt = ckpt_mod.save_checkpoint(tmp_path, 3, model, optimizer, {"data": {}}, keep=1)
+    fresh = hope.build_model(hope.ModelConfig.preset("transformer", vocab_size=64, d_model=32, n_layers=1))
+    for p in fresh.parameters():
+        torch.nn.init.zeros_(p)
+    ckpt_mod.load_weights(ckpt, fresh)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
