@@ -97,9 +97,11 @@ class ContinuumMemory(nn.Module):
         return grads
 
     def absorb(self, state: dict, grads, n_tokens: int) -> dict:
-        """Add this segment's per-level error gradients; step every level whose C_ℓ boundary is reached (Eq. 71)."""
-        if not self.cc.second_order:
-            grads = [[g.detach() for g in level] for level in grads]
+        """Add this segment's per-level error gradients; step every level whose C_ℓ boundary is reached (Eq. 71).
+
+        `lm` gradients arrive detached unless `second_order`; `local` ones are a cheap closed form and
+        stay in the graph, which is what trains the key/value read-outs.
+        """
         pos = state["pos"] + n_tokens
         fast, pending = list(state["fast"]), list(state["pending"])
         for i, c in enumerate(self.chunk_sizes):

@@ -111,7 +111,8 @@ def grad_norm(inputs: Weights, errors: Weights) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x / (x.norm(dim=-1, keepdim=True) + eps)
+    """x/‖x‖ along the last axis (exact for unit vectors; eps only guards zeros)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def step(rule: str, weights: Weights, momentum: Weights | None, inputs: Weights, errors: Weights,

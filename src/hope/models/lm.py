@@ -123,7 +123,8 @@ class LanguageModel(nn.Module):
                                            reduction="sum")
                     grads = torch.autograd.grad(loss, handles, retain_graph=outer_grad,
                                                 create_graph=second_order, allow_unused=True)
-                    grads = [torch.zeros_like(h) if g is None else g for g, h in zip(grads, handles)]
+                    grads = [torch.zeros_like(h) if g is None else (g if second_order else g.detach())
+                         for g, h in zip(grads, handles)]
                 else:
                     grads = [torch.zeros_like(h) for h in handles]
                 it = iter(grads)

@@ -91,7 +91,7 @@ def evolve_chunk(spec: core.MemorySpec, rule: str, weights, momentum, inputs, er
                                                z, include_current)
             new_s.append(s_end)
         else:
-            norm = u.norm(dim=-1, keepdim=True) + 1e-6  # as core.normalize, so gd's v kᵀ = −η g uᵀ exactly
+            norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # as core.normalize, so gd's v kᵀ = −η g uᵀ exactly
             if rule == "dgd":
                 out, w_end = delta_chunk(w, u / norm, -eta[..., None] * g, eta, log_alpha, z, include_current)
             else:
