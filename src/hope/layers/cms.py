@@ -1,7 +1,7 @@
 """Continuum Memory System (Eq. 70–73): residual MLP levels that learn at their own frequency.
 
 Level ℓ has slow weights θ_ℓ (parameters, the meta-learned initial state) and per-sequence fast
-weights that start at θ_ℓ and, at every C_ℓ-token boundary, take one step on the error summed over
+weights that start at θ_ℓ and, at every C_ℓ-token boundary, take one step on the error accumulated over
 the last C_ℓ tokens (Eq. 71). Tokens read the weights of the last completed boundary: causal.
 
 Error signals: `local` — ½‖M_ℓ(W_k z) − W_v z‖² on the level's own input z through static read-outs,
@@ -99,8 +99,9 @@ class ContinuumMemory(nn.Module):
     def absorb(self, state: dict, grads, n_tokens: int) -> dict:
         """Add this segment's per-level error gradients; step every level whose C_ℓ boundary is reached (Eq. 71).
 
-        `lm` gradients arrive detached unless `second_order`; `local` ones are a cheap closed form and
-        stay in the graph, which is what trains the key/value read-outs.
+        The step is lr times the *mean* error over the chunk (Eq. 71's sum scaled by 1/C_ℓ), so one lr
+        suits every level. `lm` gradients arrive detached unless `second_order`; `local` ones are a
+        cheap closed form and stay in the graph, which is what trains the key/value read-outs.
         """
         pos = state["pos"] + n_tokens
         fast, pending = list(state["fast"]), list(state["pending"])
@@ -108,6 +109,6 @@ class ContinuumMemory(nn.Module):
             pending[i] = grads[i] if pending[i] is None else [p + g for p, g in zip(pending[i], grads[i])]
             if pos % c == 0:
                 start = fast[i - 1] if (self.cc.variant == "nested" and i > 0) else fast[i]
-                fast[i] = [w - self.cc.lr * g for w, g in zip(start, pending[i])]
+                fast[i] = [w - (self.cc.lr / c) * g for w, g in zip(start, pending[i])]
                 pending[i] = None
         return {"pos": pos, "fast": fast, "pending": pending}
