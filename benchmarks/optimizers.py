@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from hope.optim import build_optimizer  # noqa: E402
+from hope.optim import build_optimizer
 
 # name -> (build_optimizer name, extra hyper-parameters, default LR sweep)
 OPTIMIZERS = {
@@ -195,12 +195,12 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = [
         f"Model: {meta['model']} ({meta['params']:,} parameters), data: {meta['data']}.",
         f"Device: {meta['device_name']}; torch {meta['torch']}; {meta['date']}.",
-        f"{meta['steps']} steps, batch {meta['batch_size']} × {meta['seq_len']} tokens, seeds {meta['seeds']}; "
-        f"best LR per optimizer by mean final validation loss; AdamW LR for non-matrix parameters "
-        f"{meta['adamw_lr']}.",
+        (f"{meta['steps']} steps, batch {meta['batch_size']} × {meta['seq_len']} tokens, seeds {meta['seeds']}; "
+         f"best LR per optimizer by mean final validation loss; AdamW LR for non-matrix parameters "
+         f"{meta['adamw_lr']}."),
         "",
-        "| optimizer | best LR | final val loss (mean ± std) | step ms | optimizer.step ms | step overhead vs AdamW |"
-        " LR sweep (mean final val loss) |",
+        ("| optimizer | best LR | final val loss (mean ± std) | step ms | optimizer.step ms | step overhead vs AdamW |"
+         " LR sweep (mean final val loss) |"),
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():

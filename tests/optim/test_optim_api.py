@@ -5,10 +5,10 @@ import io
 
 import pytest
 import torch
+from optim_helpers import TinyNet, batches, train_steps
 from torch import nn
 
 from hope.optim import DGD, M3, OPTIMIZER_DEFAULTS, OPTIMIZERS, Muon, build_optimizer
-from optim_helpers import TinyNet, batches, train_steps
 
 NAMES = sorted(OPTIMIZER_DEFAULTS)
 

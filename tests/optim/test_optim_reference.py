@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from optim_helpers import TinyNet, batches, loss_fn
 
 from hope.optim import DGD, M3, DeepMomentum, DeltaMomentum, Muon
-from optim_helpers import TinyNet, batches, loss_fn
 
 QUINTIC, CUBIC = (3.4445, -4.7750, 2.0315), (1.5, -0.5, 0.0)
 ADAMW = dict(lr=0.01, betas=(0.9, 0.95), eps=1e-8)
@@ -176,7 +176,7 @@ def run_pair(make_opt, reference, steps=7, capture_inputs=False):
         loss_fn(ref_model, ids, targets).backward()
         ref.step(inputs)
         for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
-            torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-8, msg=lambda m: f"step {step + 1}, {name}: {m}")
+            torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-8, msg=lambda m, step=step, name=name: f"step {step + 1}, {name}: {m}")
     return model
 
 
