@@ -59,9 +59,10 @@ class SelfReferentialTitans(nn.Module):
                 self.register_parameter(f"init_{comp}_{i}", nn.Parameter(w))
         eta_bias = _logit(tc.eta_init / tc.eta_max)
         if tc.self_modifying:
-            self.eta_readout = nn.Parameter(torch.zeros(h, dh))
+            # Small random read-outs: zero ones would leave M_η and M_α without gradient at init.
+            self.eta_readout = nn.Parameter(torch.randn(h, dh) * config.init_std)
             self.eta_bias = nn.Parameter(torch.full((h,), eta_bias))
-            self.alpha_readout = nn.Parameter(torch.zeros(h, dh))
+            self.alpha_readout = nn.Parameter(torch.randn(h, dh) * config.init_std)
             self.alpha_bias = nn.Parameter(torch.full((h,), _logit(tc.alpha_init)))
         else:
             self.k_proj = nn.Linear(d, d, bias=False)

@@ -1,0 +1,137 @@
+"""The language model and its presets: causality, streaming, reference equality, gradients, learning."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hope
+from hope.config import PRESETS
+
+D64 = torch.float64
+V = 32
+# Tiny shapes with CMS/Titans chunk sizes that put several boundaries inside 20 tokens.
+TINY = {"vocab_size": V, "d_model": 16, "n_heads": 2, "titans.chunk_size": 3, "cms.chunk_sizes": (4, 8)}
+CASES = [(name, {}) for name in PRESETS] + [("hope", {"cms.error": "lm"}), ("hope-attention", {"cms.error": "lm"})]
+IDS = [f"{n}-lm" if o else n for n, o in CASES]
+
+
+def _model(name, impl="chunked", seed=0, **over):
+    cfg = hope.ModelConfig.preset(name, impl=impl, **{**TINY, **over})
+    torch.manual_seed(seed)
+    return hope.build_model(cfg).double()
+
+
+def _ids(t=20, seed=0):
+    return torch.randint(0, V, (2, t), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name,over", CASES, ids=IDS)
+@pytest.mark.parametrize("impl", ["reference", "chunked"])
+def test_causal(name, over, impl):
+    model, ids = _model(name, impl, **over), _ids()
+    with torch.no_grad():
+        logits, _ = model(ids)
+        for t in (0, 7, 13):
+            changed = ids.clone()
+            changed[:, t + 1] = (changed[:, t + 1] + 1) % V
+            logits2, _ = model(changed)
+            torch.testing.assert_close(logits2[:, :t + 1], logits[:, :t + 1], rtol=0, atol=1e-12)
+            assert (logits2[:, t + 1:] - logits[:, t + 1:]).abs().max() > 1e-8
+
+
+@pytest.mark.parametrize("name,over", CASES, ids=IDS)
+def test_streaming_any_split_equals_one_call(name, over):
+    model, ids = _model(name, **over), _ids()
+    with torch.no_grad():
+        whole, s_whole = model(ids)
+        for cuts in ([1, 9], [5, 6, 7, 15]):
+            state, outs = None, []
+            for a, b in zip([0] + cuts, cuts + [20]):
+                y, state = model(ids[:, a:b], state)
+                outs.append(y)
+            torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=0, atol=1e-10)
+            more_a, _ = model(ids[:, :4], state)
+            more_b, _ = model(ids[:, :4], s_whole)
+            torch.testing.assert_close(more_a, more_b, rtol=0, atol=1e-10)  # the final states agree
+
+
+@pytest.mark.parametrize("name,over", CASES, ids=IDS)
+def test_chunked_with_chunk_size_one_equals_reference(name, over):
+    over = {**over, "titans.chunk_size": 1}
+    fast, ref = _model(name, "chunked", **over), _model(name, "reference", **over)
+    ids = _ids(13)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids)[0], ref(ids)[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,over", CASES, ids=IDS)
+def test_every_parameter_gets_a_finite_nonzero_gradient(name, over):
+    model, ids = _model(name, **over), _ids(17)
+    logits, _ = model(ids)
+    F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got a zero gradient"
+
+
+@pytest.mark.parametrize("name,over", CASES, ids=IDS)
+def test_tiny_model_overfits_one_batch(name, over):
+    cfg = hope.ModelConfig.preset(name, **{**TINY, "d_model": 32, **over})
+    torch.manual_seed(0)
+    model = hope.build_model(cfg)
+    ids = _ids(24, seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(120):
+        logits, _ = model(ids)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if loss.item() < 0.1 * losses[0]:
+            break
+    assert losses[-1] < 0.1 * losses[0], (name, losses[0], losses[-1])
+
+
+def test_out_of_range_ids_raise_a_clear_error():
+    model = _model("transformer")
+    with pytest.raises(ValueError, match="vocab_size=32"):
+        model(torch.tensor([[1, 32]]))
+    with pytest.raises(ValueError, match="vocab_size"):
+        model(torch.tensor([[-1, 2]]))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("impl", "triton-ish", "model.impl must be one of"),
+    ("titans.chunk_size", 0, "titans.chunk_size must be an integer >= 1"),
+    ("cms.chunk_sizes", (4, 6), "multiples of the smallest"),
+    ("cms.error", "grad", "cms.error must be one of"),
+    ("d_model", 15, "divisible"),
+    ("titans.nonsense", 1, "unknown config field"),
+])
+def test_invalid_config_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        hope.ModelConfig.preset("hope", **{field: value})
+
+
+def test_unknown_preset_and_size_list_the_accepted_values():
+    with pytest.raises(ValueError, match="transformer"):
+        hope.ModelConfig.preset("gpt")
+    with pytest.raises(ValueError, match="125m"):
+        hope.ModelConfig.preset("hope", size="huge")
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = hope.ModelConfig.preset("hope", **{"cms.chunk_sizes": (8, 32), "titans.surprise.window": 9})
+    assert hope.ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("name", ["hope", "titans"])
+def test_matched_transformer_is_within_five_percent(name):
+    target = hope.ModelConfig.preset(name, size="small", vocab_size=256)
+    matched = hope.matched_transformer(target)
+    assert matched.block == "transformer"
+    ratio = hope.count_parameters(matched) / hope.count_parameters(target)
+    assert abs(ratio - 1) <= 0.05
