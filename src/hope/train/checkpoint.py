@@ -66,18 +66,17 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _dedupe_tied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """safetensors refuses tensors that share memory (a tied LM head): store each once, record aliases."""
-    first_of: dict[tuple, str] = {}
-    tensors, aliases = {}, {}
-    for name, t in state.items():
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
-        if key in first_of:
-            aliases[name] = first_of[key]
+def _tied_aliases(model) -> dict[str, str]:
+    """{alias: first name} for parameters registered under several names (a tied LM head). Read from the
+    module, not the state dict: FSDP2's gathered full state dict holds a separate copy per name."""
+    first_of: dict[int, str] = {}
+    aliases = {}
+    for name, param in dist.unwrap(model).named_parameters(remove_duplicate=False):
+        if id(param) in first_of:
+            aliases[name] = first_of[id(param)]
         else:
-            first_of[key] = name
-            tensors[name] = t.detach().contiguous()
-    return tensors, aliases
+            first_of[id(param)] = name
+    return aliases
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,7 +100,9 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, record: dict, ke
         tmp = root / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        tensors, aliases = _dedupe_tied(model_state)
+        aliases = _tied_aliases(model)
+        # safetensors refuses tensors that share memory, so each tied weight is stored once.
+        tensors = {k: v.detach().contiguous() for k, v in model_state.items() if k not in aliases}
         save_file(tensors, tmp / WEIGHTS, metadata={"aliases": json.dumps(aliases)})
         with open(tmp / OPTIMIZER, "wb") as f:
             torch.save(optim_state, f)
