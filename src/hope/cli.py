@@ -265,7 +265,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     esub = e.add_subparsers(dest="suite", metavar="SUITE", required=True)
     lm = esub.add_parser("lm", help="loss, perplexity, bits per byte and tokens/s on a text or token file",
                          description="Language-model evaluation of a run's newest checkpoint on local data "
-                         "(the whole file, non-overlapping windows).")
+                         "(the whole file, non-overlapping windows): loss, perplexity, bits per byte, tokens/s.")
     lm.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
     lm.add_argument("--data", required=True, nargs="+", metavar="PATH",
                     help="builtin, .txt/.jsonl or pre-tokenised .bin files, or globs")

@@ -1,0 +1,46 @@
+import numpy as np
+import torch
+
+import hope
+from hope.data import ByteTokenizer
+from hope.generate import sample_next, stream
+
+
+def _model():
+    torch.manual_seed(0)
+    return hope.build_model(hope.ModelConfig.preset("transformer", vocab_size=256, d_model=32, n_layers=1)).eval()
+
+
+def test_prompt_is_read_once_then_one_token_per_call():
+    model, calls = _model(), []
+    forward = model.forward
+
+    def spy(ids, state=None):
+        calls.append((ids.shape[1], state is None))
+        return forward(ids, state=state)
+
+    model.forward = spy
+    "".join(stream(model, ByteTokenizer(), "ROMEO:", 5, temperature=0))
+    assert calls == [(6, True)] + [(1, False)] * 4
+
+
+def test_greedy_streaming_matches_rereading_the_whole_sequence():
+    model, tok = _model(), ByteTokenizer()
+    ids = torch.as_tensor(tok.encode("To be, or not").astype(np.int64))[None]
+    with torch.no_grad():
+        for _ in range(12):
+            logits, _ = model(ids)
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    expected = tok.decode(ids[0, -12:].tolist())
+    assert "".join(stream(model, tok, "To be, or not", 12, temperature=0)) == expected
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sample_next(logits, 1.0, 2, None, g).tolist()) == {0, 1}
+    probs = logits[0].softmax(-1)  # top token holds ~0.64 of the mass, top two ~0.87
+    assert set(sample_next(logits, 1.0, None, 0.5, g).tolist()) == {0}
+    assert set(sample_next(logits, 1.0, None, 0.8, g).tolist()) == {0, 1}
+    assert probs[:2].sum() > 0.8
+    assert set(sample_next(logits, 1.0, None, None, g).tolist()) == {0, 1, 2, 3, 4}
