@@ -266,6 +266,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                         "titans.surprise.threshold": -1.0},
     "hope-attention": {"block": "hope_attention"},
     "titans": {"block": "titans", "titans.self_modifying": False, "titans.self_generated_values": False,
-               "titans.update_rule": "momentum"},
+               "titans.update_rule": "momentum", "titans.eta_init": 0.002},
     "transformer": {"block": "transformer"},
 }
