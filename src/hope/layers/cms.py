@@ -4,7 +4,7 @@ Level ℓ has slow weights θ_ℓ (parameters, the meta-learned initial state) a
 weights that start at θ_ℓ and, at every C_ℓ-token boundary, take one step on the error accumulated over
 the last C_ℓ tokens (Eq. 71). Tokens read the weights of the last completed boundary: causal.
 
-Error signals: `local` — ½‖M_ℓ(W_k z) − W_v z‖² on the level's own input z through static read-outs,
+Error signals: `local` — ½‖M_ℓ(k̂) − v̂‖², k̂ = W_k z/‖W_k z‖, v̂ = W_v z/‖W_v z‖ on the level's input z,
 computed here; `lm` — the model's own next-token loss, whose gradient the language model computes
 segment by segment and hands to `absorb`; `none` — frozen in context (an ordinary MLP).
 Variants: `sequential` (MLP^(f_K)(… MLP^(f_1)(x)), Eq. 70), `independent` (levels side by side,
@@ -87,10 +87,11 @@ class ContinuumMemory(nn.Module):
         return torch.cat(outs, dim=1), state
 
     def _local_gradients(self, weights, inputs):
-        """Σ_t ∇θ ½‖M_ℓ(W_k z_t) − W_v z_t‖² per level, at the level's current fast weights."""
+        """Σ_t ∇θ ½‖M_ℓ(k̂_t) − v̂_t‖² per level, at the level's current fast weights."""
         grads = []
         for i, (w, z) in enumerate(zip(weights, inputs)):
-            keys, values = z @ self.key_readout[i].T, z @ self.value_readout[i].T
+            # Unit-norm keys and values keep the inner step's scale independent of the width.
+            keys, values = core.normalize(z @ self.key_readout[i].T), core.normalize(z @ self.value_readout[i].T)
             out, cache = core.forward(self.spec, w, keys)
             us, gs = core.backward(self.spec, w, cache, core.objective_error("l2", out, values))
             grads.append([g.transpose(-1, -2) @ u for u, g in zip(us, gs)])
