@@ -123,3 +123,19 @@ def test_tied_embeddings_round_trip_through_safetensors(tmp_path):
     ckpt_mod.load_weights(ckpt, fresh)
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_grad_accumulation_matches_the_full_batch(tiny_cfg):
+    whole = train(tiny_cfg("whole", steps=3, eval_every=0, save_every=0))
+    accumulated = train(tiny_cfg("accum", steps=3, eval_every=0, save_every=0, grad_accum=2))
+    assert [l for _, l in _train_losses(accumulated.run_dir)] == pytest.approx(
+        [l for _, l in _train_losses(whole.run_dir)], rel=1e-5)
+
+
+def test_bpe_run_saves_its_tokenizer_and_reports_bits_per_byte(tiny_cfg):
+    result = train(tiny_cfg(tokenizer="bpe:320", steps=2, eval_every=0, save_every=0, precision="bf16"))
+    _, tok, _, _ = load_for_inference(result.run_dir)
+    assert tok.vocab_size == 320
+    assert json.loads((result.run_dir / "config.json").read_text())["model"]["vocab_size"] == 320
+    # BPE tokens cover more than one byte each, so bits per byte is below bits per token.
+    assert 0 < result.val["bpb"] < result.val["loss"] / 0.6931
