@@ -148,7 +148,8 @@ def prepare_tokens(data: list[str], tokenizer_spec: str, val_fraction: float) ->
     sources = resolve_sources(data)
     if sources[0].endswith(TOKEN_SUFFIX):
         tokenizer = build_tokenizer(tokenizer_spec, None)
-        ids = np.concatenate([read_token_file(s, tokenizer.vocab_size) for s in sources])
+        parts = [read_token_file(s, tokenizer.vocab_size) for s in sources]
+        ids = parts[0] if len(parts) == 1 else np.concatenate(parts)  # one file stays memory-mapped
         cut = int(len(ids) * (1.0 - val_fraction))
         if cut == 0 or cut == len(ids):
             raise ValueError(f"{len(ids)} tokens are too few to split with val_fraction={val_fraction}")

@@ -11,7 +11,7 @@ from hope.data.tokenizer import validate_spec
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 # Sized so that `hope train` with no arguments finishes within ~5 minutes on 2 CPU cores (tiny HOPE).
-DEFAULT_STEPS = 200
+DEFAULT_STEPS = 150
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -135,8 +135,10 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = hope.build_model(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    if main and not resume:
-        tokenizer.save(run_dir / TOKENIZER_FILE)
+    if main:
+        # Rewritten on resume too: a resumed run may have extended its steps.
+        if not resume:
+            tokenizer.save(run_dir / TOKENIZER_FILE)
         config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "n_params": n_params,
                   "world_size": world, "hope_version": hope.__version__, "torch_version": torch.__version__}
         write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
@@ -189,9 +191,10 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
             tok_per_s = window_steps * tokens_per_step / elapsed
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}")
-            if main and (step % cfg.log_every == 0 or step == total):
-                logger.log({"step": step, "split": "train", "loss": loss, "lr": cfg.lr_at(step - 1),
-                            "grad_norm": grad_norm, "tokens": step * tokens_per_step, "tok_per_s": tok_per_s})
+            if step % cfg.log_every == 0 or step == total:
+                if main:
+                    logger.log({"step": step, "split": "train", "loss": loss, "lr": cfg.lr_at(step - 1),
+                                "grad_norm": grad_norm, "tokens": step * tokens_per_step, "tok_per_s": tok_per_s})
                 window_start, window_steps = time.perf_counter(), 0
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 val = evaluate()
