@@ -100,7 +100,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     opt("--warmup-steps", "linear warm-up steps (default: 5%% of the steps)", type=_non_negative_int)
     opt("--weight-decay", "decoupled weight decay on matrices", type=_non_negative_float)
     opt("--grad-clip", "clip the global gradient norm to this (0: off)", type=_non_negative_float)
-    opt("--optimizer", "adamw, or muon / m3 / dgd from hope.optim")
+    opt("--optimizer", "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim)")
     opt("--precision", "fp32 or bf16 (autocast)", choices=("fp32", "bf16"))
     opt("--compile", "torch.compile the model", action="store_true")
     opt("--fsdp", "under torchrun, shard with FSDP2 instead of DDP", action="store_true")

@@ -2,6 +2,8 @@
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +141,16 @@ def test_bpe_run_saves_its_tokenizer_and_reports_bits_per_byte(tiny_cfg):
     assert json.loads((result.run_dir / "config.json").read_text())["model"]["vocab_size"] == 320
     # BPE tokens cover more than one byte each, so bits per byte is below bits per token.
     assert 0 < result.val["bpb"] < result.val["loss"] / 0.6931
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "m3", "dgd"])
+def test_nested_learning_optimizers_train_and_resume(optimizer, tiny_cfg):
+    cfg = tiny_cfg(optimizer, optimizer=optimizer, lr=1e-2, steps=4, save_every=2, eval_every=0)
+    straight = train(cfg)
+    assert all(torch.isfinite(w).all() for w in _weights(straight.run_dir).values())
+    resumed_dir = tiny_cfg(optimizer + "-resumed").out
+    shutil.copytree(straight.run_dir, resumed_dir)
+    shutil.rmtree(Path(resumed_dir) / "checkpoints" / "step_00000004")  # back to the step-2 checkpoint
+    resumed = train(load_train_config(resumed_dir), resume=True)
+    a, b = _weights(straight.run_dir), _weights(resumed.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # optimizer state (momenta etc.) round-trips exactly

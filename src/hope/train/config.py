@@ -100,7 +100,7 @@ class TrainConfig:
         _check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         _check_float("weight_decay", self.weight_decay, 0.0)
         _check_float("grad_clip", self.grad_clip, 0.0)
-        from hope.train.optim import OPTIMIZERS
+        from hope.optim import OPTIMIZERS
 
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")

@@ -26,11 +26,11 @@ from hope.data.loader import TokenLoader, check_long_enough
 from hope.data.tokens import prepare_tokens
 from hope.eval.lm import evaluate_lm
 from hope.generate import stream
+from hope.optim import build_optimizer
 from hope.train import distributed as dist
 from hope.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hope.train.config import TrainConfig
 from hope.train.metrics import MetricsLogger, plot_losses
-from hope.train.optim import build_optimizer
 
 CONFIG = "config.json"
 LATEST = "latest"
