@@ -110,3 +110,15 @@ def test_generate_and_eval_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--run", str(tmp_path), "--prompt", "x", "--top-p", "1.5"])
     assert "must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_default_hope_preset_end_to_end(tmp_path, monkeypatch, capsys):
+    """`hope train` as the quick start runs it (tiny HOPE, built-in corpus), cut to 2 steps."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--steps", "2", "--eval-batches", "1", "--sample-tokens", "8", "--device", "cpu"]) == 0
+    run = (tmp_path / "runs" / "latest").resolve()
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["block"] == "hope" and config["train"]["data"] == ["builtin"]
+    capsys.readouterr()
+    assert main(["generate", "--run", "runs/latest", "--prompt", "ROMEO:", "--max-tokens", "8"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
