@@ -154,3 +154,14 @@ def test_nested_learning_optimizers_train_and_resume(optimizer, tiny_cfg):
     resumed = train(load_train_config(resumed_dir), resume=True)
     a, b = _weights(straight.run_dir), _weights(resumed.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)  # optimizer state (momenta etc.) round-trips exactly
+
+
+def test_resume_drops_log_lines_past_the_checkpoint_and_a_torn_last_line(tmp_path):
+    from hope.train.metrics import MetricsLogger
+
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "split": "train", "loss": 1.0 / s}) + "\n" for s in range(1, 6)) + '{"step": 6, "spl')
+    logger = MetricsLogger(tmp_path, resume_step=3)
+    logger.log({"step": 4, "split": "train", "loss": 0.5})
+    logger.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.5)]

@@ -20,8 +20,8 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.path = Path(run_dir) / METRICS
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+            kept = [r for r in _parse(self.path.read_text()) if r["step"] <= resume_step]
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a", encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -48,9 +48,19 @@ class MetricsLogger:
             self._tb.close()
 
 
+def _parse(text: str) -> list[dict]:
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # the torn last line of a process killed mid-write
+    return records
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return _parse(path.read_text()) if path.exists() else []
 
 
 def plot_losses(run_dir: Path) -> Path:
