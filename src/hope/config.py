@@ -63,7 +63,12 @@ class SurpriseConfig:
 
 @dataclass
 class TitansConfig:
-    """Self-referential Titans (Eq. 83–90) and, with `self_modifying=False`, the Titans LMM baseline."""
+    """Self-referential Titans (Eq. 83–90) and, with `self_modifying=False`, the Titans LMM baseline.
+
+    `error_clip` bounds each memory layer's per-token output error ‖g_i‖ (0 turns it off): with
+    self-generated targets the first layer's error grows with the second layer's weights, and
+    without a bound a trained model can diverge inside one sequence.
+    """
 
     chunk_size: int = 16
     memory: str = "mlp"
@@ -80,6 +85,7 @@ class TitansConfig:
     alpha_init: float = 0.995
     momentum_init: float = 0.9
     retrieval: str = "causal"
+    error_clip: float = 1.0
     surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
 
     def validate(self, owner: str = "titans") -> None:
@@ -101,6 +107,7 @@ class TitansConfig:
         if self.eta_init >= self.eta_max:
             raise ValueError(f"{owner}.eta_init must be < eta_max={self.eta_max}, got {self.eta_init}")
         _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
+        _check_positive(owner, "error_clip", self.error_clip, allow_zero=True)
         self.surprise.validate(f"{owner}.surprise")
 
 

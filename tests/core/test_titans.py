@@ -39,9 +39,8 @@ def test_chunked_equals_reference_run_of_eq90(variant, chunk):
     y_ref, s_ref = layer(x, impl="reference")
     y_fast, s_fast = layer(x, impl="chunked")
     torch.testing.assert_close(y_fast, y_ref, rtol=0, atol=1e-10)
-    for comp in s_ref["weights"]:
-        for a, b in zip(s_fast["weights"][comp], s_ref["weights"][comp]):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    for a, b in zip(s_fast["weights"], s_ref["weights"]):  # every memory, every layer
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("impl", ["reference", "chunked"])
@@ -54,7 +53,8 @@ def test_streaming_any_split_equals_one_call(impl):
             y, state = layer(x[:, a:b], state, impl=impl)
             outs.append(y)
         torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=0, atol=1e-12)
-        torch.testing.assert_close(state["weights"]["mem"][0], s_whole["weights"]["mem"][0], rtol=0, atol=1e-12)
+        for a, b in zip(state["weights"], s_whole["weights"]):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
 def test_causal():
@@ -73,8 +73,14 @@ def test_gradcheck_tiny_layer():
     torch.manual_seed(0)
     layer = SelfReferentialTitans(cfg).double()
     x = torch.randn(1, 5, 4, dtype=D64, requires_grad=True)
-    init = layer.init_mem_0
-    assert torch.autograd.gradcheck(lambda inp, w: layer(inp)[0] + 0 * w.sum(), (x, init), eps=1e-6, atol=1e-5)
+    init = [w.detach().clone().requires_grad_() for w in layer.init_weights]
+
+    def run(inp, *weights):
+        state = layer.init_state(1)
+        state["weights"] = [w.expand(1, *w.shape) for w in weights]
+        return layer(inp, state)[0]
+
+    assert torch.autograd.gradcheck(run, (x, *init), eps=1e-6, atol=1e-5)
 
 
 def test_gradients_reach_meta_learned_initial_memories():
@@ -94,7 +100,7 @@ def test_memory_stays_bounded_over_20k_tokens():
     with torch.no_grad():
         for _ in range(10):
             _, state = layer(torch.randn(1, 2048, 16) * 3.0, state)
-            norms.append(max(float(w.norm()) for ws in state["weights"].values() for w in ws))
+            norms.append(max(float(w.norm()) for w in state["weights"]))
     assert state["pos"] == 20480
     assert all(torch.isfinite(torch.tensor(norms)))
     assert max(norms[5:]) < 2.0 * max(norms[:5]), norms  # no drift: the late norms stay at the early level
@@ -104,8 +110,7 @@ def test_absolute_surprise_gate_blocks_updates_and_reports_pass_rate():
     layer, x = _layer(4, **{"titans.surprise.mode": "absolute", "titans.surprise.threshold": 1e9}), _x(10)
     _, state = layer(x)
     assert float(layer.gate_pass_rate) == 0.0
-    init = layer.initial_weights("mem", 2)
-    for a, b in zip(state["weights"]["mem"], init):
+    for a, b in zip(state["weights"], layer.init_state(2)["weights"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     layer_open = _layer(4, **{"titans.surprise.mode": "absolute", "titans.surprise.threshold": 0.0})
     layer_open(x)

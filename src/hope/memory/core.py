@@ -104,6 +104,13 @@ def backward(spec: MemorySpec, weights: Weights, cache, err: torch.Tensor) -> tu
     return inputs, errors
 
 
+def clip_errors(errors: Weights, max_norm: float) -> Weights:
+    """Scale each per-token error g_i down to ‖g_i‖ ≤ max_norm (0: unchanged)."""
+    if max_norm <= 0:
+        return errors
+    return [g * (max_norm / g.norm(dim=-1, keepdim=True).clamp_min(max_norm)) for g in errors]
+
+
 def grad_norm(inputs: Weights, errors: Weights) -> torch.Tensor:
     """‖∇θ ℓ‖ over all layers, per token: sqrt(Σ_i ‖g_i‖² ‖u_i‖²) (the Titans surprise)."""
     total = sum((g * g).sum(-1) * (u * u).sum(-1) for u, g in zip(inputs, errors))
