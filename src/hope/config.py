@@ -67,7 +67,8 @@ class TitansConfig:
 
     `error_clip` bounds each memory layer's per-token output error ‖g_i‖ (0 turns it off): with
     self-generated targets the first layer's error grows with the second layer's weights, and
-    without a bound a trained model can diverge inside one sequence.
+    without a bound a trained model can diverge inside one sequence. `checkpoint_chunks` recomputes
+    each chunk in the backward pass instead of storing its activations (memory ∝ chunk states only).
     """
 
     chunk_size: int = 16
@@ -86,6 +87,7 @@ class TitansConfig:
     momentum_init: float = 0.9
     retrieval: str = "causal"
     error_clip: float = 1.0
+    checkpoint_chunks: bool = False
     surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
 
     def validate(self, owner: str = "titans") -> None:
@@ -250,6 +252,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
+_GPU = {"titans.chunk_size": 64, "titans.checkpoint_chunks": True}
+
 # Size presets: width, depth, heads. CMS chunk sizes shrink with the CPU sizes so that tests see
 # several boundaries in a short sequence.
 SIZES: dict[str, dict[str, Any]] = {
@@ -257,9 +261,9 @@ SIZES: dict[str, dict[str, Any]] = {
              "cms.chunk_sizes": (16, 64)},
     "small": {"d_model": 256, "n_layers": 6, "n_heads": 4, "titans.chunk_size": 16,
               "cms.chunk_sizes": (64, 256)},
-    "125m": {"d_model": 768, "n_layers": 12, "n_heads": 12, "titans.chunk_size": 64},
-    "350m": {"d_model": 1024, "n_layers": 24, "n_heads": 16, "titans.chunk_size": 64},
-    "760m": {"d_model": 1536, "n_layers": 24, "n_heads": 16, "titans.chunk_size": 64},
+    "125m": {"d_model": 768, "n_layers": 12, "n_heads": 12, **_GPU},
+    "350m": {"d_model": 1024, "n_layers": 24, "n_heads": 16, **_GPU},
+    "760m": {"d_model": 1536, "n_layers": 24, "n_heads": 16, **_GPU},
 }
 
 # Architecture presets (DESIGN §6), each a configuration of the same core.

@@ -122,3 +122,15 @@ def test_relative_surprise_gate_is_selective():
                          "titans.surprise.window": 16})
     layer(_x(200))
     assert 0.2 < float(layer.gate_pass_rate) < 0.8
+
+
+def test_checkpointed_chunks_give_identical_gradients():
+    x = _x(19)
+    grads = []
+    for flag in (False, True):
+        layer = _layer(4, **{"titans.checkpoint_chunks": flag})
+        y, _ = layer(x)
+        (y ** 2).sum().backward()
+        grads.append([p.grad for p in layer.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
@@ -217,8 +218,11 @@ class SelfReferentialTitans(nn.Module):
                 anchor = weights
             step = (chunk - (pos + t) % chunk) if parallel else 1
             piece = xc[:, t:t + step]
-            o, weights, momentum, hist, count, rate = self._segment(piece, weights, momentum, anchor,
-                                                                    hist, count, parallel)
+            args = (piece, weights, momentum, anchor, hist, count, parallel)
+            if self.tc.checkpoint_chunks and torch.is_grad_enabled():
+                o, weights, momentum, hist, count, rate = checkpoint(self._segment, *args, use_reentrant=False)
+            else:
+                o, weights, momentum, hist, count, rate = self._segment(*args)
             outs.append(o)
             rates.append(rate.to(self.gate_pass_rate) * piece.shape[1])
             t += piece.shape[1]
