@@ -9,8 +9,24 @@ import pytest
 from hope.cli import main
 from hope.data import builtin_text
 
-TINY = ["--preset", "transformer", "--model.d_model", "32", "--model.n_layers", "1", "--seq-len", "32",
-        "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "10", "--device", "cpu"]
+TINY = [
+    "--preset",
+    "transformer",
+    "--model.d_model",
+    "32",
+    "--model.n_layers",
+    "1",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "2",
+    "--sample-tokens",
+    "10",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +45,18 @@ def corpus(tmp_path):
     "argv, expected",
     [
         ([], ["train", "generate", "eval"]),
-        (["train"], ["--preset", "--titans.chunk_size", "--tokenizer", "--grad-accum", "--resume", "--fsdp", "--tokens"]),
+        (
+            ["train"],
+            [
+                "--preset",
+                "--titans.chunk_size",
+                "--tokenizer",
+                "--grad-accum",
+                "--resume",
+                "--fsdp",
+                "--tokens",
+            ],
+        ),
         (["generate"], ["--run", "--prompt", "--temperature", "--top-k", "--top-p"]),
         (["eval"], ["lm"]),
         (["eval", "lm"], ["--run", "--data", "bits per byte"]),
@@ -44,7 +71,9 @@ def test_help(argv, expected, capsys):
 
 
 def test_python_dash_m_hope():
-    result = subprocess.run([sys.executable, "-m", "hope", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "hope", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0 and "generate" in result.stdout
 
 
@@ -80,13 +109,34 @@ def test_missing_data_is_a_clear_runtime_error(tmp_path, capsys):
 
 def test_train_generate_eval_resume(corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", *TINY, "--data", str(corpus), "--steps", "4", "--eval-every", "2", "--save-every", "2",
-                 "--out", str(run), "--titans.chunk_size", "16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--data",
+                str(corpus),
+                "--steps",
+                "4",
+                "--eval-every",
+                "2",
+                "--save-every",
+                "2",
+                "--out",
+                str(run),
+                "--titans.chunk_size",
+                "16",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["titans"]["chunk_size"] == 16 and config["model"]["d_model"] == 32
     assert "--- sample ---" in capsys.readouterr().out
 
-    assert main(["generate", "--run", str(run), "--prompt", "ROMEO:", "--max-tokens", "20", "--top-k", "5"]) == 0
+    assert (
+        main(["generate", "--run", str(run), "--prompt", "ROMEO:", "--max-tokens", "20", "--top-k", "5"]) == 0
+    )
     assert capsys.readouterr().out.startswith("ROMEO:")
 
     assert main(["eval", "lm", "--run", str(run), "--data", str(corpus), "--max-batches", "2"]) == 0
@@ -115,7 +165,9 @@ def test_generate_and_eval_errors(tmp_path, capsys):
 def test_default_hope_preset_end_to_end(tmp_path, monkeypatch, capsys):
     """`hope train` as the quick start runs it (tiny HOPE, built-in corpus), cut to 2 steps."""
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--steps", "2", "--eval-batches", "1", "--sample-tokens", "8", "--device", "cpu"]) == 0
+    assert (
+        main(["train", "--steps", "2", "--eval-batches", "1", "--sample-tokens", "8", "--device", "cpu"]) == 0
+    )
     run = (tmp_path / "runs" / "latest").resolve()
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["block"] == "hope" and config["train"]["data"] == ["builtin"]

@@ -13,8 +13,19 @@ import sys
 PROG = "hope"
 # With --resume the run keeps its saved configuration; these options may still change (schedule length,
 # bookkeeping, where it runs). Everything else would silently break the promise of an exact resume.
-RESUMABLE = ("steps", "tokens", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "log_every",
-             "compile", "device", "sample_prompt", "sample_tokens")
+RESUMABLE = (
+    "steps",
+    "tokens",
+    "eval_every",
+    "eval_batches",
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "compile",
+    "device",
+    "sample_prompt",
+    "sample_tokens",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +76,9 @@ def _non_negative_float(text: str) -> float:
 def _train_parser(sub) -> argparse.ArgumentParser:
     from hope.train.config import DEFAULT_STEPS, TrainConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+    }
     p = sub.add_parser(
         "train",
         allow_abbrev=False,
@@ -76,6 +89,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         epilog="torchrun --nproc_per_node N -m hope train ... trains with DDP (or FSDP2 with --fsdp); "
         "--batch-size is the global batch, split over processes and --grad-accum.",
     )
+
     # Every option defaults to None so that we can tell what was given explicitly (matters for --resume).
     def opt(flag, help, **kw):
         field = flag.lstrip("-").replace("-", "_")
@@ -83,11 +97,18 @@ def _train_parser(sub) -> argparse.ArgumentParser:
             help = f"{help} (default: {defaults[field]})"
         p.add_argument(flag, default=None, help=help, **kw)
 
-    opt("--preset", "architecture preset: hope, hope-no-cms, hope-no-selfmod, hope-no-surprise, hope-attention, "
-        "titans, transformer")
+    opt(
+        "--preset",
+        "architecture preset: hope, hope-no-cms, hope-no-selfmod, hope-no-surprise, hope-attention, "
+        "titans, transformer",
+    )
     opt("--size", "size preset: tiny, small, 125m, 350m, 760m")
-    opt("--data", "training text: builtin, .txt/.jsonl files, pre-tokenised .bin (uint16) files, or globs",
-        nargs="+", metavar="PATH")
+    opt(
+        "--data",
+        "training text: builtin, .txt/.jsonl files, pre-tokenised .bin (uint16) files, or globs",
+        nargs="+",
+        metavar="PATH",
+    )
     opt("--tokenizer", "byte, bpe:N (trained on the training text, saved in the run), or a tokenizer.json")
     opt("--val-fraction", "fraction of the data held out for validation", type=_probability)
     opt("--seq-len", "tokens per training sequence", type=_positive_int)
@@ -135,8 +156,10 @@ def _model_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> dict:
         arg = extra[i]
         key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if "." not in key:
-            parser.error(f"unrecognized argument {arg!r} (model fields take a dotted name: --model.d_model 64, "
-                         "--titans.chunk_size 16)")
+            parser.error(
+                f"unrecognized argument {arg!r} (model fields take a dotted name: --model.d_model 64, "
+                "--titans.chunk_size 16)"
+            )
         if not eq:
             if i + 1 >= len(extra):
                 parser.error(f"{arg} needs a value")
@@ -155,8 +178,10 @@ def _build_train_config(parser, args, extra):
     if args.resume is not None:
         refused = sorted(set(given) - set(RESUMABLE)) + sorted(overrides)
         if refused:
-            parser.error(f"--resume continues a run with its saved configuration; it cannot change "
-                         f"{', '.join(refused)} (allowed: {', '.join(RESUMABLE)})")
+            parser.error(
+                f"--resume continues a run with its saved configuration; it cannot change "
+                f"{', '.join(refused)} (allowed: {', '.join(RESUMABLE)})"
+            )
         cfg = load_train_config(args.resume)
         if "steps" in given or "tokens" in given:
             cfg.steps = cfg.tokens = None
@@ -196,14 +221,23 @@ def _cmd_generate(parser, args) -> int:
 
     try:
         device = pick_device(args.device)
-        model, tokenizer, _, step = load_for_inference(args.run, device)
+        model, tokenizer, _, _ = load_for_inference(args.run, device)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     generator = torch.Generator(device=device).manual_seed(args.seed)
     sys.stdout.write(args.prompt)
     try:
-        for piece in stream(model, tokenizer, args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
-                            device, generator):
+        for piece in stream(
+            model,
+            tokenizer,
+            args.prompt,
+            args.max_tokens,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            device,
+            generator,
+        ):
             sys.stdout.write(piece)
             sys.stdout.flush()
     except ValueError as e:
@@ -213,14 +247,14 @@ def _cmd_generate(parser, args) -> int:
 
 
 def _cmd_eval_lm(parser, args) -> int:
+    import numpy as np
+
     from hope.data.loader import check_long_enough
     from hope.data.tokenizer import token_byte_lengths
     from hope.data.tokens import read_text, read_token_file, resolve_sources
     from hope.eval.lm import evaluate_lm
     from hope.train import load_for_inference
     from hope.train.distributed import pick_device
-
-    import numpy as np
 
     try:
         device = pick_device(args.device)
@@ -234,23 +268,39 @@ def _cmd_eval_lm(parser, args) -> int:
         check_long_enough(tokens, seq_len, "evaluation")
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    result = evaluate_lm(model, tokens, seq_len, args.batch_size, token_byte_lengths(tokenizer), device,
-                         args.max_batches, args.precision)
+    result = evaluate_lm(
+        model,
+        tokens,
+        seq_len,
+        args.batch_size,
+        token_byte_lengths(tokenizer),
+        device,
+        args.max_batches,
+        args.precision,
+    )
     result = {"run": str(args.run), "step": step, "data": args.data, "seq_len": seq_len, **result}
     print(json.dumps(result))
-    print(f"loss {result['loss']:.4f}  perplexity {result['ppl']:.2f}  bits/byte {result['bpb']:.4f}  "
-          f"{result['tokens']:,} tokens at {result['tok_per_s']:,.0f} tok/s", file=sys.stderr)
+    print(
+        f"loss {result['loss']:.4f}  perplexity {result['ppl']:.2f}  bits/byte {result['bpb']:.4f}  "
+        f"{result['tokens']:,} tokens at {result['tok_per_s']:,.0f} tok/s",
+        file=sys.stderr,
+    )
     return 0
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog=PROG, description="Nested Learning / HOPE in PyTorch: train, sample, evaluate.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Nested Learning / HOPE in PyTorch: train, sample, evaluate."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parsers = {"train": _train_parser(sub)}
 
-    g = sub.add_parser("generate", help="stream text from a trained run",
-                       description="Stream text from a run's newest checkpoint: the prompt is read once, then "
-                       "each token is fed back with the model's state.")
+    g = sub.add_parser(
+        "generate",
+        help="stream text from a trained run",
+        description="Stream text from a run's newest checkpoint: the prompt is read once, then "
+        "each token is fed back with the model's state.",
+    )
     g.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
     g.add_argument("--prompt", required=True, help="text to continue")
     g.add_argument("--max-tokens", type=_positive_int, default=300, help="tokens to generate (default: 300)")
@@ -263,14 +313,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
     e = sub.add_parser("eval", help="evaluate a trained run", description="Evaluate a trained run.")
     esub = e.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    lm = esub.add_parser("lm", help="loss, perplexity, bits per byte and tokens/s on a text or token file",
-                         description="Language-model evaluation of a run's newest checkpoint on local data "
-                         "(the whole file, non-overlapping windows): loss, perplexity, bits per byte, tokens/s.")
+    lm = esub.add_parser(
+        "lm",
+        help="loss, perplexity, bits per byte and tokens/s on a text or token file",
+        description="Language-model evaluation of a run's newest checkpoint on local data "
+        "(the whole file, non-overlapping windows): loss, perplexity, bits per byte, tokens/s.",
+    )
     lm.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
-    lm.add_argument("--data", required=True, nargs="+", metavar="PATH",
-                    help="builtin, .txt/.jsonl or pre-tokenised .bin files, or globs")
+    lm.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="builtin, .txt/.jsonl or pre-tokenised .bin files, or globs",
+    )
     lm.add_argument("--seq-len", type=_positive_int, default=None, help="window length (default: the run's)")
-    lm.add_argument("--batch-size", type=_positive_int, default=8, help="windows per forward pass (default: 8)")
+    lm.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="windows per forward pass (default: 8)"
+    )
     lm.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
     lm.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
     lm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")

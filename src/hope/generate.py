@@ -2,16 +2,21 @@
 model's returned state, so the prompt is never re-read and memory stays flat however long it runs."""
 
 import codecs
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 from hope.data.tokenizer import Tokenizer
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """One id per row of ``logits`` (B, V): greedy at temperature 0, else softmax sampling after top-k/top-p."""
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One id per row of ``logits`` (B, V): greedy at temperature 0, else sampling after top-k/top-p."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -29,9 +34,17 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
 
 
 @torch.no_grad()
-def stream(model, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, temperature: float = 0.8,
-           top_k: int | None = None, top_p: float | None = None, device: torch.device | str = "cpu",
-           generator: torch.Generator | None = None) -> Iterator[str]:
+def stream(
+    model,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> Iterator[str]:
     """Yields the generated text piece by piece (whole UTF-8 characters only)."""
     ids = tokenizer.encode(prompt)
     if len(ids) == 0:

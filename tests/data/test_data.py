@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from hope.data import BUILTIN, ByteTokenizer, TokenLoader, builtin_text, eval_batches, load_tokenizer, prepare_tokens
+from hope.data import (
+    BUILTIN,
+    ByteTokenizer,
+    TokenLoader,
+    builtin_text,
+    eval_batches,
+    load_tokenizer,
+    prepare_tokens,
+)
 from hope.data.tokenizer import BPETokenizer, token_byte_lengths, validate_spec
 from hope.data.tokens import split_text
 
@@ -80,7 +88,9 @@ def test_tokens_are_cached_by_content(text_file, tmp_path):
 
 
 def test_jsonl_globs_and_bin_sources(tmp_path):
-    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "Hark! " * 200}) + "\n" + json.dumps({"text": "Peace."}) + "\n")
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps({"text": "Hark! " * 200}) + "\n" + json.dumps({"text": "Peace."}) + "\n"
+    )
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "Good night, sweet prince. " * 50}) + "\n")
     splits, tok = prepare_tokens([str(tmp_path / "*.jsonl")], "byte", 0.2)
     joined = tok.decode(np.concatenate([splits.train, splits.val]))

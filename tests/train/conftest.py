@@ -22,11 +22,22 @@ def tiny_cfg(corpus, tmp_path):
     """A TrainConfig for a tiny transformer that trains in about a second on a CPU."""
 
     def make(out="run", **changes) -> TrainConfig:
-        fields = dict(
-            preset="transformer", model_overrides={"d_model": 32, "n_layers": 1, "n_heads": 2},
-            data=[str(corpus)], seq_len=32, batch_size=4, steps=8, lr=3e-3, eval_every=4, eval_batches=2,
-            save_every=4, log_every=1, sample_tokens=0, device="cpu", out=str(tmp_path / out),
-        )
+        fields = {
+            "preset": "transformer",
+            "model_overrides": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+            "data": [str(corpus)],
+            "seq_len": 32,
+            "batch_size": 4,
+            "steps": 8,
+            "lr": 3e-3,
+            "eval_every": 4,
+            "eval_batches": 2,
+            "save_every": 4,
+            "log_every": 1,
+            "sample_tokens": 0,
+            "device": "cpu",
+            "out": str(tmp_path / out),
+        }
         fields.update(changes)
         return TrainConfig(**fields)
 

@@ -8,7 +8,9 @@ from hope.generate import sample_next, stream
 
 def _model():
     torch.manual_seed(0)
-    return hope.build_model(hope.ModelConfig.preset("transformer", vocab_size=256, d_model=32, n_layers=1)).eval()
+    return hope.build_model(
+        hope.ModelConfig.preset("transformer", vocab_size=256, d_model=32, n_layers=1)
+    ).eval()
 
 
 def test_prompt_is_read_once_then_one_token_per_call():

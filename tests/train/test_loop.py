@@ -1,4 +1,4 @@
-"""The training loop end to end on a tiny transformer: run directory, exact resume, divergence, atomic saves."""
+"""The training loop on a tiny transformer: run directory, exact resume, divergence, atomic saves."""
 
 import json
 import re
@@ -10,9 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import hope
-from hope.train import TrainingDiverged, load_for_inference, load_train_config, train
+from hope.train import TrainingDiverged, load_for_inference, load_train_config, loop, train
 from hope.train import checkpoint as ckpt_mod
-from hope.train import loop
 from hope.train.checkpoint import latest_checkpoint, list_checkpoints
 from hope.train.metrics import read_metrics
 
@@ -29,7 +28,11 @@ def test_run_directory_holds_everything(tiny_cfg):
     result = train(tiny_cfg(sample_tokens=20))
     run = result.run_dir
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["steps"] == 8 and config["model"]["d_model"] == 32 and config["model"]["vocab_size"] == 256
+    assert (
+        config["train"]["steps"] == 8
+        and config["model"]["d_model"] == 32
+        and config["model"]["vocab_size"] == 256
+    )
     for name in ("metrics.jsonl", "loss.png", "tokenizer.json"):
         assert (run / name).stat().st_size > 0
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -41,7 +44,7 @@ def test_run_directory_holds_everything(tiny_cfg):
     assert result.val["ppl"] == pytest.approx(torch.tensor(result.val["loss"]).exp().item(), rel=1e-6)
     assert result.val["loss"] < _train_losses(run)[0][1]  # it learned something
     assert len(result.sample) > 0
-    model, tok, cfg, step = load_for_inference(run)
+    _, tok, cfg, step = load_for_inference(run)
     assert step == 8 and cfg.steps == 8 and tok.vocab_size == 256
 
 
@@ -69,7 +72,10 @@ def test_resume_is_bit_exact(tiny_cfg, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     optim_a = torch.load(latest_checkpoint(straight.run_dir) / "optimizer.pt", weights_only=True)
     optim_b = torch.load(latest_checkpoint(halves.run_dir) / "optimizer.pt", weights_only=True)
-    assert all(torch.equal(optim_a["state"][k]["exp_avg_sq"], optim_b["state"][k]["exp_avg_sq"]) for k in optim_a["state"])
+    assert all(
+        torch.equal(optim_a["state"][k]["exp_avg_sq"], optim_b["state"][k]["exp_avg_sq"])
+        for k in optim_a["state"]
+    )
 
 
 def test_resume_of_a_finished_run_asks_for_more_steps(tiny_cfg):
@@ -111,7 +117,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tiny_cfg, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         train(cfg)
     assert [p.name for p in list_checkpoints(cfg.out)] == ["step_00000004"]
-    model, _, _, step = load_for_inference(cfg.out)
+    _, _, _, step = load_for_inference(cfg.out)
     assert step == 4
 
 
@@ -123,7 +129,7 @@ def test_tied_embeddings_round_trip_through_safetensors(tmp_path):
     for p in fresh.parameters():
         torch.nn.init.zeros_(p)
     ckpt_mod.load_weights(ckpt, fresh)
-    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -131,7 +137,8 @@ def test_grad_accumulation_matches_the_full_batch(tiny_cfg):
     whole = train(tiny_cfg("whole", steps=3, eval_every=0, save_every=0))
     accumulated = train(tiny_cfg("accum", steps=3, eval_every=0, save_every=0, grad_accum=2))
     assert [l for _, l in _train_losses(accumulated.run_dir)] == pytest.approx(
-        [l for _, l in _train_losses(whole.run_dir)], rel=1e-5)
+        [l for _, l in _train_losses(whole.run_dir)], rel=1e-5
+    )
 
 
 def test_bpe_run_saves_its_tokenizer_and_reports_bits_per_byte(tiny_cfg):
@@ -160,8 +167,15 @@ def test_resume_drops_log_lines_past_the_checkpoint_and_a_torn_last_line(tmp_pat
     from hope.train.metrics import MetricsLogger
 
     (tmp_path / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": s, "split": "train", "loss": 1.0 / s}) + "\n" for s in range(1, 6)) + '{"step": 6, "spl')
+        "".join(json.dumps({"step": s, "split": "train", "loss": 1.0 / s}) + "\n" for s in range(1, 6))
+        + '{"step": 6, "spl'
+    )
     logger = MetricsLogger(tmp_path, resume_step=3)
     logger.log({"step": 4, "split": "train", "loss": 0.5})
     logger.close()
-    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.5)]
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [
+        (1, 1.0),
+        (2, 0.5),
+        (3, 1 / 3),
+        (4, 0.5),
+    ]

@@ -15,22 +15,64 @@ from hope.train import load_for_inference, train
 from hope.train.checkpoint import latest_checkpoint, list_checkpoints
 from hope.train.metrics import read_metrics
 
-TINY = ["--preset", "transformer", "--model.d_model", "32", "--model.n_layers", "1", "--seq-len", "32",
-        "--batch-size", "4", "--eval-every", "0", "--eval-batches", "2", "--sample-tokens", "0", "--device", "cpu", "--log-every", "1"]
+TINY = [
+    "--preset",
+    "transformer",
+    "--model.d_model",
+    "32",
+    "--model.n_layers",
+    "1",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "0",
+    "--eval-batches",
+    "2",
+    "--sample-tokens",
+    "0",
+    "--device",
+    "cpu",
+    "--log-every",
+    "1",
+]
 
 
 def _hope(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "hope", *args], capture_output=True, text=True, timeout=240, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "hope", *args], capture_output=True, text=True, timeout=240, check=False, **kw
+    )
 
 
 def test_sigkill_mid_run_then_resume(corpus, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "hope", "train", *TINY, "--data", str(corpus), "--steps", "100000",
-                             "--save-every", "2", "--keep-checkpoints", "3", "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hope",
+            "train",
+            *TINY,
+            "--data",
+            str(corpus),
+            "--steps",
+            "100000",
+            "--save-every",
+            "2",
+            "--keep-checkpoints",
+            "3",
+            "--out",
+            str(run),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
-        while len(list_checkpoints(run)) < 3:  # several saves happened: the kill lands amid save/prune traffic
+        while (
+            len(list_checkpoints(run)) < 3
+        ):  # several saves happened: the kill lands amid save/prune traffic
             assert proc.poll() is None and time.monotonic() < deadline, "training did not get going"
             time.sleep(0.01)
     finally:
@@ -55,16 +97,33 @@ def test_two_processes_match_one(sharding, corpus, tmp_path, tiny_cfg):
     steps = ["--steps", "4", "--save-every", "0", "--lr", "1e-2"]
     single = train(tiny_cfg("single", steps=4, save_every=0, eval_every=0, lr=1e-2))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "hope", "train", *TINY, *steps,
-           "--data", str(corpus), "--out", str(tmp_path / "double")]
+    cmd = [
+        "torchrun",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hope",
+        "train",
+        *TINY,
+        *steps,
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "double"),
+    ]
     if sharding == "fsdp":
         cmd.append("--fsdp")
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "train:" not in l)[-4000:]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, check=False)
+    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "train:" not in l)[
+        -4000:
+    ]
     assert "2 process(es)" in result.stderr
 
     def curve(run):
-        return [(r["step"], r["split"], r["loss"]) for r in read_metrics(run) if r["split"] in ("train", "val")]
+        return [
+            (r["step"], r["split"], r["loss"]) for r in read_metrics(run) if r["split"] in ("train", "val")
+        ]
 
     one, two = curve(single.run_dir), curve(tmp_path / "double")
     assert [c[:2] for c in one] == [c[:2] for c in two]

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a process killed mid-write) sees the old file or the new one, never half."""
+"""Atomic file writes: a reader, or a process killed mid-write, sees the old file or the new, never half."""
 
 import os
 from pathlib import Path

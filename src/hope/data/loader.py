@@ -18,7 +18,8 @@ def num_windows(n_tokens: int, seq_len: int) -> int:
 def check_long_enough(tokens: np.ndarray, seq_len: int, split: str) -> None:
     if num_windows(len(tokens), seq_len) < 1:
         raise ValueError(
-            f"the {split} split has {len(tokens)} tokens, fewer than one sequence of seq_len + 1 = {seq_len + 1}; "
+            f"the {split} split has {len(tokens)} tokens, fewer than one sequence of seq_len + 1 = "
+            f"{seq_len + 1}; "
             "use more data, a shorter --seq-len, or (for validation) a larger val_fraction"
         )
 
@@ -30,7 +31,9 @@ class TokenLoader:
     its contiguous slice of them, so N processes with batch b see what one process with batch N*b sees.
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
         check_long_enough(tokens, seq_len, "training")
         self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -54,18 +57,31 @@ class TokenLoader:
         return batch[:, :-1], batch[:, 1:]
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "seed": self.seed, "n_windows": self.n_windows, "seq_len": self.seq_len}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "n_windows": self.n_windows,
+            "seq_len": self.seq_len,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if (state["n_windows"], state["seq_len"]) != (self.n_windows, self.seq_len):
             raise ValueError(
-                f"the checkpoint's data position is for {state['n_windows']} windows of {state['seq_len']} tokens, "
-                f"but the data now gives {self.n_windows} windows of {self.seq_len}: the training data changed"
+                f"the checkpoint's data position is for {state['n_windows']} windows of {state['seq_len']} "
+                f"tokens, but the data now gives {self.n_windows} windows of {self.seq_len}: "
+                "the training data changed"
             )
         self.position, self.seed = state["position"], state["seed"]
 
 
-def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_batches: int | None, rank: int = 0, world_size: int = 1):
+def eval_batches(
+    tokens: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    max_batches: int | None,
+    rank: int = 0,
+    world_size: int = 1,
+):
     """Non-overlapping windows of a held-out stream in order, ``batch_size`` per process per batch.
 
     Yields ``(inputs, targets)``; the last batch may be smaller, and a process whose slice is empty
@@ -82,6 +98,11 @@ def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_batches:
         hi = min(lo + batch_size, n)
         if lo >= hi:
             continue
-        rows = np.stack([np.asarray(tokens[w * seq_len : w * seq_len + seq_len + 1], dtype=np.int64) for w in range(lo, hi)])
+        rows = np.stack(
+            [
+                np.asarray(tokens[w * seq_len : w * seq_len + seq_len + 1], dtype=np.int64)
+                for w in range(lo, hi)
+            ]
+        )
         batch = torch.from_numpy(rows)
         yield batch[:, :-1], batch[:, 1:]

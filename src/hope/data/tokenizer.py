@@ -7,8 +7,9 @@ bits per byte. Every run saves its tokeniser as ``tokenizer.json`` so a run dire
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def validate_spec(spec: str) -> None:
         return
     m = _BPE_SPEC.fullmatch(spec)
     if m is None:
-        raise ValueError(f"tokenizer must be 'byte', 'bpe:N' (e.g. bpe:4096) or a tokenizer .json file, got {spec!r}")
+        raise ValueError(
+            f"tokenizer must be 'byte', 'bpe:N' (e.g. bpe:4096) or a tokenizer .json file, got {spec!r}"
+        )
     n = int(m.group(1))
     if not MIN_BPE_VOCAB <= n <= MAX_BPE_VOCAB:
         raise ValueError(f"tokenizer bpe:N needs {MIN_BPE_VOCAB} <= N <= {MAX_BPE_VOCAB}, got {n}")
@@ -77,7 +80,11 @@ class ByteTokenizer:
 def _byte_level_alphabet() -> dict[str, int]:
     """Inverse of the byte-level BPE byte-to-character map (GPT-2's): printable Latin-1 bytes stand for
     themselves, the other 68 bytes are shifted to code points 256 and up, so every byte is one character."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     char_of = {b: chr(b) for b in printable}
     shifted = 0
     for b in range(256):
@@ -103,7 +110,8 @@ class BPETokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "BPETokenizer":
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         tok = HFTokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

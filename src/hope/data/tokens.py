@@ -38,7 +38,7 @@ class TokenSplits:
 
 
 def resolve_sources(data: list[str]) -> list[str]:
-    """Expands globs into a sorted, de-duplicated list of files; ``builtin`` stands for the built-in corpus."""
+    """Expands globs into a sorted, de-duplicated list of files; ``builtin`` is the built-in corpus."""
     sources: list[str] = []
     for item in data:
         if item == BUILTIN:
@@ -51,7 +51,9 @@ def resolve_sources(data: list[str]) -> list[str]:
             if os.path.isdir(m):
                 raise ValueError(f"--data {m!r} is a directory; pass files or a glob such as {m}/*.txt")
             if not m.endswith(TEXT_SUFFIXES + (TOKEN_SUFFIX,)):
-                raise ValueError(f"--data {m!r}: unsupported file type; use .txt, .jsonl or pre-tokenised .bin")
+                raise ValueError(
+                    f"--data {m!r}: unsupported file type; use .txt, .jsonl or pre-tokenised .bin"
+                )
             sources.append(m)
     if not sources:
         raise ValueError("--data names no files")
@@ -69,11 +71,15 @@ def read_text(path: str) -> str:
     if not raw.strip():
         raise ValueError(f"{path} is empty")
     if b"\0" in raw:
-        raise ValueError(f"{path} contains NUL bytes: it looks binary, not text (pre-tokenised ids must end in .bin)")
+        raise ValueError(
+            f"{path} contains NUL bytes: it looks binary, not text (pre-tokenised ids must end in .bin)"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (invalid byte at offset {e.start}); is it a binary file?") from None
+        raise ValueError(
+            f"{path} is not UTF-8 text (invalid byte at offset {e.start}); is it a binary file?"
+        ) from None
     if not path.endswith(".jsonl"):
         return text
     docs = []
@@ -85,7 +91,7 @@ def read_text(path: str) -> str:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"{path}:{n}: each JSONL line must be an object with a string field 'text'")
+            raise ValueError(f"{path}:{n}: each JSONL line must be an object with a string field 'text'")  # noqa: TRY004 - bad data
         docs.append(record["text"])
     if not any(d.strip() for d in docs):
         raise ValueError(f"{path} holds no text")
@@ -116,7 +122,9 @@ def build_tokenizer(spec: str, train_text: str | None) -> Tokenizer:
     if n is None:
         return load_tokenizer(Path(spec))
     if train_text is None:
-        raise ValueError(f"--tokenizer {spec} must be trained on text, but --data names pre-tokenised .bin files")
+        raise ValueError(
+            f"--tokenizer {spec} must be trained on text, but --data names pre-tokenised .bin files"
+        )
     key = hashlib.sha256(f"bpe|{n}|".encode() + train_text.encode("utf-8")).hexdigest()[:24]
     cached = cache_dir() / "tokenizers" / f"{key}.json"
     if cached.is_file():
@@ -132,7 +140,9 @@ def read_token_file(path: str, vocab_size: int) -> np.ndarray:
     if size == 0:
         raise ValueError(f"{path} is empty")
     if size % 2:
-        raise ValueError(f"{path} has an odd size ({size} bytes); .bin files hold little-endian uint16 token ids")
+        raise ValueError(
+            f"{path} has an odd size ({size} bytes); .bin files hold little-endian uint16 token ids"
+        )
     ids = np.memmap(path, dtype="<u2", mode="r")
     top = int(ids.max())
     if top >= vocab_size:
@@ -143,7 +153,9 @@ def read_token_file(path: str, vocab_size: int) -> np.ndarray:
     return ids
 
 
-def prepare_tokens(data: list[str], tokenizer_spec: str, val_fraction: float) -> tuple[TokenSplits, Tokenizer]:
+def prepare_tokens(
+    data: list[str], tokenizer_spec: str, val_fraction: float
+) -> tuple[TokenSplits, Tokenizer]:
     """Resolves ``data``, builds the tokeniser and returns memory-mapped train/validation token arrays."""
     sources = resolve_sources(data)
     if sources[0].endswith(TOKEN_SUFFIX):
@@ -168,7 +180,12 @@ def prepare_tokens(data: list[str], tokenizer_spec: str, val_fraction: float) ->
         for name, ids in (("train", train_ids), ("val", val_ids)):
             write_bytes_atomic(stem.with_suffix(f".{name}.bin"), ids.tobytes())
         # The metadata is written last: its presence marks a complete cache entry.
-        meta = {"dtype": train_ids.dtype.str, "train": len(train_ids), "val": len(val_ids), "sources": sources}
+        meta = {
+            "dtype": train_ids.dtype.str,
+            "train": len(train_ids),
+            "val": len(val_ids),
+            "sources": sources,
+        }
         write_text_atomic(meta_path, json.dumps(meta))
     meta = json.loads(meta_path.read_text())
     splits = {

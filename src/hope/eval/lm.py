@@ -32,13 +32,20 @@ def evaluate_lm(
     byte_lengths_t = torch.as_tensor(byte_lengths, device=device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
     start = time.perf_counter()
-    for inputs, targets in eval_batches(tokens, seq_len, batch_size, max_batches, dist.rank(), dist.world_size()):
+    for inputs, targets in eval_batches(
+        tokens, seq_len, batch_size, max_batches, dist.rank(), dist.world_size()
+    ):
         inputs, targets = inputs.to(device), targets.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits, _ = model(inputs)
         nats = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-        sums += torch.stack([nats.double(), torch.tensor(targets.numel(), device=device, dtype=torch.float64),
-                             byte_lengths_t[targets].sum().double()])
+        sums += torch.stack(
+            [
+                nats.double(),
+                torch.tensor(targets.numel(), device=device, dtype=torch.float64),
+                byte_lengths_t[targets].sum().double(),
+            ]
+        )
     dist.all_reduce_sum(sums)
     elapsed = time.perf_counter() - start
     model.train(was_training)

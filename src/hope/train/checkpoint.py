@@ -88,7 +88,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, record: dict, keep: int) -> Path:
-    """Collective: every process calls it; rank 0 writes. ``record`` is extra JSON (configs, data position)."""
+    """Collective: every process calls it, rank 0 writes. ``record``: extra JSON (configs, data position)."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=options)
     optim_state = get_optimizer_state_dict(model, optimizer, options=options)

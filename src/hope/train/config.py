@@ -74,9 +74,13 @@ class TrainConfig:
         if self.size not in SIZES:
             raise ValueError(f"train.size must be one of {list(SIZES)}, got {self.size!r}")
         if not isinstance(self.model_overrides, dict):
-            raise ValueError(f"train.model_overrides must be a dict of model fields, got {self.model_overrides!r}")
+            raise ValueError(  # noqa: TRY004 - every config error is a ValueError naming the field
+                f"train.model_overrides must be a dict of model fields, got {self.model_overrides!r}"
+            )
         if not self.data or not all(isinstance(d, str) and d for d in self.data):
-            raise ValueError(f"train.data must be a non-empty list of paths, globs or {BUILTIN!r}, got {self.data!r}")
+            raise ValueError(
+                f"train.data must be a non-empty list of paths, globs or {BUILTIN!r}, got {self.data!r}"
+            )
         try:
             validate_spec(self.tokenizer)
         except ValueError as e:
@@ -95,7 +99,10 @@ class TrainConfig:
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps, 0)
             if self.warmup_steps >= self.total_steps:
-                raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be below the step count ({self.total_steps})")
+                raise ValueError(
+                    f"train.warmup_steps ({self.warmup_steps}) must be below the step count "
+                    f"({self.total_steps})"
+                )
         _check_float("lr", self.lr, 0.0, lo_open=True)
         _check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         _check_float("weight_decay", self.weight_decay, 0.0)
@@ -110,7 +117,8 @@ class TrainConfig:
             raise ValueError(f"train.device must be one of {list(DEVICES)}, got {self.device!r}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
-                f"train.batch_size ({self.batch_size}) must be divisible by train.grad_accum ({self.grad_accum}): "
+                f"train.batch_size ({self.batch_size}) must be divisible by train.grad_accum "
+                f"({self.grad_accum}): "
                 "batch_size is the global batch per optimizer step"
             )
 
@@ -129,7 +137,8 @@ class TrainConfig:
         per_step = self.batch_size // self.grad_accum
         if per_step % world_size:
             raise ValueError(
-                f"train.batch_size / grad_accum = {per_step} sequences must split evenly over {world_size} processes"
+                f"train.batch_size / grad_accum = {per_step} sequences must split evenly over "
+                f"{world_size} processes"
             )
         return per_step // world_size
 

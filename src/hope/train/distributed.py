@@ -29,11 +29,11 @@ def pick_device(preference: str) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def setup(preference: str) -> torch.device:
-    """Joins the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs); returns this process's device."""
+    """Joins the process group under torchrun (NCCL on GPUs, gloo on CPUs); returns this process's device."""
     device = pick_device(preference)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not is_distributed():
         if device.type == "cuda":

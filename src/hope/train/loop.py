@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 import hope
 from hope.data.atomic import write_text_atomic
-from hope.data.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths
 from hope.data.loader import TokenLoader, check_long_enough
+from hope.data.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths
 from hope.data.tokens import prepare_tokens
 from hope.eval.lm import evaluate_lm
 from hope.generate import stream
@@ -71,7 +71,9 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     if cfg.out is not None:
         run_dir = Path(cfg.out)
         if (run_dir / CONFIG).exists():
-            raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+            raise FileExistsError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     base = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.preset}"
@@ -139,8 +141,14 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         # Rewritten on resume too: a resumed run may have extended its steps.
         if not resume:
             tokenizer.save(run_dir / TOKENIZER_FILE)
-        config = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "n_params": n_params,
-                  "world_size": world, "hope_version": hope.__version__, "torch_version": torch.__version__}
+        config = {
+            "train": cfg.to_dict(),
+            "model": model_cfg.to_dict(),
+            "n_params": n_params,
+            "world_size": world,
+            "hope_version": hope.__version__,
+            "torch_version": torch.__version__,
+        }
         write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
 
     model = dist.wrap(model, device, cfg.fsdp)
@@ -156,24 +164,35 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         loader.load_state_dict(record["data"])
         step = record["step"]
         if step >= cfg.total_steps:
-            raise ValueError(f"{run_dir} already finished its {step} steps; resume with a larger --steps to extend it")
+            raise ValueError(
+                f"{run_dir} already finished its {step} steps; resume with a larger --steps to extend it"
+            )
     logger = MetricsLogger(run_dir, resume_step=step if resume else None) if main else None
     byte_lengths = token_byte_lengths(tokenizer)
 
     def evaluate() -> dict:
-        return evaluate_lm(model, splits.val, cfg.seq_len, micro, byte_lengths, device, cfg.eval_batches, cfg.precision)
+        return evaluate_lm(
+            model, splits.val, cfg.seq_len, micro, byte_lengths, device, cfg.eval_batches, cfg.precision
+        )
 
     def checkpoint() -> None:
-        record = {"data": loader.state_dict(), "tokens_seen": step * cfg.batch_size * cfg.seq_len,
-                  "train_config": cfg.to_dict(), "model_config": model_cfg.to_dict()}
+        record = {
+            "data": loader.state_dict(),
+            "tokens_seen": step * cfg.batch_size * cfg.seq_len,
+            "train_config": cfg.to_dict(),
+            "model_config": model_cfg.to_dict(),
+        }
         save_checkpoint(run_dir, step, model, optimizer, record, cfg.keep_checkpoints)
 
     total = cfg.total_steps
     tokens_per_step = cfg.batch_size * cfg.seq_len
     if main:
-        print(f"run {run_dir}: {cfg.preset}/{cfg.size}, {n_params:,} parameters, vocab {tokenizer.vocab_size}, "
-              f"{len(splits.train):,} train / {len(splits.val):,} val tokens, {world} process(es) on {device}, "
-              f"{'resuming at' if resume else 'starting at'} step {step} of {total}", file=sys.stderr)
+        print(
+            f"run {run_dir}: {cfg.preset}/{cfg.size}, {n_params:,} parameters, vocab {tokenizer.vocab_size}, "
+            f"{len(splits.train):,} train / {len(splits.val):,} val tokens, {world} process(es) on {device}, "
+            f"{'resuming at' if resume else 'starting at'} step {step} of {total}",
+            file=sys.stderr,
+        )
     bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
     model.train()
     try:
@@ -183,8 +202,10 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(run_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-                raise TrainingDiverged(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step "
-                                       f"{step + 1}; stopped before applying it, {kept}")
+                raise TrainingDiverged(
+                    f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step "
+                    f"{step + 1}; stopped before applying it, {kept}"
+                )
             step += 1
             window_steps += 1
             elapsed = time.perf_counter() - window_start
@@ -193,14 +214,25 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}")
             if step % cfg.log_every == 0 or step == total:
                 if main:
-                    logger.log({"step": step, "split": "train", "loss": loss, "lr": cfg.lr_at(step - 1),
-                                "grad_norm": grad_norm, "tokens": step * tokens_per_step, "tok_per_s": tok_per_s})
+                    logger.log(
+                        {
+                            "step": step,
+                            "split": "train",
+                            "loss": loss,
+                            "lr": cfg.lr_at(step - 1),
+                            "grad_norm": grad_norm,
+                            "tokens": step * tokens_per_step,
+                            "tok_per_s": tok_per_s,
+                        }
+                    )
                 window_start, window_steps = time.perf_counter(), 0
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 val = evaluate()
                 if main:
                     logger.log({"step": step, "split": "val", **val})
-                    bar.write(f"step {step}: val loss {val['loss']:.4f}, ppl {val['ppl']:.2f}, bpb {val['bpb']:.3f}")
+                    bar.write(
+                        f"step {step}: val loss {val['loss']:.4f}, ppl {val['ppl']:.2f}, bpb {val['bpb']:.3f}"
+                    )
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
                 checkpoint()
             if window_steps == 0:  # keep evaluation and checkpoint time out of the next tok/s reading
@@ -216,8 +248,10 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
 
     sample = ""
     if main:
-        print(f"validation: loss {val['loss']:.4f}, perplexity {val['ppl']:.2f}, {val['bpb']:.3f} bits/byte",
-              file=sys.stderr)
+        print(
+            f"validation: loss {val['loss']:.4f}, perplexity {val['ppl']:.2f}, {val['bpb']:.3f} bits/byte",
+            file=sys.stderr,
+        )
         sample = _print_sample(cfg, model, tokenizer, device)
         print(f"run directory: {run_dir}", file=sys.stderr)
     dist.barrier()
@@ -225,15 +259,17 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
 
 
 def _train_step(cfg, model, optimizer, loader, base_lrs, step, device) -> tuple[float, float]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the (all-process) mean loss and grad norm."""
+    """One optimizer step over ``grad_accum`` micro-batches; returns the all-process mean loss, grad norm."""
     factor = cfg.lr_at(step) / cfg.lr
-    for group, base in zip(optimizer.param_groups, base_lrs):
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
         group["lr"] = base * factor
     loss_sum = torch.zeros((), device=device)
     for micro in range(cfg.grad_accum):
         inputs, targets = (t.to(device, non_blocking=True) for t in loader.next_batch())
-        with _grad_sync(model, micro == cfg.grad_accum - 1), \
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with (
+            _grad_sync(model, micro == cfg.grad_accum - 1),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
+        ):
             logits, _ = model(inputs)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             (loss / cfg.grad_accum).backward()
@@ -282,8 +318,17 @@ def _print_sample(cfg: TrainConfig, model, tokenizer, device) -> str:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     print(f"\n--- sample ---\n{cfg.sample_prompt}", end="", flush=True)
     pieces = []
-    for piece in stream(dist.unwrap(model), tokenizer, cfg.sample_prompt, cfg.sample_tokens, temperature=0.8,
-                        top_k=None, top_p=0.95, device=device, generator=generator):
+    for piece in stream(
+        dist.unwrap(model),
+        tokenizer,
+        cfg.sample_prompt,
+        cfg.sample_tokens,
+        temperature=0.8,
+        top_k=None,
+        top_p=0.95,
+        device=device,
+        generator=generator,
+    ):
         pieces.append(piece)
         print(piece, end="", flush=True)
     print("\n--------------", flush=True)

@@ -1,4 +1,4 @@
-"""Run logging: ``metrics.jsonl`` (always), TensorBoard event files (when ``tensorboard`` is installed), ``loss.png``."""
+"""Run logging: ``metrics.jsonl`` (always), TensorBoard event files (with ``tensorboard``), ``loss.png``."""
 
 import io
 import json
@@ -22,11 +22,14 @@ class MetricsLogger:
         if resume_step is not None and self.path.exists():
             kept = [r for r in _parse(self.path.read_text()) if r["step"] <= resume_step]
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run; close() closes it
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)", file=sys.stderr)
+            print(
+                "tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)",
+                file=sys.stderr,
+            )
             self._tb = None
         else:
             # purge_step hides events a killed run wrote past the checkpoint we resume from.
@@ -75,7 +78,7 @@ def plot_losses(run_dir: Path) -> Path:
     for split, style in (("train", "-"), ("val", "o-")):
         points = [(r["step"], r["loss"]) for r in records if r.get("split") == split]
         if points:
-            steps, losses = zip(*points)
+            steps, losses = zip(*points, strict=True)
             ax.plot(steps, losses, style, label=split, markersize=4)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
