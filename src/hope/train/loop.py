@@ -196,9 +196,12 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
     bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
     model.train()
     try:
-        window_start, window_steps = time.perf_counter(), 0
+        # tok/s counts training steps only, so evaluation and checkpoint time do not drag it down.
+        window_time, window_steps = 0.0, 0
         while step < total:
+            started = time.perf_counter()
             loss, grad_norm = _train_step(cfg, model, optimizer, loader, base_lrs, step, device)
+            window_time += time.perf_counter() - started
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(run_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -208,8 +211,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
                 )
             step += 1
             window_steps += 1
-            elapsed = time.perf_counter() - window_start
-            tok_per_s = window_steps * tokens_per_step / elapsed
+            tok_per_s = window_steps * tokens_per_step / window_time
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}")
             if step % cfg.log_every == 0 or step == total:
@@ -225,7 +227,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
                             "tok_per_s": tok_per_s,
                         }
                     )
-                window_start, window_steps = time.perf_counter(), 0
+                window_time, window_steps = 0.0, 0
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                 val = evaluate()
                 if main:
@@ -235,8 +237,6 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
                     )
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
                 checkpoint()
-            if window_steps == 0:  # keep evaluation and checkpoint time out of the next tok/s reading
-                window_start = time.perf_counter()
         val = evaluate()
         if main:
             logger.log({"step": step, "split": "val", **val})
