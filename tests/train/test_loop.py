@@ -119,6 +119,11 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tiny_cfg, monkeypatch):
     assert [p.name for p in list_checkpoints(cfg.out)] == ["step_00000004"]
     _, _, _, step = load_for_inference(cfg.out)
     assert step == 4
+    leftovers = list((Path(cfg.out) / "checkpoints").glob(".tmp-*"))
+    assert len(leftovers) == 1  # the half-written save stays hidden, and the next save clears it
+    monkeypatch.setattr(ckpt_mod, "save_file", real)
+    assert train(load_train_config(cfg.out), resume=True).step == 8
+    assert not list((Path(cfg.out) / "checkpoints").glob(".tmp-*"))
 
 
 def test_tied_embeddings_round_trip_through_safetensors(tmp_path):

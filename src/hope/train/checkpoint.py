@@ -97,8 +97,10 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, record: dict, ke
     final = root / f"step_{step:08d}"
     if dist.rank() == 0:
         root.mkdir(parents=True, exist_ok=True)
+        # Hidden leftovers are what a killed save or prune leaves behind; only one process writes a run.
+        for leftover in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
         tmp = root / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         aliases = _tied_aliases(model)
         # safetensors refuses tensors that share memory, so each tied weight is stored once.
