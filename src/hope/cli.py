@@ -1,4 +1,5 @@
-"""The ``hope`` command: ``train``, ``generate`` and ``eval lm``.
+"""The ``hope`` command: ``train``, ``generate``, ``eval lm``, ``eval SUITE`` and ``bench-suite``
+(the last two live in ``hope.eval.harness``).
 
 Model fields are overridden with dotted options after the subcommand, mapped onto
 ``ModelConfig.preset(name, size, **overrides)``: ``--titans.chunk_size 16``, ``--model.d_model 64``,
@@ -335,6 +336,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     lm.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
     lm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     parsers["eval"], parsers["eval lm"] = e, lm
+    from hope.eval import harness
+
+    parsers.update(harness.add_parsers(sub, esub))
     return parser, parsers
 
 
@@ -347,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "generate":
         return _cmd_generate(parsers["generate"], args)
-    return _cmd_eval_lm(parsers["eval lm"], args)
+    if args.command == "eval" and args.suite == "lm":
+        return _cmd_eval_lm(parsers["eval lm"], args)
+    from hope.eval import harness
+
+    return harness.main(parsers, args)
 
 
 if __name__ == "__main__":
