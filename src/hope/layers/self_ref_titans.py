@@ -22,6 +22,7 @@ learns in context; with `update_rule="momentum"` that is Titans' long-term memor
 from __future__ import annotations
 
 import math
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,15 @@ from hope.ops.chunked import evolve_chunk
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
 ADAPTIVE = ("mem", "k", "v", "eta", "alpha")
+
+
+@cache
+def _compiled_segment():
+    """`_segment` compiled once for every layer (impl="auto" on CUDA): the chunk loop stays in Python,
+    each chunk's few hundred small kernels fuse into a handful. One graph per chunk length and layer,
+    hence the larger recompile budget."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
+    return torch.compile(SelfReferentialTitans._segment, dynamic=False)
 
 
 def _logit(p: float) -> float:
@@ -171,7 +181,8 @@ class SelfReferentialTitans(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.q_proj.weight.dtype)
             xc, conv_tail = (x, None) if self.conv is None else self.conv(x, state["conv"])
-            o, new = self._loop(xc, state, parallel=impl != "reference")
+            o, new = self._loop(xc, state, parallel=impl != "reference",
+                                compiled=impl == "auto" and x.is_cuda)
             new["conv"] = conv_tail
             y = self.o_proj(o.transpose(1, 2).reshape(x.shape))
         return y, new
@@ -207,8 +218,9 @@ class SelfReferentialTitans(nn.Module):
         rate = torch.ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate
 
-    def _loop(self, xc, state, parallel: bool):
+    def _loop(self, xc, state, parallel: bool, compiled: bool = False):
         chunk = self.tc.chunk_size
+        segment = partial(_compiled_segment(), self) if compiled else self._segment
         pos, weights, momentum = state["pos"], state["weights"], state["momentum"]
         anchor = state["anchor"] if state["anchor"] is not None else weights
         hist, count = state["surprise_hist"], state["surprise_count"]
@@ -220,9 +232,9 @@ class SelfReferentialTitans(nn.Module):
             piece = xc[:, t:t + step]
             args = (piece, weights, momentum, anchor, hist, count, parallel)
             if self.tc.checkpoint_chunks and torch.is_grad_enabled():
-                o, weights, momentum, hist, count, rate = checkpoint(self._segment, *args, use_reentrant=False)
+                o, weights, momentum, hist, count, rate = checkpoint(segment, *args, use_reentrant=False)
             else:
-                o, weights, momentum, hist, count, rate = self._segment(*args)
+                o, weights, momentum, hist, count, rate = segment(*args)
             outs.append(o)
             rates.append(rate.to(self.gate_pass_rate) * piece.shape[1])
             t += piece.shape[1]

@@ -50,7 +50,8 @@ class LanguageModel(nn.Module):
 
     @property
     def impl(self) -> str:
-        return "reference" if self.config.impl == "reference" else "chunked"
+        """`reference`, `chunked`, or `auto` (chunked, with each chunk compiled on CUDA)."""
+        return self.config.impl
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
