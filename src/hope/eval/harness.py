@@ -97,7 +97,9 @@ def training_pair(suite: str, example: Example, tokenizer: Tokenizer) -> tuple[n
         if example.meta.get("readout") == "final-state":
             # Read the prompt, then reconstruct it token by token from what the state kept.
             answers = np.asarray(example.answers, dtype=np.int64)
-            return np.concatenate([ids, answers[:-1]]), np.concatenate([np.full(len(ids) - 1, IGNORE), answers])
+            return np.concatenate([ids, answers[:-1]]), np.concatenate(
+                [np.full(len(ids) - 1, IGNORE), answers]
+            )
         return ids, targets
     if mode == "choice":
         targets = np.full(len(ids), IGNORE, dtype=np.int64)
@@ -194,7 +196,14 @@ def _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, pr
         targets = _pad([pairs[i][1] for i in batch], IGNORE)
         per_row: list[list[Any]] = [[] for _ in batch]
         choices = [examples[i].choices for i in batch]
-        _stream(model, inputs, piece, device, precision, functools.partial(_collect, mode, targets, choices, per_row))
+        _stream(
+            model,
+            inputs,
+            piece,
+            device,
+            precision,
+            functools.partial(_collect, mode, targets, choices, per_row),
+        )
         for values in per_row:
             if mode == "loss":
                 out.append(sum(values) / len(values))
@@ -243,8 +252,9 @@ def _generate(model, suite, examples, tokenizer, device, batch_size, piece, prec
     for group in by_length.values():
         for batch in _batches(len(group), batch_size):
             index = [group[j] for j in batch]
-            last, state = _stream(model, torch.from_numpy(np.stack([ids[i] for i in index])), piece, device,
-                                  precision)
+            last, state = _stream(
+                model, torch.from_numpy(np.stack([ids[i] for i in index])), piece, device, precision
+            )
             budget = max(budgets[i] for i in index)
             tokens = []
             for step in range(budget):
@@ -319,7 +329,7 @@ def label(min_length: int | None, length: int | None) -> str:
     return f"{min_length}-{length}" if min_length is not None else str(length)
 
 
-def test_examples(suite: str, task: str, n: int, min_length: int | None, length: int | None, seed: int):
+def eval_examples(suite: str, task: str, n: int, min_length: int | None, length: int | None, seed: int):
     """The test distribution of ``suite`` at one test point."""
     module = get_suite(suite)
     if suite == "formal":
@@ -376,7 +386,9 @@ class BenchConfig:
     def validate(self) -> None:
         _check_in("suite", self.suite, BENCH_SUITES)
         if not self.presets or len(set(self.presets)) != len(self.presets):
-            raise ValueError(f"bench.presets must be distinct names from {sorted(PRESETS)}; got {self.presets}")
+            raise ValueError(
+                f"bench.presets must be distinct names from {sorted(PRESETS)}; got {self.presets}"
+            )
         for preset in self.presets:
             _check_in("presets", preset, sorted(PRESETS))
         for task in self.tasks or ():
@@ -404,7 +416,9 @@ class BenchConfig:
             raise ValueError("bench.lr must be > 0")
         protocol = PROTOCOLS[self.suite]
         if self.train_length is not None and protocol.train_length is None:
-            raise ValueError(f"bench.train_length does not apply to {self.suite} (it trains at each of --lengths)")
+            raise ValueError(
+                f"bench.train_length does not apply to {self.suite} (it trains at each of --lengths)"
+            )
 
     @property
     def resolved_tasks(self) -> tuple[str, ...]:
@@ -472,7 +486,9 @@ def _lr_factor(step: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train_model(model, cfg: BenchConfig, task: str, length: int | None, seed: int, device: torch.device) -> dict:
+def train_model(
+    model, cfg: BenchConfig, task: str, length: int | None, seed: int, device: torch.device
+) -> dict:
     """Trains ``model`` for ``cfg.steps`` AdamW steps on fresh batches of the suite's training distribution
     (loss only where :func:`training_pair` asks something). Returns the final loss and skipped steps."""
     optimizer = build_optimizer("adamw", model, cfg.lr, cfg.weight_decay)
@@ -483,7 +499,9 @@ def train_model(model, cfg: BenchConfig, task: str, length: int | None, seed: in
     for step in range(cfg.steps):
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * _lr_factor(step, cfg.steps)
-        examples = train_examples(cfg.suite, task, cfg.batch_size, length, _TRAIN_SEED_BASE * (seed + 1) + step)
+        examples = train_examples(
+            cfg.suite, task, cfg.batch_size, length, _TRAIN_SEED_BASE * (seed + 1) + step
+        )
         pairs = [training_pair(cfg.suite, ex, tokenizer) for ex in examples]
         inputs = _pad([p[0] for p in pairs], 0).to(device)
         targets = _pad([p[1] for p in pairs], IGNORE).to(device)
@@ -524,7 +542,9 @@ def _settings(cfg: BenchConfig) -> list[_Setting]:
             plan = [(cfg.resolved_train_length, length_points(cfg.suite, cfg.resolved_lengths))]
         for train_length, points in plan:
             probe = train_examples(cfg.suite, task, 1, train_length, _TRAIN_SEED_BASE)
-            tests = [(lo, hi, test_examples(cfg.suite, task, cfg.n_test, lo, hi, TEST_SEED)) for lo, hi in points]
+            tests = [
+                (lo, hi, eval_examples(cfg.suite, task, cfg.n_test, lo, hi, TEST_SEED)) for lo, hi in points
+            ]
             vocab = suite_vocab(probe + [ex for *_, examples in tests for ex in examples])
             out.append(_Setting(task, train_length, tests, vocab))
     return out
@@ -549,7 +569,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         "lengths": list(cfg.resolved_lengths),
         "train_length": cfg.resolved_train_length,
         "test_seed": TEST_SEED,
-        "models": {str(v): {p: c.to_dict() for p, c in by_preset.items()} for v, by_preset in configs.items()},
+        "models": {
+            str(v): {p: c.to_dict() for p, c in by_preset.items()} for v, by_preset in configs.items()
+        },
     }
     write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
     header = {
@@ -572,9 +594,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
                 done = len(runs)
                 elapsed = time.perf_counter() - start
                 write_text_atomic(out / "results.json", _json({**header, "complete": False, "runs": runs}))
-                log(f"[{done}/{total}] {preset} seed {seed} {setting.task}: "
+                log(
+                    f"[{done}/{total}] {preset} seed {seed} {setting.task}: "
                     + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in runs[-1]["results"])
-                    + f" ({runs[-1]['seconds']:.1f}s; ~{elapsed / done * (total - done) / 60:.1f} min left)")
+                    + f" ({runs[-1]['seconds']:.1f}s; ~{elapsed / done * (total - done) / 60:.1f} min left)"
+                )
     summary = summarise(runs, header["metric"])
     results = {**header, "complete": True, "runs": runs, "summary": summary}
     write_text_atomic(out / "results.json", _json(results))
@@ -584,15 +608,24 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     return results
 
 
-def _one_run(cfg: BenchConfig, setting: _Setting, preset: str, model_cfg: ModelConfig, seed: int, device) -> dict:
+def _one_run(
+    cfg: BenchConfig, setting: _Setting, preset: str, model_cfg: ModelConfig, seed: int, device
+) -> dict:
     torch.manual_seed(seed)
     model = hope.build_model(model_cfg).to(device)
     began = time.perf_counter()
     trained = train_model(model, cfg, setting.task, setting.train_length, seed, device)
     results = []
     for lo, hi, examples in setting.tests:
-        metrics = evaluate(model, cfg.suite, examples, device=device, batch_size=cfg.batch_size, piece=cfg.piece,
-                           precision=cfg.precision)
+        metrics = evaluate(
+            model,
+            cfg.suite,
+            examples,
+            device=device,
+            batch_size=cfg.batch_size,
+            piece=cfg.piece,
+            precision=cfg.precision,
+        )
         results.append({"min_length": lo, "length": hi, "label": label(lo, hi), **metrics})
     return {
         "preset": preset,
@@ -642,17 +675,40 @@ def summarise(runs: Sequence[dict], metric: str) -> list[dict]:
         groups.setdefault((run["task"], run["train_length"], run["preset"]), []).append(run)
     out = []
     for (task, train_length, preset), members in groups.items():
-        common = {"task": task, "train_length": train_length, "preset": preset, "n_seeds": len(members),
-                  "params": members[0]["params"]}
+        common = {
+            "task": task,
+            "train_length": train_length,
+            "preset": preset,
+            "n_seeds": len(members),
+            "params": members[0]["params"],
+        }
         for k, point in enumerate(members[0]["results"]):
             mean, std = _mean_std([m["results"][k][metric] for m in members])
-            out.append({**common, "label": point["label"], "min_length": point["min_length"],
-                        "length": point["length"], "mean": mean, "std": std, "chance": point["chance"]})
+            out.append(
+                {
+                    **common,
+                    "label": point["label"],
+                    "min_length": point["min_length"],
+                    "length": point["length"],
+                    "mean": mean,
+                    "std": std,
+                    "chance": point["chance"],
+                }
+            )
         beyond = [v for v in (_ood(m, metric) for m in members) if v is not None]
         if beyond:
             mean, std = _mean_std(beyond)
-            out.append({**common, "label": "beyond training", "min_length": None, "length": None, "mean": mean,
-                        "std": std, "chance": None})
+            out.append(
+                {
+                    **common,
+                    "label": "beyond training",
+                    "min_length": None,
+                    "length": None,
+                    "mean": mean,
+                    "std": std,
+                    "chance": None,
+                }
+            )
     return out
 
 
@@ -675,15 +731,28 @@ def results_markdown(results: dict) -> str:
     for (task, train_length), rows in tables.items():
         labels = list(dict.fromkeys(r["label"] for r in rows))
         trained = f"trained at length {train_length}" if train_length is not None else "default length"
-        lines += ["", f"## {task} ({trained})", "", "| preset | params | " + " | ".join(labels) + " |",
-                  "|---|---:|" + "---:|" * len(labels)]
+        lines += [
+            "",
+            f"## {task} ({trained})",
+            "",
+            "| preset | params | " + " | ".join(labels) + " |",
+            "|---|---:|" + "---:|" * len(labels),
+        ]
         cells: dict[str, dict[str, str]] = {}
         for r in rows:
-            cells.setdefault(r["preset"], {"params": f"{r['params']:,}"})[r["label"]] = f"{r['mean']:.3f} ± {r['std']:.3f}"
+            cells.setdefault(r["preset"], {"params": f"{r['params']:,}"})[r["label"]] = (
+                f"{r['mean']:.3f} ± {r['std']:.3f}"
+            )
         for preset, by_label in cells.items():
-            lines.append(f"| {preset} | {by_label['params']} | " + " | ".join(by_label.get(x, "") for x in labels) + " |")
+            lines.append(
+                f"| {preset} | {by_label['params']} | "
+                + " | ".join(by_label.get(x, "") for x in labels)
+                + " |"
+            )
         chance = {r["label"]: r["chance"] for r in rows if r["chance"] is not None}
-        lines.append("| chance | | " + " | ".join(f"{chance[x]:.3g}" if x in chance else "" for x in labels) + " |")
+        lines.append(
+            "| chance | | " + " | ".join(f"{chance[x]:.3g}" if x in chance else "" for x in labels) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -707,8 +776,14 @@ def plot_results(results: dict, out: Path) -> Path:
         for k, preset in enumerate(presets):
             mine = {r["task"]: r for r in rows if r["preset"] == preset}
             xs = [i + k * width for i, t in enumerate(tasks) if t in mine]
-            ax.bar(xs, [mine[t]["mean"] for t in tasks if t in mine], width,
-                   yerr=[mine[t]["std"] for t in tasks if t in mine], label=preset, capsize=2)
+            ax.bar(
+                xs,
+                [mine[t]["mean"] for t in tasks if t in mine],
+                width,
+                yerr=[mine[t]["std"] for t in tasks if t in mine],
+                label=preset,
+                capsize=2,
+            )
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, rotation=20, ha="right")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1.02)
@@ -722,8 +797,15 @@ def plot_results(results: dict, out: Path) -> Path:
             mine = [r for r in rows if r["task"] == task]
             for preset in presets:
                 pts = [r for r in mine if r["preset"] == preset]
-                ax.errorbar([r["length"] for r in pts], [r["mean"] for r in pts], yerr=[r["std"] for r in pts],
-                            marker="o", markersize=3, capsize=2, label=preset)
+                ax.errorbar(
+                    [r["length"] for r in pts],
+                    [r["mean"] for r in pts],
+                    yerr=[r["std"] for r in pts],
+                    marker="o",
+                    markersize=3,
+                    capsize=2,
+                    label=preset,
+                )
             by_length = {r["length"]: r["chance"] for r in mine}
             ax.plot(list(by_length), list(by_length.values()), "k:", linewidth=1, label="chance")
             if mine[0]["train_length"] is not None:
@@ -732,10 +814,12 @@ def plot_results(results: dict, out: Path) -> Path:
                 ax.set_xscale("log", base=2)
             ax.set_title(task, fontsize=9)
             ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel("string length (bin upper edge)" if results["suite"] == "formal" else "context length")
+            ax.set_xlabel(
+                "string length (bin upper edge)" if results["suite"] == "formal" else "context length"
+            )
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(tasks):]:
+        for ax in list(axes.flat)[len(tasks) :]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{results['suite']}: {metric} (dashed: training length)", fontsize=10)
@@ -764,7 +848,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(_positive_int(part) for part in text.split(",") if part.strip()) or _empty(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a comma-separated list of positive integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of positive integers, got {text!r}"
+        ) from None
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -777,14 +863,27 @@ def _empty(text: str):
 
 def _common_options(p: argparse.ArgumentParser, suites: Sequence[str]) -> None:
     tasks = "; ".join(f"{s}: {', '.join(get_suite(s).tasks)}" for s in suites)
-    p.add_argument("--tasks", type=_name_list, default=None, help=f"comma-separated tasks (default: all; {tasks})")
-    p.add_argument("--lengths", type=_int_list, default=None,
-                   help="comma-separated test lengths: characters for niah/babi, letters per word for adapt, "
-                   "upper edges of string-length bins for formal, seq_len for mad (default: "
-                   + "; ".join(f"{s}: {_show(PROTOCOLS[s].lengths)}" for s in suites) + ")")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="examples per forward pass (default: 32)")
-    p.add_argument("--piece", type=_positive_int, default=2048,
-                   help="tokens per streamed piece of a long prompt (default: 2048)")
+    p.add_argument(
+        "--tasks", type=_name_list, default=None, help=f"comma-separated tasks (default: all; {tasks})"
+    )
+    p.add_argument(
+        "--lengths",
+        type=_int_list,
+        default=None,
+        help="comma-separated test lengths: characters for niah/babi, letters per word for adapt, "
+        "upper edges of string-length bins for formal, seq_len for mad (default: "
+        + "; ".join(f"{s}: {_show(PROTOCOLS[s].lengths)}" for s in suites)
+        + ")",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="examples per forward pass (default: 32)"
+    )
+    p.add_argument(
+        "--piece",
+        type=_positive_int,
+        default=2048,
+        help="tokens per streamed piece of a long prompt (default: 2048)",
+    )
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
 
@@ -798,36 +897,56 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
     parsers = {}
     for name in SUITES:
         p = eval_sub.add_parser(
-            name, help=f"zero-shot {name} benchmark of a trained run",
+            name,
+            help=f"zero-shot {name} benchmark of a trained run",
             description=f"Zero-shot {name} evaluation of a run's newest checkpoint: prompts are streamed "
             "through the model state in pieces; answers are generated greedily, chosen among candidates or "
-            "read per position, as the suite defines. Prints JSON (stdout) and a table (stderr).")
+            "read per position, as the suite defines. Prints JSON (stdout) and a table (stderr).",
+        )
         p.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
         _common_options(p, [name])
-        p.add_argument("--n", type=_positive_int, default=50, help="examples per task and length (default: 50)")
+        p.add_argument(
+            "--n", type=_positive_int, default=50, help="examples per task and length (default: 50)"
+        )
         p.add_argument("--seed", type=int, default=TEST_SEED, help=f"example seed (default: {TEST_SEED})")
         parsers[f"eval {name}"] = p
 
     b = sub.add_parser(
-        "bench-suite", help="train and compare presets on a benchmark suite",
+        "bench-suite",
+        help="train and compare presets on a benchmark suite",
         description="Per preset and seed: train a parameter-matched model on the suite's training "
         "distribution, test it on the test distribution (longer strings for formal, longer contexts for "
         "niah/babi, longer words for adapt), and write results.json, results.md (mean ± std over seeds), "
-        "a plot and config.json into --out.")
+        "a plot and config.json into --out.",
+    )
     b.add_argument("suite", choices=BENCH_SUITES, metavar="SUITE", help=f"one of {', '.join(BENCH_SUITES)}")
-    b.add_argument("--presets", type=_name_list, default=("hope", "transformer", "titans"),
-                   help=f"comma-separated presets (default: hope,transformer,titans; any of {', '.join(PRESETS)})")
+    b.add_argument(
+        "--presets",
+        type=_name_list,
+        default=("hope", "transformer", "titans"),
+        help=f"comma-separated presets (default: hope,transformer,titans; any of {', '.join(PRESETS)})",
+    )
     b.add_argument("--steps", type=_positive_int, default=200, help="training steps per model (default: 200)")
     b.add_argument("--seeds", type=_positive_int, default=3, help="seeds per preset (default: 3)")
     b.add_argument("--size", choices=tuple(SIZES), default="tiny", help="model size preset (default: tiny)")
-    b.add_argument("--train-length", type=_positive_int, default=None,
-                   help="training length (default: " + "; ".join(
-                       f"{s}: {PROTOCOLS[s].train_length}" for s in BENCH_SUITES if PROTOCOLS[s].train_length)
-                   + "; mad trains at each --lengths)")
-    b.add_argument("--n-test", type=_positive_int, default=100, help="test examples per task and length (default: 100)")
+    b.add_argument(
+        "--train-length",
+        type=_positive_int,
+        default=None,
+        help="training length (default: "
+        + "; ".join(f"{s}: {PROTOCOLS[s].train_length}" for s in BENCH_SUITES if PROTOCOLS[s].train_length)
+        + "; mad trains at each --lengths)",
+    )
+    b.add_argument(
+        "--n-test", type=_positive_int, default=100, help="test examples per task and length (default: 100)"
+    )
     b.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 0.001)")
-    b.add_argument("--match", choices=("hope", "none"), default="hope",
-                   help="resize every preset to the hope preset's parameter count, or not (default: hope)")
+    b.add_argument(
+        "--match",
+        choices=("hope", "none"),
+        default="hope",
+        help="resize every preset to the hope preset's parameter count, or not (default: hope)",
+    )
     b.add_argument("--out", default=None, help="output directory (default: bench/<suite>-<date>-<time>)")
     _common_options(b, BENCH_SUITES)
     parsers["bench-suite"] = b
@@ -843,10 +962,24 @@ def main(parsers: dict[str, argparse.ArgumentParser], args: argparse.Namespace) 
 
 def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        cfg = BenchConfig(suite=args.suite, presets=args.presets, tasks=args.tasks, steps=args.steps,
-                          seeds=args.seeds, size=args.size, lengths=args.lengths, train_length=args.train_length,
-                          batch_size=args.batch_size, n_test=args.n_test, lr=args.lr, precision=args.precision,
-                          device=args.device, piece=args.piece, match=args.match, out=args.out)
+        cfg = BenchConfig(
+            suite=args.suite,
+            presets=args.presets,
+            tasks=args.tasks,
+            steps=args.steps,
+            seeds=args.seeds,
+            size=args.size,
+            lengths=args.lengths,
+            train_length=args.train_length,
+            batch_size=args.batch_size,
+            n_test=args.n_test,
+            lr=args.lr,
+            precision=args.precision,
+            device=args.device,
+            piece=args.piece,
+            match=args.match,
+            out=args.out,
+        )
     except ValueError as e:
         parser.error(str(e))
     try:
@@ -875,15 +1008,29 @@ def _eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     for task in tasks:
         for lo, hi in length_points(args.suite, args.lengths or PROTOCOLS[args.suite].lengths):
             try:
-                examples = test_examples(args.suite, task, args.n, lo, hi, args.seed)
-                metrics = evaluate(model, args.suite, examples, tokenizer=tokenizer, device=device,
-                                   batch_size=args.batch_size, piece=args.piece, precision=args.precision)
+                examples = eval_examples(args.suite, task, args.n, lo, hi, args.seed)
+                metrics = evaluate(
+                    model,
+                    args.suite,
+                    examples,
+                    tokenizer=tokenizer,
+                    device=device,
+                    batch_size=args.batch_size,
+                    piece=args.piece,
+                    precision=args.precision,
+                )
             except ValueError as e:
                 parser.error(f"{task} at length {label(lo, hi)}: {e}")
             results.append({"task": task, "label": label(lo, hi), "min_length": lo, "length": hi, **metrics})
             shown = {k: v for k, v in metrics.items() if k != "n"}
-            print(f"{task:>24} {label(lo, hi):>8}  " + "  ".join(f"{k} {v:.4g}" for k, v in shown.items()),
-                  file=sys.stderr)
-    print(_json({"run": str(args.run), "step": step, "suite": args.suite, "seed": args.seed, "results": results}),
-          end="")
+            print(
+                f"{task:>24} {label(lo, hi):>8}  " + "  ".join(f"{k} {v:.4g}" for k, v in shown.items()),
+                file=sys.stderr,
+            )
+    print(
+        _json(
+            {"run": str(args.run), "step": step, "suite": args.suite, "seed": args.seed, "results": results}
+        ),
+        end="",
+    )
     return 0
