@@ -542,6 +542,9 @@ def _settings(cfg: BenchConfig) -> list[_Setting]:
             plan = [(cfg.resolved_train_length, length_points(cfg.suite, cfg.resolved_lengths))]
         for train_length, points in plan:
             probe = train_examples(cfg.suite, task, 1, train_length, _TRAIN_SEED_BASE)
+            if protocol.per_length and train_length is None:  # name MAD's default length in the results
+                train_length = probe[0].meta["seq_len"]
+                points = [(None, train_length)]
             tests = [
                 (lo, hi, eval_examples(cfg.suite, task, cfg.n_test, lo, hi, TEST_SEED)) for lo, hi in points
             ]
@@ -812,6 +815,7 @@ def plot_results(results: dict, out: Path) -> Path:
                 ax.axvline(mine[0]["train_length"], color="grey", linestyle="--", linewidth=0.8)
             if results["suite"] != "formal":
                 ax.set_xscale("log", base=2)
+                ax.set_xticks(list(by_length), [str(x) for x in by_length])
             ax.set_title(task, fontsize=9)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel(
@@ -822,7 +826,8 @@ def plot_results(results: dict, out: Path) -> Path:
         for ax in list(axes.flat)[len(tasks) :]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"{results['suite']}: {metric} (dashed: training length)", fontsize=10)
+    note = "" if single else " (dashed: training length)"
+    fig.suptitle(f"{results['suite']}: {metric}{note}", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -1021,6 +1026,7 @@ def _eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                 )
             except ValueError as e:
                 parser.error(f"{task} at length {label(lo, hi)}: {e}")
+            hi = hi or examples[0].meta.get("seq_len")  # MAD's default length, named
             results.append({"task": task, "label": label(lo, hi), "min_length": lo, "length": hi, **metrics})
             shown = {k: v for k, v in metrics.items() if k != "n"}
             print(
