@@ -184,13 +184,15 @@ def test_bench_runs_are_deterministic_and_titans_is_matched_by_width(tmp_path):
         tasks=("compression",),
         steps=3,
         seeds=1,
-        lengths=(16,),
         batch_size=4,
         n_test=4,
         device="cpu",
         out=str(tmp_path),
     )
     (setting,) = H._settings(cfg)
+    assert setting.train_length == 32 and [t[:2] for t in setting.tests] == [
+        (None, 32)
+    ]  # MAD's default, named
     configs = H.model_configs(cfg, setting.vocab)
     goal = hope.count_parameters(hope.ModelConfig.preset("hope", "tiny", vocab_size=setting.vocab))
     assert abs(hope.count_parameters(configs["titans"]) - goal) <= 0.05 * goal
