@@ -56,8 +56,10 @@ def test_streaming_any_split_equals_one_call(name, over):
 
 
 @pytest.mark.parametrize("name,over", CASES, ids=IDS)
-def test_chunked_with_chunk_size_one_equals_reference(name, over):
-    over = {**over, "titans.chunk_size": 1}
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_chunked_equals_reference_whole_model(name, over, chunk):
+    """C = 1: Eq. 88 exactly; C = 4: the reference token loop of Eq. 90 (13 tokens: a partial last chunk)."""
+    over = {**over, "titans.chunk_size": chunk}
     fast, ref = _model(name, "chunked", **over), _model(name, "reference", **over)
     ids = _ids(13)
     with torch.no_grad():
