@@ -280,3 +280,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                "titans.update_rule": "momentum", "titans.eta_init": 0.002},
     "transformer": {"block": "transformer"},
 }
+
+
+def __getattr__(name: str):
+    # TrainConfig lives with the training code; it is re-exported here lazily (DESIGN §9) so that
+    # importing the model configs never imports the data and training stack.
+    if name == "TrainConfig":
+        from hope.train.config import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
