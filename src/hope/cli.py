@@ -122,7 +122,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     opt("--warmup-steps", "linear warm-up steps (default: 5%% of the steps)", type=_non_negative_int)
     opt("--weight-decay", "decoupled weight decay on matrices", type=_non_negative_float)
     opt("--grad-clip", "clip the global gradient norm to this (0: off)", type=_non_negative_float)
-    opt("--optimizer", "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim)")
+    opt("--optimizer", "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim); their "
+        "hyper-parameters as dotted options, e.g. --optim.betas 0.9,0.999,0.9 --optim.frequency 10 "
+        "--optim.alpha 0.5 for m3 (defaults: hope.optim.OPTIMIZER_DEFAULTS)")
     opt("--precision", "fp32 or bf16 (autocast)", choices=("fp32", "bf16"))
     opt("--compile", "torch.compile the model", action="store_true")
     opt("--fsdp", "under torchrun, shard with FSDP2 instead of DDP", action="store_true")
@@ -171,6 +173,12 @@ def _model_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> dict:
     return overrides
 
 
+def _split_optimizer_args(overrides: dict) -> tuple[dict, dict]:
+    """`--optim.NAME VALUE` options are optimizer hyper-parameters; every other dotted option is a model field."""
+    optim = {k.removeprefix("optim."): v for k, v in overrides.items() if k.startswith("optim.")}
+    return {k: v for k, v in overrides.items() if not k.startswith("optim.")}, optim
+
+
 def _build_train_config(parser, args, extra):
     from hope.train import TrainConfig, load_train_config
 
@@ -190,7 +198,8 @@ def _build_train_config(parser, args, extra):
             setattr(cfg, key, value)
         cfg.validate()
         return cfg
-    cfg = TrainConfig(**given, model_overrides=overrides)
+    overrides, optimizer_args = _split_optimizer_args(overrides)
+    cfg = TrainConfig(**given, model_overrides=overrides, optimizer_args=optimizer_args)
     # Resolve the model now, so a bad override fails before any data is read.
     from hope.data.tokenizer import bpe_vocab_size
 

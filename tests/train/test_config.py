@@ -58,3 +58,25 @@ def test_round_trip():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown train field"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_optimizer_hyperparameters_are_checked_against_the_optimizer():
+    cfg = TrainConfig(optimizer="m3", optimizer_args={"frequency": 4, "betas": [0.9, 0.99, 0.5]})
+    assert TrainConfig.from_dict(cfg.to_dict()).optimizer_args == cfg.optimizer_args
+    with pytest.raises(ValueError, match=r"optimizer_args \['momentum'\] are not hyper-parameters of m3"):
+        TrainConfig(optimizer="m3", optimizer_args={"momentum": 0.9})
+
+
+def test_cli_routes_optim_options_to_the_optimizer(tmp_path):
+    import torch
+
+    from hope.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "transformer", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
+                 "--optimizer", "m3", "--optim.frequency", "1", "--optim.alpha", "0.25", "--eval-every", "0",
+                 "--sample-tokens", "1", "--out", str(out)]) == 0
+    ckpt = sorted((out / "checkpoints").iterdir())[-1]
+    state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    groups = state["param_groups"]
+    assert any(g.get("frequency") == 1 and g.get("alpha") == 0.25 for g in groups)

@@ -35,6 +35,7 @@ class TrainConfig:
     preset: str = "hope"
     size: str = "tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"titans.chunk_size": 16}
+    optimizer_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"betas": [0.9, 0.99, 0.9]}
     data: list[str] = field(default_factory=lambda: [BUILTIN])
     tokenizer: str = "byte"
     val_fraction: float = 0.05
@@ -111,6 +112,13 @@ class TrainConfig:
 
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        from hope.optim import OPTIMIZER_DEFAULTS
+
+        accepted = set(OPTIMIZER_DEFAULTS[self.optimizer]) - {"lr", "weight_decay"}
+        unknown = sorted(set(self.optimizer_args) - accepted)
+        if unknown:
+            raise ValueError(f"train.optimizer_args {unknown} are not hyper-parameters of {self.optimizer}; "
+                             f"accepted: {sorted(accepted)} (lr and weight_decay have their own options)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.device not in DEVICES:

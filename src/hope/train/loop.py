@@ -152,7 +152,8 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
 
     model = dist.wrap(model, device, cfg.fsdp)
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay)
+    hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.optimizer_args.items()}
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, **hparams)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # groups may scale the global lr differently
     if cfg.compile:
         model = torch.compile(model)
