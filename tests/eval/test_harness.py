@@ -139,15 +139,17 @@ def test_bench_suite_formal_end_to_end(tmp_path, capsys):
         "cpu",
         "--out",
         str(out),
+        "--override",
+        "titans.chunk_size=4",
     ]
     assert main(argv) == 0
     assert "[4/4]" in capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] and results["suite"] == "formal" and results["metric"] == "accuracy"
-    assert [(r["preset"], r["seed"]) for r in results["runs"]] == [
+    assert [(r["preset"], r["seed"]) for r in results["runs"]] == [  # seed-major
         ("transformer", 0),
-        ("transformer", 1),
         ("hope", 0),
+        ("transformer", 1),
         ("hope", 1),
     ]
     run = results["runs"][0]
@@ -174,6 +176,7 @@ def test_bench_suite_formal_end_to_end(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["train_length"] == 10 and config["lengths"] == [10, 20] and config["seeds"] == 2
     assert config["models"]["5"]["hope"]["preset"] == "hope"  # formal parity: vocabulary 2 + 3
+    assert config["models"]["5"]["hope"]["titans"]["chunk_size"] == 4
     assert main(argv) == 1 and "already holds results" in capsys.readouterr().err
 
 
@@ -201,6 +204,25 @@ def test_bench_runs_are_deterministic_and_titans_is_matched_by_width(tmp_path):
         for _ in range(2)
     )
     assert first["train_loss"] == second["train_loss"] and first["results"] == second["results"]
+
+
+def test_max_minutes_stops_early_and_still_writes_the_tables(tmp_path):
+    cfg = BenchConfig(
+        suite="mad",
+        presets=("transformer", "titans"),
+        tasks=("compression",),
+        steps=2,
+        seeds=2,
+        batch_size=4,
+        n_test=4,
+        device="cpu",
+        out=str(tmp_path),
+        max_minutes=1e-6,
+    )
+    results = H.run_bench(cfg, log=lambda _: None)
+    assert not results["complete"] and len(results["runs"]) == 1
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is False
+    assert "| transformer |" in (tmp_path / "results.md").read_text()
 
 
 def test_eval_suite_on_a_trained_run(tmp_path, capsys):
@@ -264,6 +286,11 @@ def test_eval_suite_on_a_trained_run(tmp_path, capsys):
         (["bench-suite", "mad", "--train-length", "64"], "bench.train_length does not apply to mad"),
         (["bench-suite", "niah", "--size", "huge"], "invalid choice: 'huge'"),
         (["bench-suite", "niah", "--steps", "0"], "--steps: must be a positive integer"),
+        (
+            ["bench-suite", "niah", "--override", "titans.chunk_sise=8"],
+            "unknown config field 'titans.chunk_sise'",
+        ),
+        (["bench-suite", "niah", "--override", "chunk"], "must be FIELD=VALUE"),
         (["eval", "formal", "--run", "nowhere"], "no run directory at nowhere"),
         (["eval", "mad", "--run", "nowhere", "--tasks", "recall"], "--tasks must be from in-context-recall"),
     ],

@@ -40,7 +40,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -377,6 +377,8 @@ class BenchConfig:
     piece: int = 2048
     match: str = "hope"
     out: str | None = None
+    max_minutes: float | None = None  # start no model past this wall time; None: run everything
+    overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every preset
 
     def __post_init__(self) -> None:
         self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
@@ -414,6 +416,11 @@ class BenchConfig:
                 raise ValueError(f"bench.{name} must be a finite number >= 0; got {value!r}")
         if self.lr == 0:
             raise ValueError("bench.lr must be > 0")
+        if self.max_minutes is not None and not (
+            isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0
+        ):
+            raise ValueError(f"bench.max_minutes must be a number > 0; got {self.max_minutes!r}")
+        ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
         protocol = PROTOCOLS[self.suite]
         if self.train_length is not None and protocol.train_length is None:
             raise ValueError(
@@ -463,15 +470,15 @@ def _match_width(cfg: ModelConfig, goal: int, tolerance: float = 0.05) -> ModelC
 def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
     """Each preset at ``cfg.size``; with ``match="hope"`` resized to the ``hope`` preset's parameter count
     (the transformer by ``hope.matched_transformer``, the others by width)."""
-    reference = ModelConfig.preset("hope", cfg.size, vocab_size=vocab)
+    reference = ModelConfig.preset("hope", cfg.size, vocab_size=vocab, **cfg.overrides)
     goal = hope.count_parameters(reference)
     out = {}
     for preset in cfg.presets:
-        base = ModelConfig.preset(preset, cfg.size, vocab_size=vocab)
+        base = ModelConfig.preset(preset, cfg.size, vocab_size=vocab, **cfg.overrides)
         if cfg.match == "none" or preset == "hope":
             out[preset] = base
         elif preset == "transformer":
-            out[preset] = hope.matched_transformer(reference)
+            out[preset] = hope.matched_transformer(reference, **cfg.overrides)
         else:
             out[preset] = _match_width(base, goal)
     return out
@@ -586,24 +593,27 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         "hope": hope.__version__,
         "config": resolved,
     }
+    # Seed-major order: a run stopped by --max-minutes still holds every preset on the seeds it finished.
+    plan = [
+        (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
+    ]
     runs: list[dict] = []
-    total = len(settings) * len(cfg.presets) * cfg.seeds
     start = time.perf_counter()
-    for setting in settings:
-        for preset in cfg.presets:
-            model_cfg = configs[setting.vocab][preset]
-            for seed in range(cfg.seeds):
-                runs.append(_one_run(cfg, setting, preset, model_cfg, seed, device))
-                done = len(runs)
-                elapsed = time.perf_counter() - start
-                write_text_atomic(out / "results.json", _json({**header, "complete": False, "runs": runs}))
-                log(
-                    f"[{done}/{total}] {preset} seed {seed} {setting.task}: "
-                    + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in runs[-1]["results"])
-                    + f" ({runs[-1]['seconds']:.1f}s; ~{elapsed / done * (total - done) / 60:.1f} min left)"
-                )
+    for seed, setting, preset in plan:
+        elapsed = time.perf_counter() - start
+        if cfg.max_minutes is not None and runs and elapsed * (1 + 1 / len(runs)) > 60 * cfg.max_minutes:
+            log(f"stopping after {len(runs)}/{len(plan)} models: the next would pass --max-minutes")
+            break
+        runs.append(_one_run(cfg, setting, preset, configs[setting.vocab][preset], seed, device))
+        done, elapsed = len(runs), time.perf_counter() - start
+        write_text_atomic(out / "results.json", _json({**header, "complete": False, "runs": runs}))
+        log(
+            f"[{done}/{len(plan)}] {preset} seed {seed} {setting.task}: "
+            + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in runs[-1]["results"])
+            + f" ({runs[-1]['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
+        )
     summary = summarise(runs, header["metric"])
-    results = {**header, "complete": True, "runs": runs, "summary": summary}
+    results = {**header, "complete": len(runs) == len(plan), "runs": runs, "summary": summary}
     write_text_atomic(out / "results.json", _json(results))
     write_text_atomic(out / "results.md", results_markdown(results))
     plot = plot_results(results, out)
@@ -858,6 +868,24 @@ def _int_list(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _override(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE``: JSON where it parses (32, 0.5, true, [16, 64]), a comma list (16,64), else a string."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"must be FIELD=VALUE (e.g. titans.chunk_size=32), got {text!r}")
+
+    def parse(part: str) -> Any:
+        try:
+            return json.loads(part)
+        except json.JSONDecodeError:
+            return part
+
+    parsed = parse(value)
+    if isinstance(parsed, str) and "," in parsed:
+        parsed = [parse(part) for part in parsed.split(",")]
+    return key.removeprefix("model."), parsed
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip()) or _empty(text)
 
@@ -953,6 +981,20 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         help="resize every preset to the hope preset's parameter count, or not (default: hope)",
     )
     b.add_argument("--out", default=None, help="output directory (default: bench/<suite>-<date>-<time>)")
+    b.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no model that would end past this wall time; the tables cover what finished",
+    )
+    b.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        type=_override,
+        help="model field for every preset, e.g. --override titans.chunk_size=32 (repeatable)",
+    )
     _common_options(b, BENCH_SUITES)
     parsers["bench-suite"] = b
     return parsers
@@ -984,6 +1026,8 @@ def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             piece=args.piece,
             match=args.match,
             out=args.out,
+            max_minutes=args.max_minutes,
+            overrides=dict(args.override),
         )
     except ValueError as e:
         parser.error(str(e))
