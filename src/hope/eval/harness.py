@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 import hope
+from hope.cli import _positive_int
 from hope.config import PRESETS, SIZES, ModelConfig
 from hope.data.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.tokenizer import ByteTokenizer, Tokenizer
@@ -847,16 +848,6 @@ def plot_results(results: dict, out: Path) -> Path:
 
 
 # ---- command line: `hope eval SUITE` and `hope bench-suite` --------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _int_list(text: str) -> tuple[int, ...]:
