@@ -22,8 +22,17 @@ import torch.nn.functional as F
 import hope
 
 
-def time_training(preset: str, size: str, seq_len: int, batch: int, steps: int, warmup: int, device: str,
-                  vocab: int, compile_model: bool) -> dict:
+def time_training(
+    preset: str,
+    size: str,
+    seq_len: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: str,
+    vocab: int,
+    compile_model: bool,
+) -> dict:
     cfg = hope.ModelConfig.preset(preset, size=size, vocab_size=vocab)
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(device)
@@ -49,10 +58,17 @@ def time_training(preset: str, size: str, seq_len: int, batch: int, steps: int, 
             times.append(time.perf_counter() - start)
     sec = statistics.median(times)
     return {
-        "preset": preset, "size": size, "params": params, "seq_len": seq_len, "batch": batch,
-        "compile": compile_model, "sec_per_step": sec, "tokens_per_s": batch * seq_len / sec,
+        "preset": preset,
+        "size": size,
+        "params": params,
+        "seq_len": seq_len,
+        "batch": batch,
+        "compile": compile_model,
+        "sec_per_step": sec,
+        "tokens_per_s": batch * seq_len / sec,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-        "first_loss": losses[0], "last_loss": losses[-1],
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
     }
 
 
@@ -60,8 +76,12 @@ def chunked_vs_reference(device: str) -> dict:
     """Max |chunked − reference| / max |reference| of the logits, float32, tiny HOPE, C = 8."""
     out = {}
     for preset in ("hope", "titans", "hope-no-selfmod"):
-        cfgs = {impl: hope.ModelConfig.preset(preset, impl=impl, **{"titans.chunk_size": 8, "cms.chunk_sizes": (16, 64)})
-                for impl in ("reference", "chunked")}
+        cfgs = {
+            impl: hope.ModelConfig.preset(
+                preset, impl=impl, **{"titans.chunk_size": 8, "cms.chunk_sizes": (16, 64)}
+            )
+            for impl in ("reference", "chunked")
+        }
         torch.manual_seed(0)
         ref = hope.build_model(cfgs["reference"]).to(device)
         fast = hope.build_model(cfgs["chunked"]).to(device)
@@ -90,10 +110,19 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     rows = []
     for preset in args.presets.split(","):
-        for compiled in ([False, True] if args.compile else [False]):
+        for compiled in [False, True] if args.compile else [False]:
             try:
-                row = time_training(preset, args.size, args.seq_len, args.batch_size, args.steps, args.warmup,
-                                    args.device, args.vocab_size, compiled)
+                row = time_training(
+                    preset,
+                    args.size,
+                    args.seq_len,
+                    args.batch_size,
+                    args.steps,
+                    args.warmup,
+                    args.device,
+                    args.vocab_size,
+                    compiled,
+                )
             except torch.OutOfMemoryError:
                 row = {"preset": preset, "compile": compiled, "error": "out of memory"}
             rows.append(row)
@@ -101,25 +130,40 @@ def main() -> None:
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     errors = chunked_vs_reference(args.device)
-    result = {"device": device_name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-              "rows": rows, "chunked_vs_reference_rel_err": errors}
+    result = {
+        "device": device_name,
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "rows": rows,
+        "chunked_vs_reference_rel_err": errors,
+    }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     base = max((r.get("tokens_per_s", 0) for r in rows if r["preset"] == "transformer"), default=0)
-    lines = [f"Device: {device_name}, torch {torch.__version__}, {result['date']}; T = {args.seq_len}, "
-             f"batch {args.batch_size}, bf16 autocast, fwd+bwd+AdamW, median of {args.steps} steps.", "",
-             "| preset | params | compile | tokens/s | × transformer | peak GiB | loss first → last |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"Device: {device_name}, torch {torch.__version__}, {result['date']}; T = {args.seq_len}, "
+            f"batch {args.batch_size}, bf16 autocast, fwd+bwd+AdamW, median of {args.steps} steps."
+        ),
+        "",
+        "| preset | params | compile | tokens/s | × transformer | peak GiB | loss first → last |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['preset']} | | {r['compile']} | {r['error']} | | | |")
             continue
         ratio = f"{r['tokens_per_s'] / base:.3f}" if base else "–"
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "–"
-        lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['compile']} | {r['tokens_per_s']:,.0f} | "
-                     f"{ratio} | {mem} | {r['first_loss']:.2f} → {r['last_loss']:.2f} |")
-    lines += ["", "Chunked vs reference (float32, tiny, C = 8, max relative logit error): "
-              + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())]
+        lines.append(
+            f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['compile']} | {r['tokens_per_s']:,.0f} | "
+            f"{ratio} | {mem} | {r['first_loss']:.2f} → {r['last_loss']:.2f} |"
+        )
+    lines += [
+        "",
+        "Chunked vs reference (float32, tiny, C = 8, max relative logit error): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()),
+    ]
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -127,15 +127,18 @@ class CMSConfig:
 
     def validate(self, owner: str = "cms") -> None:
         if not isinstance(self.chunk_sizes, tuple) or len(self.chunk_sizes) == 0:
-            raise ValueError(f"{owner}.chunk_sizes must be a non-empty tuple of positive ints, "
-                             f"got {self.chunk_sizes!r}")
+            raise ValueError(
+                f"{owner}.chunk_sizes must be a non-empty tuple of positive ints, got {self.chunk_sizes!r}"
+            )
         for c in self.chunk_sizes:
             if not isinstance(c, int) or isinstance(c, bool) or c < 1:
                 raise ValueError(f"{owner}.chunk_sizes must hold positive ints, got {self.chunk_sizes!r}")
         smallest = min(self.chunk_sizes)
         if any(c % smallest for c in self.chunk_sizes):
-            raise ValueError(f"{owner}.chunk_sizes must all be multiples of the smallest ({smallest}), "
-                             f"got {self.chunk_sizes!r}")
+            raise ValueError(
+                f"{owner}.chunk_sizes must all be multiples of the smallest ({smallest}), "
+                f"got {self.chunk_sizes!r}"
+            )
         _check_positive(owner, "expansion", self.expansion)
         _check_choice(owner, "activation", self.activation, ACTIVATIONS)
         _check_choice(owner, "error", self.error, CMS_ERRORS)
@@ -147,7 +150,7 @@ class CMSConfig:
 class ModelConfig:
     """A language model: embedding → n_layers blocks of kind `block` → RMSNorm → LM head."""
 
-    preset: str = "custom"
+    name: str = "custom"  # the preset it came from
     block: str = "hope"
     vocab_size: int = 256
     d_model: int = 64
@@ -179,8 +182,9 @@ class ModelConfig:
         _check_int("model", "n_layers", self.n_layers, 1)
         _check_int("model", "n_heads", self.n_heads, 1)
         if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads "
-                             f"({self.n_heads})")
+            raise ValueError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+            )
         if self.block in ("transformer", "hope_attention") and self.head_dim % 2:
             raise ValueError(f"model.head_dim (d_model / n_heads = {self.head_dim}) must be even for RoPE")
         _check_positive("model", "mlp_mult", self.mlp_mult)
@@ -203,7 +207,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
         titans = dict(data.pop("titans", {}))
         surprise = SurpriseConfig(**titans.pop("surprise", {}))
@@ -217,13 +221,13 @@ class ModelConfig:
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, size: str = "tiny", **overrides: Any) -> "ModelConfig":
+    def preset(cls, name: str, size: str = "tiny", **overrides: Any) -> ModelConfig:
         """Named architecture (`PRESETS`) at a named size (`SIZES`), then `overrides` applied."""
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
         if size not in SIZES:
             raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
-        data = cls(preset=name).to_dict()
+        data = cls(name=name).to_dict()
         for key, value in {**SIZES[size], **PRESETS[name]}.items():
             _set_dotted(data, key, value)
         for key, value in overrides.items():
@@ -257,10 +261,14 @@ _GPU = {"titans.chunk_size": 64, "titans.checkpoint_chunks": True}
 # Size presets: width, depth, heads. CMS chunk sizes shrink with the CPU sizes so that tests see
 # several boundaries in a short sequence.
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": {"d_model": 64, "n_layers": 2, "n_heads": 2, "titans.chunk_size": 8,
-             "cms.chunk_sizes": (16, 64)},
-    "small": {"d_model": 256, "n_layers": 6, "n_heads": 4, "titans.chunk_size": 16,
-              "cms.chunk_sizes": (64, 256)},
+    "tiny": {"d_model": 64, "n_layers": 2, "n_heads": 2, "titans.chunk_size": 8, "cms.chunk_sizes": (16, 64)},
+    "small": {
+        "d_model": 256,
+        "n_layers": 6,
+        "n_heads": 4,
+        "titans.chunk_size": 16,
+        "cms.chunk_sizes": (64, 256),
+    },
     "125m": {"d_model": 768, "n_layers": 12, "n_heads": 12, **_GPU},
     "350m": {"d_model": 1024, "n_layers": 24, "n_heads": 16, **_GPU},
     "760m": {"d_model": 1536, "n_layers": 24, "n_heads": 16, **_GPU},
@@ -270,14 +278,28 @@ SIZES: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "hope": {"block": "hope", "titans.surprise.mode": "relative", "titans.surprise.threshold": -1.0},
     "hope-no-surprise": {"block": "hope"},
-    "hope-no-cms": {"block": "hope", "titans.surprise.mode": "relative",
-                    "titans.surprise.threshold": -1.0, "cms.error": "none", "cms.chunk_sizes": (1,)},
-    "hope-no-selfmod": {"block": "hope", "titans.self_modifying": False,
-                        "titans.self_generated_values": False, "titans.surprise.mode": "relative",
-                        "titans.surprise.threshold": -1.0},
+    "hope-no-cms": {
+        "block": "hope",
+        "titans.surprise.mode": "relative",
+        "titans.surprise.threshold": -1.0,
+        "cms.error": "none",
+        "cms.chunk_sizes": (1,),
+    },
+    "hope-no-selfmod": {
+        "block": "hope",
+        "titans.self_modifying": False,
+        "titans.self_generated_values": False,
+        "titans.surprise.mode": "relative",
+        "titans.surprise.threshold": -1.0,
+    },
     "hope-attention": {"block": "hope_attention"},
-    "titans": {"block": "titans", "titans.self_modifying": False, "titans.self_generated_values": False,
-               "titans.update_rule": "momentum", "titans.eta_init": 0.002},
+    "titans": {
+        "block": "titans",
+        "titans.self_modifying": False,
+        "titans.self_generated_values": False,
+        "titans.update_rule": "momentum",
+        "titans.eta_init": 0.002,
+    },
     "transformer": {"block": "transformer"},
 }
 

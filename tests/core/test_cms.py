@@ -10,8 +10,12 @@ D64 = torch.float64
 
 
 def _cms(**over):
-    cfg = ModelConfig.preset("hope", d_model=8, n_heads=2,
-                             **{"cms.chunk_sizes": (3, 6), "cms.error": "local", "cms.lr": 0.1, **over})
+    cfg = ModelConfig.preset(
+        "hope",
+        d_model=8,
+        n_heads=2,
+        **{"cms.chunk_sizes": (3, 6), "cms.error": "local", "cms.lr": 0.1, **over},
+    )
     torch.manual_seed(0)
     return ContinuumMemory(cfg).double()
 
@@ -25,7 +29,7 @@ def test_fast_weights_change_exactly_at_boundaries(variant):
     cms, x = _cms(**{"cms.variant": variant}), _x(13)
     state, history = None, []
     for t in range(13):  # token by token: the per-token reference of Eq. 71
-        _, state = cms(x[:, t:t + 1], state)
+        _, state = cms(x[:, t : t + 1], state)
         history.append([[w.clone() for w in level] for level in state["fast"]])
     for t in range(1, 13):
         pos = t + 1

@@ -29,10 +29,36 @@ def test_chunked_equals_reference(kind, rule, objective, retrieval):
     k, v, q, alpha, eta, beta = _inputs(0)
     w0 = [w.to(D64) for w in core.init_weights(spec, (B, H), 0.3, torch.Generator().manual_seed(1))]
     for chunk in (1, 4, 16):
-        ref = memory_scan(spec, objective, rule, w0, k, v, q, alpha, eta, beta, chunk_size=chunk,
-                          impl="reference", retrieval=retrieval)
-        fast = memory_scan(spec, objective, rule, w0, k, v, q, alpha, eta, beta, chunk_size=chunk,
-                           impl="chunked", retrieval=retrieval)
+        ref = memory_scan(
+            spec,
+            objective,
+            rule,
+            w0,
+            k,
+            v,
+            q,
+            alpha,
+            eta,
+            beta,
+            chunk_size=chunk,
+            impl="reference",
+            retrieval=retrieval,
+        )
+        fast = memory_scan(
+            spec,
+            objective,
+            rule,
+            w0,
+            k,
+            v,
+            q,
+            alpha,
+            eta,
+            beta,
+            chunk_size=chunk,
+            impl="chunked",
+            retrieval=retrieval,
+        )
         torch.testing.assert_close(fast[0], ref[0], rtol=0, atol=1e-10)
         for a, b in zip(fast[1], ref[1]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
@@ -41,8 +67,9 @@ def test_chunked_equals_reference(kind, rule, objective, retrieval):
 def _matrix(impl, objective, k, v, q, alpha, eta, chunk=1):
     spec = MemorySpec("matrix", D, D)
     w0 = [torch.zeros(B, H, D, D, dtype=D64)]
-    return memory_scan(spec, objective, "gd", w0, k, v, q, alpha, eta, chunk_size=chunk, impl=impl,
-                       retrieval="updated")[0]
+    return memory_scan(
+        spec, objective, "gd", w0, k, v, q, alpha, eta, chunk_size=chunk, impl=impl, retrieval="updated"
+    )[0]
 
 
 @pytest.mark.parametrize("impl", ["reference", "chunked"])
@@ -53,7 +80,9 @@ def test_linear_attention_is_matrix_dot_gd(impl):
     scores = (q @ k.transpose(-1, -2)).tril()
     expected = scores @ v
     for chunk in (1, 5):  # dot-product gradients do not depend on the state: exact at any chunk size
-        torch.testing.assert_close(_matrix(impl, "dot", k, v, q, ones, ones, chunk), expected, rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            _matrix(impl, "dot", k, v, q, ones, ones, chunk), expected, rtol=0, atol=1e-10
+        )
 
 
 def _textbook_gated_delta(k, v, q, alpha, beta):
@@ -64,7 +93,10 @@ def _textbook_gated_delta(k, v, q, alpha, beta):
     for t in range(T):
         kt, vt = k[..., t, :], v[..., t, :]
         a, b = alpha[..., t, None, None], beta[..., t, None, None]
-        state = a * state @ (eye - b * kt[..., :, None] * kt[..., None, :]) + b * vt[..., :, None] * kt[..., None, :]
+        state = (
+            a * state @ (eye - b * kt[..., :, None] * kt[..., None, :])
+            + b * vt[..., :, None] * kt[..., None, :]
+        )
         outs.append((state @ q[..., t, :, None])[..., 0])
     return torch.stack(outs, dim=-2)
 

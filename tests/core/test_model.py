@@ -11,7 +11,10 @@ D64 = torch.float64
 V = 32
 # Tiny shapes with CMS/Titans chunk sizes that put several boundaries inside 20 tokens.
 TINY = {"vocab_size": V, "d_model": 16, "n_heads": 2, "titans.chunk_size": 3, "cms.chunk_sizes": (4, 8)}
-CASES = [(name, {}) for name in PRESETS] + [("hope", {"cms.error": "lm"}), ("hope-attention", {"cms.error": "lm"})]
+CASES = [(name, {}) for name in PRESETS] + [
+    ("hope", {"cms.error": "lm"}),
+    ("hope-attention", {"cms.error": "lm"}),
+]
 IDS = [f"{n}-lm" if o else n for n, o in CASES]
 
 
@@ -35,8 +38,8 @@ def test_causal(name, over, impl):
             changed = ids.clone()
             changed[:, t + 1] = (changed[:, t + 1] + 1) % V
             logits2, _ = model(changed)
-            torch.testing.assert_close(logits2[:, :t + 1], logits[:, :t + 1], rtol=0, atol=1e-12)
-            assert (logits2[:, t + 1:] - logits[:, t + 1:]).abs().max() > 1e-8
+            torch.testing.assert_close(logits2[:, : t + 1], logits[:, : t + 1], rtol=0, atol=1e-12)
+            assert (logits2[:, t + 1 :] - logits[:, t + 1 :]).abs().max() > 1e-8
 
 
 @pytest.mark.parametrize("name,over", CASES, ids=IDS)
@@ -105,14 +108,17 @@ def test_out_of_range_ids_raise_a_clear_error():
         model(torch.tensor([[-1, 2]]))
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("impl", "triton-ish", "model.impl must be one of"),
-    ("titans.chunk_size", 0, "titans.chunk_size must be an integer >= 1"),
-    ("cms.chunk_sizes", (4, 6), "multiples of the smallest"),
-    ("cms.error", "grad", "cms.error must be one of"),
-    ("d_model", 15, "divisible"),
-    ("titans.nonsense", 1, "unknown config field"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("impl", "triton-ish", "model.impl must be one of"),
+        ("titans.chunk_size", 0, "titans.chunk_size must be an integer >= 1"),
+        ("cms.chunk_sizes", (4, 6), "multiples of the smallest"),
+        ("cms.error", "grad", "cms.error must be one of"),
+        ("d_model", 15, "divisible"),
+        ("titans.nonsense", 1, "unknown config field"),
+    ],
+)
 def test_invalid_config_names_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         hope.ModelConfig.preset("hope", **{field: value})

@@ -11,8 +11,12 @@ VARIANTS = {
     "hope": {},
     "no-selfmod": {"titans.self_modifying": False, "titans.self_generated_values": False},
     "titans-lmm": {"titans.self_modifying": False, "titans.update_rule": "momentum"},
-    "gd-dot-matrix": {"titans.update_rule": "gd", "titans.objective": "dot", "titans.memory": "matrix",
-                      "titans.memory_depth": 1},
+    "gd-dot-matrix": {
+        "titans.update_rule": "gd",
+        "titans.objective": "dot",
+        "titans.memory": "matrix",
+        "titans.memory_depth": 1,
+    },
     "chunk-start-retrieval": {"titans.retrieval": "chunk_start", "titans.surprise.mode": "none"},
 }
 
@@ -68,8 +72,12 @@ def test_causal():
 
 
 def test_gradcheck_tiny_layer():
-    cfg = ModelConfig.preset("hope", d_model=4, n_heads=2, **{"titans.chunk_size": 2, "titans.hidden_mult": 1.0,
-                                                              "titans.surprise.mode": "none"})
+    cfg = ModelConfig.preset(
+        "hope",
+        d_model=4,
+        n_heads=2,
+        **{"titans.chunk_size": 2, "titans.hidden_mult": 1.0, "titans.surprise.mode": "none"},
+    )
     torch.manual_seed(0)
     layer = SelfReferentialTitans(cfg).double()
     x = torch.randn(1, 5, 4, dtype=D64, requires_grad=True)
@@ -86,7 +94,7 @@ def test_gradcheck_tiny_layer():
 def test_gradients_reach_meta_learned_initial_memories():
     layer, x = _layer(4), _x(12)
     y, _ = layer(x)
-    (y ** 2).sum().backward()
+    (y**2).sum().backward()
     for name, p in layer.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} received a zero gradient"
@@ -118,8 +126,14 @@ def test_absolute_surprise_gate_blocks_updates_and_reports_pass_rate():
 
 
 def test_relative_surprise_gate_is_selective():
-    layer = _layer(4, **{"titans.surprise.mode": "relative", "titans.surprise.threshold": 0.0,
-                         "titans.surprise.window": 16})
+    layer = _layer(
+        4,
+        **{
+            "titans.surprise.mode": "relative",
+            "titans.surprise.threshold": 0.0,
+            "titans.surprise.window": 16,
+        },
+    )
     layer(_x(200))
     assert 0.2 < float(layer.gate_pass_rate) < 0.8
 
@@ -130,7 +144,7 @@ def test_checkpointed_chunks_give_identical_gradients():
     for flag in (False, True):
         layer = _layer(4, **{"titans.checkpoint_chunks": flag})
         y, _ = layer(x)
-        (y ** 2).sum().backward()
+        (y**2).sum().backward()
         grads.append([p.grad for p in layer.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -76,7 +76,7 @@ def test_cli_routes_optim_options_to_the_optimizer(tmp_path):
     assert main(["train", "--preset", "transformer", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
                  "--optimizer", "m3", "--optim.frequency", "1", "--optim.alpha", "0.25", "--eval-every", "0",
                  "--sample-tokens", "1", "--out", str(out)]) == 0
-    ckpt = sorted((out / "checkpoints").iterdir())[-1]
+    ckpt = max((out / "checkpoints").iterdir())
     state = torch.load(ckpt / "optimizer.pt", weights_only=False)
     groups = state["param_groups"]
     assert any(g.get("frequency") == 1 and g.get("alpha") == 0.25 for g in groups)

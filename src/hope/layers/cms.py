@@ -36,12 +36,20 @@ class ContinuumMemory(nn.Module):
         self.spec = core.MemorySpec("mlp", d, d, hidden=hidden, depth=2, activation=cc.activation)
         self.chunk_sizes = cc.chunk_sizes
         self.segment = min(cc.chunk_sizes)
-        self.w_up = nn.ParameterList(nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes)
-        self.w_down = nn.ParameterList(nn.Parameter(torch.randn(d, hidden) * config.init_std / math.sqrt(2 * config.n_layers))
-                                       for _ in cc.chunk_sizes)
+        self.w_up = nn.ParameterList(
+            nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+        )
+        self.w_down = nn.ParameterList(
+            nn.Parameter(torch.randn(d, hidden) * config.init_std / math.sqrt(2 * config.n_layers))
+            for _ in cc.chunk_sizes
+        )
         if cc.error == "local":
-            self.key_readout = nn.ParameterList(nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes)
-            self.value_readout = nn.ParameterList(nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes)
+            self.key_readout = nn.ParameterList(
+                nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+            )
+            self.value_readout = nn.ParameterList(
+                nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+            )
 
     @property
     def learns_in_context(self) -> bool:
@@ -50,8 +58,10 @@ class ContinuumMemory(nn.Module):
     def init_state(self, batch_size: int) -> dict:
         if not self.learns_in_context:
             return {"pos": 0}
-        fast = [[self.w_up[i].expand(batch_size, -1, -1), self.w_down[i].expand(batch_size, -1, -1)]
-                for i in range(len(self.chunk_sizes))]
+        fast = [
+            [self.w_up[i].expand(batch_size, -1, -1), self.w_down[i].expand(batch_size, -1, -1)]
+            for i in range(len(self.chunk_sizes))
+        ]
         return {"pos": 0, "fast": fast, "pending": [None] * len(self.chunk_sizes)}
 
     # ---- forward -------------------------------------------------------------------------------
@@ -79,7 +89,7 @@ class ContinuumMemory(nn.Module):
         outs, t = [], 0
         while t < x.shape[1]:
             n = min(self.segment - state["pos"] % self.segment, x.shape[1] - t)
-            piece = x[:, t:t + n]
+            piece = x[:, t : t + n]
             delta, inputs = self._levels(piece, state["fast"])
             outs.append(delta)
             state = self.absorb(state, self._local_gradients(state["fast"], inputs), n)
@@ -91,7 +101,10 @@ class ContinuumMemory(nn.Module):
         grads = []
         for i, (w, z) in enumerate(zip(weights, inputs)):
             # Unit-norm keys and values keep the inner step's scale independent of the width.
-            keys, values = core.normalize(z @ self.key_readout[i].T), core.normalize(z @ self.value_readout[i].T)
+            keys, values = (
+                core.normalize(z @ self.key_readout[i].T),
+                core.normalize(z @ self.value_readout[i].T),
+            )
             out, cache = core.forward(self.spec, w, keys)
             us, gs = core.backward(self.spec, w, cache, core.objective_error("l2", out, values))
             grads.append([g.transpose(-1, -2) @ u for u, g in zip(us, gs)])

@@ -25,4 +25,4 @@ class ShortConv(nn.Module):
             tail = self.init_state(x.shape[0], x.device, x.dtype)
         full = torch.cat([tail.to(x.dtype), x], dim=1)
         y = F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=x.shape[-1]).transpose(1, 2)
-        return y, full[:, full.shape[1] - (self.size - 1):]
+        return y, full[:, full.shape[1] - (self.size - 1) :]

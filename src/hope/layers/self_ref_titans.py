@@ -63,8 +63,14 @@ class SelfReferentialTitans(nn.Module):
         self.n_heads, self.head_dim = config.n_heads, config.head_dim
         d, h, dh = config.d_model, config.n_heads, config.head_dim
         depth = tc.memory_depth if tc.memory == "mlp" else 1
-        self.spec = core.MemorySpec(tc.memory, dh, dh, hidden=max(1, round(tc.hidden_mult * dh)),
-                                    depth=depth, activation=tc.activation)
+        self.spec = core.MemorySpec(
+            tc.memory,
+            dh,
+            dh,
+            hidden=max(1, round(tc.hidden_mult * dh)),
+            depth=depth,
+            activation=tc.activation,
+        )
         self.components = ADAPTIVE if tc.self_modifying else ("mem",)
         self.q_proj = nn.Linear(d, d, bias=False)
         self.conv = ShortConv(d, tc.conv_size) if tc.conv_size > 0 else None
@@ -72,7 +78,8 @@ class SelfReferentialTitans(nn.Module):
         # Meta-learned initial memories M_□,0: the only parameters of the in-context learners.
         n_comp = len(self.components)
         self.init_weights = nn.ParameterList(
-            nn.Parameter(w) for w in core.init_weights(self.spec, (n_comp, h), config.init_std))
+            nn.Parameter(w) for w in core.init_weights(self.spec, (n_comp, h), config.init_std)
+        )
         eta_bias = _logit(tc.eta_init / tc.eta_max)
         if tc.self_modifying:
             # Small random read-outs: zero ones would leave M_η and M_α without gradient at init.
@@ -114,7 +121,9 @@ class SelfReferentialTitans(nn.Module):
             "anchor": None,
             "momentum": momentum,
             "conv": None if self.conv is None else self.conv.init_state(batch_size, ref.device, ref.dtype),
-            "surprise_hist": torch.zeros(batch_size, self.n_heads, window, device=ref.device, dtype=ref.dtype),
+            "surprise_hist": torch.zeros(
+                batch_size, self.n_heads, window, device=ref.device, dtype=ref.dtype
+            ),
             "surprise_count": 0,
         }
 
@@ -181,8 +190,9 @@ class SelfReferentialTitans(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.q_proj.weight.dtype)
             xc, conv_tail = (x, None) if self.conv is None else self.conv(x, state["conv"])
-            o, new = self._loop(xc, state, parallel=impl != "reference",
-                                compiled=impl == "auto" and x.is_cuda)
+            o, new = self._loop(
+                xc, state, parallel=impl != "reference", compiled=impl == "auto" and x.is_cuda
+            )
             new["conv"] = conv_tail
             y = self.o_proj(o.transpose(1, 2).reshape(x.shape))
         return y, new
@@ -191,8 +201,9 @@ class SelfReferentialTitans(nn.Module):
         """Tokens xc that share one chunk-start anchor; parallel (chunked) or one token (reference)."""
         q, k, v, eta, log_alpha, log_beta = self._generate(anchor, xc)
         inputs, errors = self._gradients(anchor, k, v)
-        gate, hist, count = self._gate(core.grad_norm([u[:, 0] for u in inputs], [g[:, 0] for g in errors]),
-                                       hist, count)
+        gate, hist, count = self._gate(
+            core.grad_norm([u[:, 0] for u in inputs], [g[:, 0] for g in errors]), hist, count
+        )
         errors = core.clip_errors(errors, self.tc.error_clip)
         if gate is not None:
             eta, log_alpha = eta * gate, log_alpha * gate
@@ -206,13 +217,23 @@ class SelfReferentialTitans(nn.Module):
             if retrieval == "causal":
                 o = core.read(self.spec, self.component(weights, "mem"), q)
             beta = None if log_beta is None else torch.exp(log_beta[..., 0])
-            weights, momentum = core.step(rule, weights, momentum, [u[..., 0, :] for u in inputs],
-                                          [g[..., 0, :] for g in errors], torch.exp(log_alpha[..., 0]),
-                                          eta[..., 0], beta)
+            weights, momentum = core.step(
+                rule,
+                weights,
+                momentum,
+                [u[..., 0, :] for u in inputs],
+                [g[..., 0, :] for g in errors],
+                torch.exp(log_alpha[..., 0]),
+                eta[..., 0],
+                beta,
+            )
         else:
-            queries = q[:, None].expand(-1, len(self.components), -1, -1, -1) if retrieval == "causal" else None
-            out, weights, momentum = evolve_chunk(self.spec, rule, weights, momentum, inputs, errors,
-                                                  log_alpha, eta, log_beta, queries)
+            queries = (
+                q[:, None].expand(-1, len(self.components), -1, -1, -1) if retrieval == "causal" else None
+            )
+            out, weights, momentum = evolve_chunk(
+                self.spec, rule, weights, momentum, inputs, errors, log_alpha, eta, log_beta, queries
+            )
             if retrieval == "causal":
                 o = out[:, 0]
         rate = torch.ones(()) if gate is None else gate.mean()
@@ -229,7 +250,7 @@ class SelfReferentialTitans(nn.Module):
             if (pos + t) % chunk == 0:
                 anchor = weights
             step = (chunk - (pos + t) % chunk) if parallel else 1
-            piece = xc[:, t:t + step]
+            piece = xc[:, t : t + step]
             args = (piece, weights, momentum, anchor, hist, count, parallel)
             if self.tc.checkpoint_chunks and torch.is_grad_enabled():
                 o, weights, momentum, hist, count, rate = checkpoint(segment, *args, use_reentrant=False)
@@ -241,7 +262,10 @@ class SelfReferentialTitans(nn.Module):
         self.gate_pass_rate = (torch.stack(rates).sum() / max(total, 1)).detach()
         end = pos + total
         return torch.cat(outs, dim=2), {
-            "pos": end, "weights": weights, "momentum": momentum,
+            "pos": end,
+            "weights": weights,
+            "momentum": momentum,
             "anchor": None if end % chunk == 0 else anchor,
-            "surprise_hist": hist, "surprise_count": count,
+            "surprise_hist": hist,
+            "surprise_count": count,
         }

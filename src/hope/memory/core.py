@@ -122,8 +122,16 @@ def normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
-def step(rule: str, weights: Weights, momentum: Weights | None, inputs: Weights, errors: Weights,
-         alpha: torch.Tensor, eta: torch.Tensor, beta: torch.Tensor | None = None):
+def step(
+    rule: str,
+    weights: Weights,
+    momentum: Weights | None,
+    inputs: Weights,
+    errors: Weights,
+    alpha: torch.Tensor,
+    eta: torch.Tensor,
+    beta: torch.Tensor | None = None,
+):
     """One token's update of every layer W_i (inputs/errors of shape (*batch, d)), alpha/eta (*batch).
 
     gd:       W ← α W − η g uᵀ

@@ -13,11 +13,22 @@ from hope.memory import core
 from hope.ops.chunked import evolve_chunk
 
 
-def memory_scan(spec: core.MemorySpec, objective: str, rule: str, weights: core.Weights,
-                keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor,
-                alpha: torch.Tensor, eta: torch.Tensor, beta: torch.Tensor | None = None,
-                momentum: core.Weights | None = None, chunk_size: int = 1, impl: str = "reference",
-                retrieval: str = "causal"):
+def memory_scan(
+    spec: core.MemorySpec,
+    objective: str,
+    rule: str,
+    weights: core.Weights,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    queries: torch.Tensor,
+    alpha: torch.Tensor,
+    eta: torch.Tensor,
+    beta: torch.Tensor | None = None,
+    momentum: core.Weights | None = None,
+    chunk_size: int = 1,
+    impl: str = "reference",
+    retrieval: str = "causal",
+):
     """Stream (*b, T, d) keys/values/queries with (*b, T) α, η (β for momentum) through a memory.
 
     retrieval: `causal` reads M_{t-1}(q_t) (Eq. 83), `updated` reads M_t(q_t) (Eq. 16),
@@ -41,7 +52,9 @@ def memory_scan(spec: core.MemorySpec, objective: str, rule: str, weights: core.
                 outs.append(core.read(spec, weights, queries[..., tok, :]))
             elif retrieval == "chunk_start":
                 outs.append(core.read(spec, anchor, queries[..., tok, :]))
-            weights, momentum = core.step(rule, weights, momentum, inputs, errors, alpha[..., t], eta[..., t], b)
+            weights, momentum = core.step(
+                rule, weights, momentum, inputs, errors, alpha[..., t], eta[..., t], b
+            )
             if retrieval == "updated":
                 outs.append(core.read(spec, weights, queries[..., tok, :]))
         return torch.cat(outs, dim=-2), weights, momentum
@@ -52,10 +65,22 @@ def memory_scan(spec: core.MemorySpec, objective: str, rule: str, weights: core.
         sl = slice(s, min(s + chunk_size, T))
         anchor = weights
         out, cache = core.forward(spec, anchor, keys[..., sl, :])
-        inputs, errors = core.backward(spec, anchor, cache, core.objective_error(objective, out, values[..., sl, :]))
+        inputs, errors = core.backward(
+            spec, anchor, cache, core.objective_error(objective, out, values[..., sl, :])
+        )
         q = None if retrieval == "chunk_start" else queries[..., sl, :]
-        o, weights, momentum = evolve_chunk(spec, rule, weights, momentum, inputs, errors, log_alpha[..., sl],
-                                            eta[..., sl], None if log_beta is None else log_beta[..., sl],
-                                            q, include_current=retrieval == "updated")
+        o, weights, momentum = evolve_chunk(
+            spec,
+            rule,
+            weights,
+            momentum,
+            inputs,
+            errors,
+            log_alpha[..., sl],
+            eta[..., sl],
+            None if log_beta is None else log_beta[..., sl],
+            q,
+            include_current=retrieval == "updated",
+        )
         outs.append(core.read(spec, anchor, queries[..., sl, :]) if retrieval == "chunk_start" else o)
     return torch.cat(outs, dim=-2), weights, momentum

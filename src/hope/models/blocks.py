@@ -1,9 +1,9 @@
 """One block class for every architecture: pre-norm mixer then pre-norm channel memory (DESIGN §1).
 
-    hope:            self-referential Titans → CMS
-    hope_attention:  causal softmax attention → CMS
-    transformer:     causal softmax attention → SwiGLU         (Transformer++)
-    titans:          Titans LMM (momentum + decay) → SwiGLU
+hope:            self-referential Titans → CMS
+hope_attention:  causal softmax attention → CMS
+transformer:     causal softmax attention → SwiGLU         (Transformer++)
+titans:          Titans LMM (momentum + decay) → SwiGLU
 """
 
 from __future__ import annotations

@@ -74,11 +74,15 @@ class LanguageModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int, torch.int32):
-            raise ValueError(f"input_ids must be a (batch, time) integer tensor, got shape "
-                             f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}")
+            raise ValueError(
+                f"input_ids must be a (batch, time) integer tensor, got shape "
+                f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}"
+            )
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
-                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+            raise ValueError(
+                f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
         if state is None:
             state = self.init_state(input_ids.shape[0])
         if not self.learns_from_lm_loss:
@@ -97,7 +101,7 @@ class LanguageModel(nn.Module):
         pending = None
         while t < all_ids.shape[1]:
             n = min(seg_len - (pos + t) % seg_len, all_ids.shape[1] - t)
-            seg = all_ids[:, t:t + n]
+            seg = all_ids[:, t : t + n]
             complete = (pos + t + n) % seg_len == 0
             logits, seg_blocks = self._segment(seg, blocks, complete)
             outs.append(logits)
@@ -114,18 +118,30 @@ class LanguageModel(nn.Module):
         second_order = self.config.cms.second_order and outer_grad
         with torch.enable_grad():
             if not outer_grad:  # fast weights still need a graph for their own gradient
-                blocks = [{**b, "ffn": {**b["ffn"], "fast": [[w.detach().requires_grad_() for w in lvl]
-                                                              for lvl in b["ffn"]["fast"]]}} for b in blocks]
+                blocks = [
+                    {
+                        **b,
+                        "ffn": {
+                            **b["ffn"],
+                            "fast": [[w.detach().requires_grad_() for w in lvl] for lvl in b["ffn"]["fast"]],
+                        },
+                    }
+                    for b in blocks
+                ]
             logits, new_blocks = self._run(seg, blocks)
             if complete:
                 handles = [w for b in blocks for lvl in b["ffn"]["fast"] for w in lvl]
                 if seg.shape[1] > 1:
-                    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), seg[:, 1:].flatten(),
-                                           reduction="sum")
-                    grads = torch.autograd.grad(loss, handles, retain_graph=outer_grad,
-                                                create_graph=second_order, allow_unused=True)
-                    grads = [torch.zeros_like(h) if g is None else (g if second_order else g.detach())
-                         for g, h in zip(grads, handles)]
+                    loss = F.cross_entropy(
+                        logits[:, :-1].flatten(0, 1).float(), seg[:, 1:].flatten(), reduction="sum"
+                    )
+                    grads = torch.autograd.grad(
+                        loss, handles, retain_graph=outer_grad, create_graph=second_order, allow_unused=True
+                    )
+                    grads = [
+                        torch.zeros_like(h) if g is None else (g if second_order else g.detach())
+                        for g, h in zip(grads, handles)
+                    ]
                 else:
                     grads = [torch.zeros_like(h) for h in handles]
                 it = iter(grads)
@@ -159,10 +175,13 @@ def matched_transformer(target: ModelConfig, tolerance: float = 0.05, **override
     base = {"vocab_size": target.vocab_size, "tie_embeddings": target.tie_embeddings, **overrides}
     step = 2 * target.n_heads
     best = None
-    for n_layers in [target.n_layers] + [n for n in range(1, 4 * target.n_layers + 1) if n != target.n_layers]:
+    for n_layers in [target.n_layers] + [
+        n for n in range(1, 4 * target.n_layers + 1) if n != target.n_layers
+    ]:
         for d_model in range(step, 8 * target.d_model + step, step):
-            cfg = ModelConfig.preset("transformer", n_layers=n_layers, n_heads=target.n_heads,
-                                     d_model=d_model, **base)
+            cfg = ModelConfig.preset(
+                "transformer", n_layers=n_layers, n_heads=target.n_heads, d_model=d_model, **base
+            )
             gap = abs(count_parameters(cfg) - goal) / goal
             if best is None or gap < best[0]:
                 best = (gap, cfg)

@@ -57,10 +57,15 @@ def momentum_chunk(w0, s0, u, v, log_alpha, log_beta, queries=None, include_curr
     db = _decay_matrix(lb, lb, include_diagonal=True)  # b_r / b_s, s ≤ r
     mix = da @ db  # m[t, s] = Σ_{r=s..t} (a_t/a_r)(b_r/b_s)
     coef_s0 = (da @ torch.exp(lb)[..., None])[..., 0]  # Σ_{r≤t} (a_t/a_r) b_r
-    w_end = (torch.exp(la[..., -1])[..., None, None] * w0 + coef_s0[..., -1, None, None] * s0
-             + (v * mix[..., -1, :, None]).transpose(-1, -2) @ u)
-    s_end = (torch.exp(lb[..., -1])[..., None, None] * s0
-             + (v * torch.exp(lb[..., -1:] - lb)[..., None]).transpose(-1, -2) @ u)
+    w_end = (
+        torch.exp(la[..., -1])[..., None, None] * w0
+        + coef_s0[..., -1, None, None] * s0
+        + (v * mix[..., -1, :, None]).transpose(-1, -2) @ u
+    )
+    s_end = (
+        torch.exp(lb[..., -1])[..., None, None] * s0
+        + (v * torch.exp(lb[..., -1:] - lb)[..., None]).transpose(-1, -2) @ u
+    )
     if queries is None:
         return None, w_end, s_end
     scale = torch.exp(la)
@@ -69,14 +74,27 @@ def momentum_chunk(w0, s0, u, v, log_alpha, log_beta, queries=None, include_curr
         mix = torch.cat([pad, mix[..., :-1, :]], dim=-2)
         coef_s0 = torch.cat([torch.zeros_like(coef_s0[..., :1]), coef_s0[..., :-1]], dim=-1)
         scale = torch.exp(la - log_alpha)
-    out = (scale[..., None] * (queries @ w0.transpose(-1, -2))
-           + coef_s0[..., None] * (queries @ s0.transpose(-1, -2))
-           + (mix * (queries @ u.transpose(-1, -2))) @ v)
+    out = (
+        scale[..., None] * (queries @ w0.transpose(-1, -2))
+        + coef_s0[..., None] * (queries @ s0.transpose(-1, -2))
+        + (mix * (queries @ u.transpose(-1, -2))) @ v
+    )
     return out, w_end, s_end
 
 
-def evolve_chunk(spec: core.MemorySpec, rule: str, weights, momentum, inputs, errors,
-                 log_alpha, eta, log_beta=None, queries=None, include_current=False):
+def evolve_chunk(
+    spec: core.MemorySpec,
+    rule: str,
+    weights,
+    momentum,
+    inputs,
+    errors,
+    log_alpha,
+    eta,
+    log_beta=None,
+    queries=None,
+    include_current=False,
+):
     """Evolve every layer of one memory across a chunk; optionally retrieve M_{t-1}(q_t) for queries.
 
     inputs[i] (*b, n, in_i) and errors[i] (*b, n, out_i) are the per-token gradient factors fixed at
@@ -87,16 +105,26 @@ def evolve_chunk(spec: core.MemorySpec, rule: str, weights, momentum, inputs, er
     new_w, new_s = [], []
     for i, (w, u, g) in enumerate(zip(weights, inputs, errors)):
         if rule == "momentum":
-            out, w_end, s_end = momentum_chunk(w, momentum[i], u, -eta[..., None] * g, log_alpha, log_beta,
-                                               z, include_current)
+            out, w_end, s_end = momentum_chunk(
+                w, momentum[i], u, -eta[..., None] * g, log_alpha, log_beta, z, include_current
+            )
             new_s.append(s_end)
         else:
-            norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # as core.normalize, so gd's v kᵀ = −η g uᵀ exactly
+            norm = u.norm(dim=-1, keepdim=True).clamp_min(
+                1e-6
+            )  # as core.normalize, so gd's v kᵀ = −η g uᵀ exactly
             if rule == "dgd":
                 out, w_end = delta_chunk(w, u / norm, -eta[..., None] * g, eta, log_alpha, z, include_current)
             else:
-                out, w_end = delta_chunk(w, u / norm, -eta[..., None] * norm * g, torch.zeros_like(eta),
-                                         log_alpha, z, include_current)
+                out, w_end = delta_chunk(
+                    w,
+                    u / norm,
+                    -eta[..., None] * norm * g,
+                    torch.zeros_like(eta),
+                    log_alpha,
+                    z,
+                    include_current,
+                )
         new_w.append(w_end)
         if z is not None:
             z = core.activation(spec.activation, out) if i < len(weights) - 1 else out
