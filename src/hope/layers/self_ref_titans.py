@@ -96,6 +96,8 @@ class SelfReferentialTitans(nn.Module):
             self.beta_proj = self._readout(d, h, _logit(tc.momentum_init))
         # Surprise pass rate of the last forward (detached), for logging.
         self.register_buffer("gate_pass_rate", torch.ones(()), persistent=False)
+        # Set to a list to collect every token's surprise ‖∇ℓ‖ (B, H, n) per segment (hope.analysis).
+        self.surprise_trace: list[torch.Tensor] | None = None
 
     @staticmethod
     def _readout(d: int, h: int, bias: float) -> nn.Linear:
@@ -164,6 +166,8 @@ class SelfReferentialTitans(nn.Module):
         """Surprise gate (B, H, n) in {0, 1}; relative mode z-scores against the previous `window` tokens."""
         sc = self.tc.surprise
         surprise = surprise.detach()
+        if self.surprise_trace is not None:
+            self.surprise_trace.append(surprise)
         if sc.mode == "none":
             return None, hist, count
         n, window = surprise.shape[-1], sc.window
