@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -61,7 +63,7 @@ def cms_level_similarity(model, ids: torch.Tensor) -> list[list[float]]:
         out.append(
             [
                 float(F.cosine_similarity(a, b, dim=-1).mean())
-                for a, b in zip(contributions, contributions[1:])
+                for a, b in itertools.pairwise(contributions)
             ]
         )
     return out
