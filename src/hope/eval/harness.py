@@ -754,9 +754,12 @@ def results_markdown(results: dict) -> str:
         ]
         cells: dict[str, dict[str, str]] = {}
         for r in rows:
+            # A cell from one seed (a run cut by --max-minutes) has no spread to show.
+            spread = f" ± {r['std']:.3f}" if r["n_seeds"] > 1 else " (1 seed)"
             cells.setdefault(r["preset"], {"params": f"{r['params']:,}"})[r["label"]] = (
-                f"{r['mean']:.3f} ± {r['std']:.3f}"
+                f"{r['mean']:.3f}{spread}"
             )
+
         for preset, by_label in cells.items():
             lines.append(
                 f"| {preset} | {by_label['params']} | "
