@@ -50,6 +50,9 @@ def _worker(rank, port, out):
         results["dtensor_local"] = O.to_local()
         results["dtensor_full"] = O.full_tensor()
         torch.save(results, f"{out}.{rank}")
+        del ddp, sharded, O
+        # Neither rank may tear gloo down while the other still talks to it (seen: SIGABRT at exit).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -105,7 +105,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     owns_group = not dist.is_distributed()
     device = dist.setup(cfg.device)
     try:
-        return _train(cfg, resume, device)
+        result = _train(cfg, resume, device)
+        # On success every rank gets here; wait for all before tearing gloo/NCCL down, since a rank
+        # that destroys the group while another still talks to it can abort the process.
+        dist.barrier()
+        return result
     finally:
         if owns_group:
             dist.teardown()
