@@ -28,36 +28,11 @@ def test_chunked_equals_reference(kind, rule, objective, retrieval):
     spec = MemorySpec(kind, D, D, hidden=5, depth=3 if kind == "mlp" else 1)
     k, v, q, alpha, eta, beta = _inputs(0)
     w0 = [w.to(D64) for w in core.init_weights(spec, (B, H), 0.3, torch.Generator().manual_seed(1))]
+    args = (spec, objective, rule, w0, k, v, q, alpha, eta, beta)
     for chunk in (1, 4, 16):
-        ref = memory_scan(
-            spec,
-            objective,
-            rule,
-            w0,
-            k,
-            v,
-            q,
-            alpha,
-            eta,
-            beta,
-            chunk_size=chunk,
-            impl="reference",
-            retrieval=retrieval,
-        )
-        fast = memory_scan(
-            spec,
-            objective,
-            rule,
-            w0,
-            k,
-            v,
-            q,
-            alpha,
-            eta,
-            beta,
-            chunk_size=chunk,
-            impl="chunked",
-            retrieval=retrieval,
+        ref, fast = (
+            memory_scan(*args, chunk_size=chunk, impl=impl, retrieval=retrieval)
+            for impl in ("reference", "chunked")
         )
         torch.testing.assert_close(fast[0], ref[0], rtol=0, atol=1e-10)
         for a, b in zip(fast[1], ref[1]):
