@@ -339,3 +339,28 @@ def test_help_lists_the_new_commands(capsys):
         for w in ("--presets", "--seeds", "--lengths", "--train-length", "--size", "formal, niah, mad")
     )
     assert get_suite("formal").tasks[0] in out
+
+
+def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
+    common = dict(
+        suite="mad",
+        presets=("transformer", "titans"),
+        tasks=("compression",),
+        steps=2,
+        seeds=2,
+        batch_size=4,
+        n_test=4,
+        device="cpu",
+    )
+    serial = H.run_bench(BenchConfig(**common, out=str(tmp_path / "serial")), log=lambda _: None)
+    parallel = H.run_bench(BenchConfig(**common, jobs=2, out=str(tmp_path / "parallel")), log=lambda _: None)
+    assert parallel["complete"]
+    key = [(r["preset"], r["seed"]) for r in serial["runs"]]
+    assert key == [(r["preset"], r["seed"]) for r in parallel["runs"]] == [
+        ("transformer", 0),
+        ("titans", 0),
+        ("transformer", 1),
+        ("titans", 1),
+    ]
+    for a, b in zip(serial["runs"], parallel["runs"]):
+        assert a["train_loss"] == b["train_loss"] and a["results"] == b["results"]

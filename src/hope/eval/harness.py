@@ -36,10 +36,13 @@ import functools
 import io
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -379,6 +382,7 @@ class BenchConfig:
     match: str = "hope"
     out: str | None = None
     max_minutes: float | None = None  # start no model past this wall time; None: run everything
+    jobs: int = 1  # models trained at once, each in its own process
     overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every preset
 
     def __post_init__(self) -> None:
@@ -402,7 +406,7 @@ class BenchConfig:
         _check_in("precision", self.precision, ["fp32", "bf16"])
         _check_in("device", self.device, ["auto", "cpu", "cuda"])
         _check_in("match", self.match, ["hope", "none"])
-        for name in ("steps", "seeds", "batch_size", "n_test", "piece"):
+        for name in ("steps", "seeds", "batch_size", "n_test", "piece", "jobs"):
             _check_positive(name, getattr(self, name))
         if self.train_length is not None:
             _check_positive("train_length", self.train_length)
@@ -598,21 +602,43 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     plan = [
         (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
     ]
-    runs: list[dict] = []
+    finished: dict[int, dict] = {}
     start = time.perf_counter()
-    for seed, setting, preset in plan:
-        elapsed = time.perf_counter() - start
-        if cfg.max_minutes is not None and runs and elapsed * (1 + 1 / len(runs)) > 60 * cfg.max_minutes:
-            log(f"stopping after {len(runs)}/{len(plan)} models: the next would pass --max-minutes")
-            break
-        runs.append(_one_run(cfg, setting, preset, configs[setting.vocab][preset], seed, device))
-        done, elapsed = len(runs), time.perf_counter() - start
+
+    def may_start(preset: str) -> bool:
+        # A model may start if one like it (same preset, else any) would end before --max-minutes.
+        if cfg.max_minutes is None or not finished:
+            return True
+        same = [r["seconds"] for r in finished.values() if r["preset"] == preset] or [
+            r["seconds"] for r in finished.values()
+        ]
+        return time.perf_counter() - start + sum(same) / len(same) <= 60 * cfg.max_minutes
+
+    def record(index: int, run: dict) -> None:
+        finished[index] = run
+        runs = [finished[i] for i in sorted(finished)]
         write_text_atomic(out / "results.json", _json({**header, "complete": False, "runs": runs}))
+        done, elapsed = len(finished), time.perf_counter() - start
         log(
-            f"[{done}/{len(plan)}] {preset} seed {seed} {setting.task}: "
-            + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in runs[-1]["results"])
-            + f" ({runs[-1]['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
+            f"[{done}/{len(plan)}] {run['preset']} seed {run['seed']} {run['task']}: "
+            + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in run["results"])
+            + f" ({run['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
         )
+
+    jobs = [
+        (i, (cfg, setting, preset, configs[setting.vocab][preset], seed, device))
+        for i, (seed, setting, preset) in enumerate(plan)
+    ]
+    if cfg.jobs == 1:
+        for index, args in jobs:
+            if not may_start(args[2]):
+                break
+            record(index, _one_run(*args))
+    else:
+        _run_parallel(jobs, cfg.jobs, may_start, record)
+    if len(finished) < len(plan):
+        log(f"stopped after {len(finished)}/{len(plan)} models: the next would pass --max-minutes")
+    runs = [finished[i] for i in sorted(finished)]
     summary = summarise(runs, header["metric"])
     results = {**header, "complete": len(runs) == len(plan), "runs": runs, "summary": summary}
     write_text_atomic(out / "results.json", _json(results))
@@ -620,6 +646,32 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     plot = plot_results(results, out)
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {plot}")
     return results
+
+
+def _run_parallel(jobs: list, workers: int, may_start: Callable[[str], bool], record: Callable) -> None:
+    """Runs ``_one_run(*args)`` for each ``(index, args)`` in ``workers`` spawned processes, in order,
+    starting none that ``may_start`` refuses. Small models leave a GPU idle between kernel launches, so
+    several processes sharing it train several models in about the time of one."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    queue, running = list(jobs), {}
+    with futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
+    ) as pool:
+        while queue or running:
+            while queue and len(running) < workers:
+                index, args = queue.pop(0)
+                if not may_start(args[2]):
+                    queue.clear()
+                    break
+                running[pool.submit(_one_run, *args)] = index
+            if not running:
+                break
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                record(running.pop(future), future.result())
 
 
 def _one_run(
@@ -989,6 +1041,12 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         type=_override,
         help="model field for every preset, e.g. --override titans.chunk_size=32 (repeatable)",
     )
+    b.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="models trained at once, one process each; small models share a GPU well (default: 1)",
+    )
     _common_options(b, BENCH_SUITES)
     parsers["bench-suite"] = b
     return parsers
@@ -1021,6 +1079,7 @@ def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             match=args.match,
             out=args.out,
             max_minutes=args.max_minutes,
+            jobs=args.jobs,
             overrides=dict(args.override),
         )
     except ValueError as e:
