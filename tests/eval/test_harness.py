@@ -356,11 +356,47 @@ def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
     parallel = H.run_bench(BenchConfig(**common, jobs=2, out=str(tmp_path / "parallel")), log=lambda _: None)
     assert parallel["complete"]
     key = [(r["preset"], r["seed"]) for r in serial["runs"]]
-    assert key == [(r["preset"], r["seed"]) for r in parallel["runs"]] == [
+    assert (
+        key
+        == [(r["preset"], r["seed"]) for r in parallel["runs"]]
+        == [
+            ("transformer", 0),
+            ("titans", 0),
+            ("transformer", 1),
+            ("titans", 1),
+        ]
+    )
+    for a, b in zip(serial["runs"], parallel["runs"]):
+        assert a["train_loss"] == b["train_loss"] and a["results"] == b["results"]
+
+
+def test_a_model_that_fails_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    real = H._one_run
+
+    def flaky(cfg, setting, preset, model_cfg, seed, device):
+        if preset == "titans" and seed == 0:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(cfg, setting, preset, model_cfg, seed, device)
+
+    monkeypatch.setattr(H, "_one_run", flaky)
+    cfg = BenchConfig(
+        suite="mad",
+        presets=("transformer", "titans"),
+        tasks=("compression",),
+        steps=2,
+        seeds=2,
+        batch_size=4,
+        n_test=4,
+        device="cpu",
+        out=str(tmp_path),
+    )
+    results = H.run_bench(cfg, log=lambda _: None)
+    assert not results["complete"]
+    assert [(r["preset"], r["seed"]) for r in results["runs"]] == [
         ("transformer", 0),
-        ("titans", 0),
         ("transformer", 1),
         ("titans", 1),
     ]
-    for a, b in zip(serial["runs"], parallel["runs"]):
-        assert a["train_loss"] == b["train_loss"] and a["results"] == b["results"]
+    assert [(f["preset"], f["seed"]) for f in results["failed"]] == [("titans", 0)]
+    assert "simulated" in results["failed"][0]["error"]
+    assert "titans seed 0 compression: `OutOfMemoryError" in (tmp_path / "results.md").read_text()

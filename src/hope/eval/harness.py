@@ -625,6 +625,14 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
             + f" ({run['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
         )
 
+    failed: list[dict] = []
+
+    def fail(index: int, error: BaseException) -> None:
+        # One model running out of memory should not cost the others' results.
+        seed, setting, preset = plan[index]
+        failed.append({"preset": preset, "seed": seed, "task": setting.task, "error": repr(error)[:500]})
+        log(f"FAILED {preset} seed {seed} {setting.task}: {error!r}"[:500])
+
     jobs = [
         (i, (cfg, setting, preset, configs[setting.vocab][preset], seed, device))
         for i, (seed, setting, preset) in enumerate(plan)
@@ -633,14 +641,27 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         for index, args in jobs:
             if not may_start(args[2]):
                 break
-            record(index, _one_run(*args))
+            try:
+                run = _one_run(*args)
+            except RuntimeError as error:  # CUDA out of memory, a non-finite loss stop
+                fail(index, error)
+            else:
+                record(index, run)
     else:
-        _run_parallel(jobs, cfg.jobs, may_start, record)
-    if len(finished) < len(plan):
-        log(f"stopped after {len(finished)}/{len(plan)} models: the next would pass --max-minutes")
+        _run_parallel(jobs, cfg.jobs, may_start, record, fail)
+    if len(finished) + len(failed) < len(plan):
+        log(
+            f"stopped after {len(finished) + len(failed)}/{len(plan)} models: the next would pass --max-minutes"
+        )
     runs = [finished[i] for i in sorted(finished)]
     summary = summarise(runs, header["metric"])
-    results = {**header, "complete": len(runs) == len(plan), "runs": runs, "summary": summary}
+    results = {
+        **header,
+        "complete": len(runs) == len(plan),
+        "runs": runs,
+        "failed": failed,
+        "summary": summary,
+    }
     write_text_atomic(out / "results.json", _json(results))
     write_text_atomic(out / "results.md", results_markdown(results))
     plot = plot_results(results, out)
@@ -648,9 +669,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     return results
 
 
-def _run_parallel(jobs: list, workers: int, may_start: Callable[[str], bool], record: Callable) -> None:
+def _run_parallel(
+    jobs: list, workers: int, may_start: Callable[[str], bool], record: Callable, fail: Callable
+) -> None:
     """Runs ``_one_run(*args)`` for each ``(index, args)`` in ``workers`` spawned processes, in order,
-    starting none that ``may_start`` refuses. Small models leave a GPU idle between kernel launches, so
+    starting none that ``may_start`` refuses; ``record`` gets each result, ``fail`` each exception. Small models leave a GPU idle between kernel launches, so
     several processes sharing it train several models in about the time of one."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     queue, running = list(jobs), {}
@@ -671,7 +694,13 @@ def _run_parallel(jobs: list, workers: int, may_start: Callable[[str], bool], re
                 break
             done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
             for future in done:
-                record(running.pop(future), future.result())
+                index, error = running.pop(future), future.exception()
+                if error is None:
+                    record(index, future.result())
+                elif isinstance(error, RuntimeError):
+                    fail(index, error)
+                else:
+                    raise error
 
 
 def _one_run(
@@ -822,6 +851,9 @@ def results_markdown(results: dict) -> str:
         lines.append(
             "| chance | | " + " | ".join(f"{chance[x]:.3g}" if x in chance else "" for x in labels) + " |"
         )
+    if results.get("failed"):
+        lines += ["", "Failed (not in the tables):", ""]
+        lines += [f"- {f['preset']} seed {f['seed']} {f['task']}: `{f['error']}`" for f in results["failed"]]
     return "\n".join(lines) + "\n"
 
 
@@ -1085,11 +1117,11 @@ def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except ValueError as e:
         parser.error(str(e))
     try:
-        run_bench(cfg)
+        results = run_bench(cfg)
     except (ValueError, FileExistsError) as e:
         print(f"hope bench-suite: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if results["failed"] else 0
 
 
 def _eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
