@@ -6,6 +6,7 @@ import math
 import statistics
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -342,16 +343,16 @@ def test_help_lists_the_new_commands(capsys):
 
 
 def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
-    common = dict(
-        suite="mad",
-        presets=("transformer", "titans"),
-        tasks=("compression",),
-        steps=2,
-        seeds=2,
-        batch_size=4,
-        n_test=4,
-        device="cpu",
-    )
+    common = {
+        "suite": "mad",
+        "presets": ("transformer", "titans"),
+        "tasks": ("compression",),
+        "steps": 2,
+        "seeds": 2,
+        "batch_size": 4,
+        "n_test": 4,
+        "device": "cpu",
+    }
     serial = H.run_bench(BenchConfig(**common, out=str(tmp_path / "serial")), log=lambda _: None)
     parallel = H.run_bench(BenchConfig(**common, jobs=2, out=str(tmp_path / "parallel")), log=lambda _: None)
     assert parallel["complete"]
@@ -400,3 +401,45 @@ def test_a_model_that_fails_is_reported_and_the_others_still_run(tmp_path, monke
     assert [(f["preset"], f["seed"]) for f in results["failed"]] == [("titans", 0)]
     assert "simulated" in results["failed"][0]["error"]
     assert "titans seed 0 compression: `OutOfMemoryError" in (tmp_path / "results.md").read_text()
+
+
+def _compression_batch(n, length, seed):
+    examples = get_suite("mad").generate("compression", n, length, seed)
+    pairs = [training_pair("mad", ex, H.ByteTokenizer()) for ex in examples]
+    return examples, *(torch.from_numpy(np.stack([p[i] for p in pairs])) for i in (0, 1))
+
+
+def test_compression_reads_the_prompt_only_through_the_final_hidden_state():
+    torch.manual_seed(0)
+    lm = hope.build_model(hope.ModelConfig.preset("transformer", "tiny", vocab_size=16))
+    readout = H.BottleneckReadout(lm, prompt_length=8)
+    _, inputs, targets = _compression_batch(3, 8, 0)
+    logits, _ = readout(inputs)
+    # h is what the LM head reads at the compression token.
+    h = readout.encode(inputs[:, :8])
+    torch.testing.assert_close(lm.head(h), lm(inputs[:, :8])[0][:, -1])
+    # Logits only where the targets ask, and the teacher-forced tokens (everything a transformer could
+    # copy from) change nothing.
+    assert (logits[targets == IGNORE] == 0).all() and (logits[targets != IGNORE] != 0).any()
+    shuffled = inputs.clone()
+    shuffled[:, 8:] = torch.randint(0, 15, shuffled[:, 8:].shape)
+    torch.testing.assert_close(readout(shuffled)[0], logits)
+    # Reconstruction logits are a function of h alone.
+    torch.testing.assert_close(logits[:, 7:], readout.decoder(h[:, None] + readout.positions))
+    with pytest.raises(ValueError, match="15 tokens"):
+        readout(inputs[:, :10])
+
+
+def test_an_encoder_and_its_decoder_learn_to_reconstruct_a_fixed_batch():
+    torch.manual_seed(0)
+    lm = hope.build_model(hope.ModelConfig.preset("transformer", "tiny", vocab_size=16))
+    readout = H.BottleneckReadout(lm, prompt_length=4)
+    examples, inputs, targets = _compression_batch(8, 4, 1)
+    optimizer = torch.optim.Adam(readout.parameters(), lr=3e-3)
+    for _ in range(300):
+        logits, _ = readout(inputs)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert evaluate(readout, "mad", examples, batch_size=8)["accuracy"] == 1.0

@@ -8,8 +8,10 @@ Every :class:`~hope.eval.common.Example` is answered the way its fields say (see
 * **choice** (``formal``, ``continual`` class-incremental): the argmax of the last prompt position's
   logits over the candidate tokens.
 * **positions** (``mad``): the argmax at every scored position. MAD's compression reconstructs the
-  input "from the final state": the model reads the prompt, then the input again with teacher forcing,
-  and position ``len(prompt) - 1 + i`` must output input token ``i``.
+  input "from the final state": position ``len(prompt) - 1 + i`` of the pair (prompt, then the input
+  again, teacher-forced) must output input token ``i``. ``bench-suite`` reads it as MAD does, through
+  :class:`BottleneckReadout` (one hidden vector and an MLP decoder); ``hope eval`` on a language-model
+  checkpoint, which has no decoder, lets the model itself continue, so attention can copy there.
 * **loss** (``continual`` domain-lm): the mean next-token loss over the prompt.
 
 :func:`training_pair` turns an example into ``(inputs, targets)`` with ``IGNORE`` where no loss is
@@ -283,6 +285,64 @@ def evaluate(model, suite: str, examples: Sequence[Example], **kwargs: Any) -> d
     return {**metrics, "chance": module.chance(examples)}
 
 
+class BottleneckReadout(torch.nn.Module):
+    """MAD's compression read-out (its auto-encoder backbone): ``model`` reads the P prompt tokens and
+    only its final hidden state h, at the compression token, reaches a non-expanding MLP decoder; token i
+    of the reconstruction is ``decoder(h + sincos(i))``. Every architecture goes through the same
+    one-vector bottleneck, so attention cannot copy the input from its cache.
+
+    Called like ``model`` on :func:`training_pair`'s layout for compression (the prompt, then P - 1
+    teacher-forced tokens, which it ignores); the P reconstruction logits sit at the target positions
+    P - 1 ... 2P - 2 and the others are zero."""
+
+    def __init__(self, model: torch.nn.Module, prompt_length: int):
+        super().__init__()
+        d, vocab = model.config.d_model, model.config.vocab_size
+        self.model, self.config, self.prompt_length = model, model.config, prompt_length
+        self.decoder = torch.nn.Sequential(
+            torch.nn.RMSNorm(d),
+            torch.nn.Linear(d, d),
+            torch.nn.GELU(),
+            torch.nn.RMSNorm(d),
+            torch.nn.Linear(d, d),
+            torch.nn.GELU(),
+            torch.nn.RMSNorm(d),
+            torch.nn.Linear(d, vocab),
+        )
+        i = torch.arange(prompt_length, dtype=torch.float32)[:, None]
+        freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+        angle = i * freq
+        self.register_buffer(
+            "positions", torch.cat([angle.sin(), angle.cos()], dim=-1)[:, :d], persistent=False
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, prompt: torch.Tensor) -> torch.Tensor:
+        """h: the model's final (normalised) hidden state after the whole prompt, (B, d)."""
+        seen = []
+        hook = self.model.norm.register_forward_hook(lambda module, args, out: seen.append(out))
+        try:
+            self.model(prompt)
+        finally:
+            hook.remove()
+        return seen[-1][:, -1]
+
+    def forward(self, ids: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, None]:
+        p = self.prompt_length
+        if state is not None or ids.shape[1] != 2 * p - 1:
+            raise ValueError(
+                f"BottleneckReadout takes one whole compression pair of {2 * p - 1} tokens (prompt of {p}); "
+                f"got {ids.shape[1]} tokens{' and a state' if state is not None else ''}"
+            )
+        h = self.encode(ids[:, :p])
+        reconstruction = self.decoder(h[:, None, :] + self.positions.to(h.dtype))
+        return torch.cat(
+            [reconstruction.new_zeros(ids.shape[0], p - 1, reconstruction.shape[-1]), reconstruction], 1
+        ), None
+
+
 # ---- train and test distributions ----------------------------------------------------------------------
 
 
@@ -542,6 +602,11 @@ class _Setting:
     tests: list[tuple[int | None, int | None, list[Example]]]
     vocab: int
 
+    @property
+    def bottleneck(self) -> bool:
+        """MAD compression: read out through :class:`BottleneckReadout`."""
+        return self.tests[0][2][0].meta.get("readout") == "final-state"
+
 
 def _settings(cfg: BenchConfig) -> list[_Setting]:
     """Every setting's test sets and vocabulary, built (and so validated) before any model trains."""
@@ -707,7 +772,10 @@ def _one_run(
     cfg: BenchConfig, setting: _Setting, preset: str, model_cfg: ModelConfig, seed: int, device
 ) -> dict:
     torch.manual_seed(seed)
-    model = hope.build_model(model_cfg).to(device)
+    model = hope.build_model(model_cfg)
+    if setting.bottleneck:
+        model = BottleneckReadout(model, setting.train_length)
+    model = model.to(device)
     began = time.perf_counter()
     trained = train_model(model, cfg, setting.task, setting.train_length, seed, device)
     results = []

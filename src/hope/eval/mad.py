@@ -28,11 +28,9 @@ Every example is a per-position task (see ``hope.eval.common``): ``prompt`` is t
 * selective copying and memorization output a token the input does not show (the tokens to copy
   at the trailing blanks, a key's value at the insert token);
 * compression reconstructs the whole input (``targets == prompt``) from the state at the final
-  compression token (``meta["readout"] == "final-state"``; the harness reads the prompt, then
-  reconstructs it with teacher forcing). MAD decodes one position's output through an MLP, a
-  single-vector bottleneck for every architecture; here a recurrent model's state is its fixed-size
-  memory but attention's is the KV cache of the whole input, so attention can copy rather than
-  compress. Compare compression scores among recurrent models only.
+  compression token (``meta["readout"] == "final-state"``): MAD's auto-encoder decodes the backbone's
+  output at that one position through an MLP, the same one-vector bottleneck for every architecture
+  (``hope.eval.harness.BottleneckReadout``).
 
 Scoring is accuracy over scored positions (``accuracy``, micro-averaged) and, as MAD reports it via
 ``torchmetrics.MulticlassAccuracy``'s default, the mean of per-class accuracies (``macro_accuracy``).
