@@ -181,18 +181,24 @@ def test_bench_suite_formal_end_to_end(tmp_path, capsys):
     assert main(argv) == 1 and "already holds results" in capsys.readouterr().err
 
 
+def _mad_bench(out, **changes) -> BenchConfig:
+    """Transformer and Titans on MAD compression, as small as a bench run gets."""
+    settings = {
+        "suite": "mad",
+        "presets": ("transformer", "titans"),
+        "tasks": ("compression",),
+        "steps": 2,
+        "seeds": 2,
+        "batch_size": 4,
+        "n_test": 4,
+        "device": "cpu",
+        "out": str(out),
+    }
+    return BenchConfig(**{**settings, **changes})
+
+
 def test_bench_runs_are_deterministic_and_titans_is_matched_by_width(tmp_path):
-    cfg = BenchConfig(
-        suite="mad",
-        presets=("transformer", "titans"),
-        tasks=("compression",),
-        steps=3,
-        seeds=1,
-        batch_size=4,
-        n_test=4,
-        device="cpu",
-        out=str(tmp_path),
-    )
+    cfg = _mad_bench(tmp_path, steps=3, seeds=1)
     (setting,) = H._settings(cfg)
     assert setting.train_length == 32 and [t[:2] for t in setting.tests] == [
         (None, 32)
@@ -208,18 +214,7 @@ def test_bench_runs_are_deterministic_and_titans_is_matched_by_width(tmp_path):
 
 
 def test_max_minutes_stops_early_and_still_writes_the_tables(tmp_path):
-    cfg = BenchConfig(
-        suite="mad",
-        presets=("transformer", "titans"),
-        tasks=("compression",),
-        steps=2,
-        seeds=2,
-        batch_size=4,
-        n_test=4,
-        device="cpu",
-        out=str(tmp_path),
-        max_minutes=1e-6,
-    )
+    cfg = _mad_bench(tmp_path, max_minutes=1e-6)
     results = H.run_bench(cfg, log=lambda _: None)
     assert not results["complete"] and len(results["runs"]) == 1
     assert json.loads((tmp_path / "results.json").read_text())["complete"] is False
@@ -343,18 +338,8 @@ def test_help_lists_the_new_commands(capsys):
 
 
 def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
-    common = {
-        "suite": "mad",
-        "presets": ("transformer", "titans"),
-        "tasks": ("compression",),
-        "steps": 2,
-        "seeds": 2,
-        "batch_size": 4,
-        "n_test": 4,
-        "device": "cpu",
-    }
-    serial = H.run_bench(BenchConfig(**common, out=str(tmp_path / "serial")), log=lambda _: None)
-    parallel = H.run_bench(BenchConfig(**common, jobs=2, out=str(tmp_path / "parallel")), log=lambda _: None)
+    serial = H.run_bench(_mad_bench(tmp_path / "serial"), log=lambda _: None)
+    parallel = H.run_bench(_mad_bench(tmp_path / "parallel", jobs=2), log=lambda _: None)
     assert parallel["complete"]
     key = [(r["preset"], r["seed"]) for r in serial["runs"]]
     assert (
@@ -380,17 +365,7 @@ def test_a_model_that_fails_is_reported_and_the_others_still_run(tmp_path, monke
         return real(cfg, setting, preset, model_cfg, seed, device)
 
     monkeypatch.setattr(H, "_one_run", flaky)
-    cfg = BenchConfig(
-        suite="mad",
-        presets=("transformer", "titans"),
-        tasks=("compression",),
-        steps=2,
-        seeds=2,
-        batch_size=4,
-        n_test=4,
-        device="cpu",
-        out=str(tmp_path),
-    )
+    cfg = _mad_bench(tmp_path)
     results = H.run_bench(cfg, log=lambda _: None)
     assert not results["complete"]
     assert [(r["preset"], r["seed"]) for r in results["runs"]] == [
