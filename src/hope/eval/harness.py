@@ -708,7 +708,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
                 break
             try:
                 run = _one_run(*args)
-            except RuntimeError as error:  # CUDA out of memory, a non-finite loss stop
+            except RuntimeError as error:  # e.g. CUDA out of memory
                 fail(index, error)
             else:
                 record(index, run)
@@ -738,8 +738,9 @@ def _run_parallel(
     jobs: list, workers: int, may_start: Callable[[str], bool], record: Callable, fail: Callable
 ) -> None:
     """Runs ``_one_run(*args)`` for each ``(index, args)`` in ``workers`` spawned processes, in order,
-    starting none that ``may_start`` refuses; ``record`` gets each result, ``fail`` each exception. Small models leave a GPU idle between kernel launches, so
-    several processes sharing it train several models in about the time of one."""
+    starting none that ``may_start`` refuses; ``record`` gets each result, ``fail`` each RuntimeError.
+    Small models leave a GPU idle between kernel launches, so processes sharing it train several models
+    in little more than the time of one."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     queue, running = list(jobs), {}
     with futures.ProcessPoolExecutor(
