@@ -163,9 +163,27 @@ def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
     """Restores weights, optimizer state and this process's RNG; returns the checkpoint's JSON record."""
     load_weights(ckpt, model)
     optim_state = torch.load(Path(ckpt) / OPTIMIZER, map_location="cpu", weights_only=True)
-    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
+    _load_optimizer_state(model, optimizer, optim_state)
     record = read_record(ckpt)
     rngs = record["rng"]
     # A resume on a different number of processes reuses rank 0's RNG state where a rank has none.
     set_rng_state(rngs[dist.rank()] if dist.rank() < len(rngs) else rngs[0])
     return record
+
+
+def _load_optimizer_state(model, optimizer, optim_state: dict) -> None:
+    """Loads the optimizer state that ``save_checkpoint`` wrote, and no more.
+
+    A parameter that never had a gradient (the read-outs of a CMS level whose chunk is at least the
+    training sequence's length) has no saved state. torch first makes state for every parameter (one
+    step with zero gradients at lr 0), then, if strict, refuses such a checkpoint; if not, it keeps
+    the made-up state, which would change that parameter's first real update and the next checkpoint.
+    Hence not strict, and that state dropped again.
+    """
+    set_optimizer_state_dict(
+        model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True, strict=False)
+    )
+    saved = optim_state["state"].keys()
+    kept = {id(p) for name, p in dist.unwrap(model).named_parameters(remove_duplicate=False) if name in saved}
+    for param in [p for p in optimizer.state if id(p) not in kept]:
+        del optimizer.state[param]
