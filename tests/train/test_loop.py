@@ -83,6 +83,13 @@ def test_resume_is_bit_exact(preset, tiny_cfg, monkeypatch):
         assert all(torch.equal(state[s], optim_b["state"][k][s]) for s in state), k
 
 
+def test_a_cms_level_that_never_steps_in_training_is_named(tiny_cfg, capsys):
+    train(tiny_cfg("short", preset="hope", steps=1, eval_every=0, save_every=0))
+    assert "CMS level(s) of chunk size 64 never step before the end of a 32-token" in capsys.readouterr().err
+    train(tiny_cfg("long", preset="hope", seq_len=65, steps=1, eval_every=0, save_every=0))
+    assert "never step" not in capsys.readouterr().err
+
+
 def test_resume_of_a_finished_run_asks_for_more_steps(tiny_cfg):
     cfg = tiny_cfg(steps=2, save_every=0, eval_every=0)
     train(cfg)

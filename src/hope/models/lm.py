@@ -59,6 +59,28 @@ class LanguageModel(nn.Module):
     def init_state(self, batch_size: int) -> dict:
         return {"pos": 0, "blocks": [b.init_state(batch_size) for b in self.blocks], "pending": None}
 
+    def idle_cms_levels(self, seq_len: int) -> list[int]:
+        """CMS levels (indices) that learn in context but take no step a `seq_len`-token sequence reads.
+
+        Level ℓ steps after every C_ℓ-th token and only later tokens read the result, so with
+        C_ℓ >= seq_len it is a fixed MLP for the whole sequence.
+        """
+        if not self.config.uses_cms or self.config.cms.error == "none":
+            return []
+        return [i for i, c in enumerate(self.config.cms.chunk_sizes) if c >= seq_len]
+
+    def unused_parameters(self, seq_len: int) -> list[str]:
+        """Parameters a loss on `seq_len`-token sequences gives no gradient: with the `local` CMS error,
+        the key/value read-outs of idle levels, whose only effect is on steps that no token reads."""
+        if self.config.cms.error != "local":
+            return []
+        return [
+            f"blocks.{b}.ffn.{readout}.{i}"
+            for b in range(len(self.blocks))
+            for readout in ("key_readout", "value_readout")
+            for i in self.idle_cms_levels(seq_len)
+        ]
+
     def surprise_pass_rate(self) -> float | None:
         """Mean fraction of tokens whose memory update passed the surprise gate in the last forward."""
         rates = [b.mixer.gate_pass_rate for b in self.blocks if hasattr(b.mixer, "gate_pass_rate")]

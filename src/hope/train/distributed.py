@@ -48,8 +48,12 @@ def teardown() -> None:
         td.destroy_process_group()
 
 
-def wrap(model: nn.Module, device: torch.device, fsdp: bool) -> nn.Module:
-    """DDP, or FSDP2 (``fully_shard``) on every block of every ModuleList and then the root."""
+def wrap(model: nn.Module, device: torch.device, fsdp: bool, seq_len: int) -> nn.Module:
+    """DDP, or FSDP2 (``fully_shard``) on every block of every ModuleList and then the root.
+
+    ``model`` is a ``LanguageModel``; at the training length ``seq_len`` some of its parameters may get
+    no gradient (``LanguageModel.unused_parameters``).
+    """
     if not is_distributed():
         return model
     if fsdp:
@@ -62,7 +66,13 @@ def wrap(model: nn.Module, device: torch.device, fsdp: bool) -> nn.Module:
         return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # DDP fails on a parameter without a gradient unless it searches the graph for unused ones after
+    # every backward pass; that search costs time, so it runs only where the model has such parameters.
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=bool(model.unused_parameters(seq_len)),
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -154,8 +154,16 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
             "torch_version": torch.__version__,
         }
         write_text_atomic(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+        idle = [model_cfg.cms.chunk_sizes[i] for i in model.idle_cms_levels(cfg.seq_len)]
+        if idle:
+            print(
+                f"warning: CMS level(s) of chunk size {', '.join(map(str, idle))} never step before the end "
+                f"of a {cfg.seq_len}-token training sequence: at this --seq-len they train as plain MLPs and "
+                "their in-context learning (with cms.error='local', their key/value read-outs) learns nothing",
+                file=sys.stderr,
+            )
 
-    model = dist.wrap(model, device, cfg.fsdp)
+    model = dist.wrap(model, device, cfg.fsdp, cfg.seq_len)
     hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.optimizer_args.items()}
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, **hparams)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # groups may scale the global lr differently
