@@ -1,4 +1,4 @@
-"""The ``hope`` command: ``train``, ``generate``, ``eval lm``, ``eval SUITE`` and ``bench-suite``
+"""The ``hope`` command: ``train``, ``generate``, ``eval lm``, ``retention``, ``eval SUITE`` and ``bench-suite``
 (the last two live in ``hope.eval.harness``).
 
 Model fields are overridden with dotted options after the subcommand, mapped onto
@@ -122,9 +122,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     opt("--warmup-steps", "linear warm-up steps (default: 5%% of the steps)", type=_non_negative_int)
     opt("--weight-decay", "decoupled weight decay on matrices", type=_non_negative_float)
     opt("--grad-clip", "clip the global gradient norm to this (0: off)", type=_non_negative_float)
-    opt("--optimizer", "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim); their "
+    opt(
+        "--optimizer",
+        "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim); their "
         "hyper-parameters as dotted options, e.g. --optim.betas 0.9,0.999,0.9 --optim.frequency 10 "
-        "--optim.alpha 0.5 for m3 (defaults: hope.optim.OPTIMIZER_DEFAULTS)")
+        "--optim.alpha 0.5 for m3 (defaults: hope.optim.OPTIMIZER_DEFAULTS)",
+    )
     opt("--precision", "fp32 or bf16 (autocast)", choices=("fp32", "bf16"))
     opt("--compile", "torch.compile the model", action="store_true")
     opt("--fsdp", "under torchrun, shard with FSDP2 instead of DDP", action="store_true")
@@ -298,6 +301,59 @@ def _cmd_eval_lm(parser, args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    return [_non_negative_int(v) for v in text.split(",") if v]
+
+
+def _cmd_retention(parser, args) -> int:
+    import datetime
+    import time
+
+    from hope.analysis import retention
+    from hope.train.distributed import pick_device
+
+    presets = [p for p in args.presets.split(",") if p]
+    runs = [r for r in args.runs.split(",") if r]
+    if not presets and not runs:
+        parser.error("give --presets and/or --runs")
+    try:
+        device = pick_device(args.device)
+        models = retention.load_models(runs, presets, args.size, args.seed, device)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch_device_name(device),
+        "args": {**vars(args), "lengths": sorted(set(args.lengths) | {0})},
+        "models": {},
+    }
+    for label, model, tokenizer in models:
+        start = time.perf_counter()
+        distractor = retention.distractor_tokens(tokenizer, max(args.lengths))
+        r = retention.retention_probe(
+            model, tokenizer, distractor, args.lengths, args.pairs, args.piece, args.seed
+        )
+        r["seconds"] = time.perf_counter() - start
+        results["models"][label] = r
+        cells = "  ".join(
+            f"N={n}: {v:.2f}" for n, v in zip(r["lengths"], next(iter(r["retention"].values())))
+        )
+        print(f"{label}: {cells}  ({r['seconds']:.0f} s)", file=sys.stderr)
+    retention.write_report(results, args.out)
+    print(f"wrote {args.out}/results.md, results.json, retention.png, norms.png", file=sys.stderr)
+    return 0
+
+
+def torch_device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Nested Learning / HOPE in PyTorch: train, sample, evaluate."
@@ -345,6 +401,32 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     lm.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
     lm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     parsers["eval"], parsers["eval lm"] = e, lm
+
+    r = sub.add_parser(
+        "retention",
+        help="how long the in-context memories keep key=value pairs (probe, plots)",
+        description="Write key=value pairs, stream N distractor tokens, read the keys back; report "
+        "retention(N) and the memories' norms for trained runs and/or freshly initialised presets.",
+    )
+    r.add_argument("--runs", default="", help="comma-separated run directories (trained models)")
+    r.add_argument("--presets", default="", help="comma-separated presets to probe freshly initialised")
+    r.add_argument("--size", default="tiny", help="size of the fresh presets (default: tiny)")
+    r.add_argument(
+        "--lengths",
+        type=_int_list,
+        default=[0, 256, 1024, 4096, 16384, 65536],
+        help="distractor lengths N, comma-separated (default: 0,256,1024,4096,16384,65536)",
+    )
+    r.add_argument("--pairs", type=_positive_int, default=16, help="key=value pairs written (default: 16)")
+    r.add_argument(
+        "--piece", type=_positive_int, default=1024, help="tokens per streamed call (default: 1024)"
+    )
+    r.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="pairs and fresh-model seed (default: 0)"
+    )
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    r.add_argument("--out", default="runs/retention", help="output directory (default: runs/retention)")
+    parsers["retention"] = r
     from hope.eval import harness
 
     parsers.update(harness.add_parsers(sub, esub))
@@ -360,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "generate":
         return _cmd_generate(parsers["generate"], args)
+    if args.command == "retention":
+        return _cmd_retention(parsers["retention"], args)
     if args.command == "eval" and args.suite == "lm":
         return _cmd_eval_lm(parsers["eval lm"], args)
     from hope.eval import harness

@@ -18,6 +18,7 @@ OBJECTIVES = ("l2", "dot")
 UPDATE_RULES = ("gd", "momentum", "dgd")
 ACTIVATIONS = ("gelu", "silu")
 RETRIEVALS = ("causal", "chunk_start")
+DECAY_TARGETS = ("init", "zero")
 SURPRISE_MODES = ("none", "absolute", "relative")
 CMS_ERRORS = ("lm", "local", "none")
 CMS_VARIANTS = ("sequential", "nested", "independent")
@@ -69,6 +70,11 @@ class TitansConfig:
     self-generated targets the first layer's error grows with the second layer's weights, and
     without a bound a trained model can diverge inside one sequence. `checkpoint_chunks` recomputes
     each chunk in the backward pass instead of storing its activations (memory ∝ chunk states only).
+
+    Retention: α_t starts at 1 − 1/τ_h with the horizons τ_h of the heads spaced log-uniformly over
+    `decay_horizon` (tokens), so a layer holds both short- and long-lived memories from the first
+    step. `decay_to="init"` makes decay and the delta rule's erasure act on M − M_0, so a memory
+    forgets back to its meta-learned initial state; `"zero"` is Eq. 88 read literally (M → 0).
     """
 
     chunk_size: int = 16
@@ -83,7 +89,8 @@ class TitansConfig:
     conv_size: int = 4
     eta_max: float = 1.0
     eta_init: float = 0.05
-    alpha_init: float = 0.995
+    decay_horizon: tuple[float, float] = (256.0, 65536.0)
+    decay_to: str = "init"
     momentum_init: float = 0.9
     retrieval: str = "causal"
     error_clip: float = 1.0
@@ -102,12 +109,24 @@ class TitansConfig:
         _check_choice(owner, "update_rule", self.update_rule, UPDATE_RULES)
         _check_int(owner, "conv_size", self.conv_size, 0)
         _check_positive(owner, "eta_max", self.eta_max)
-        for name in ("eta_init", "alpha_init", "momentum_init"):
+        for name in ("eta_init", "momentum_init"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
                 raise ValueError(f"{owner}.{name} must lie in (0, 1), got {value!r}")
         if self.eta_init >= self.eta_max:
             raise ValueError(f"{owner}.eta_init must be < eta_max={self.eta_max}, got {self.eta_init}")
+        horizon = self.decay_horizon
+        if not (
+            isinstance(horizon, tuple)
+            and len(horizon) == 2
+            and all(isinstance(h, (int, float)) and not isinstance(h, bool) and 1 < h < 1e9 for h in horizon)
+            and horizon[0] <= horizon[1]
+        ):
+            raise ValueError(
+                f"{owner}.decay_horizon must be (shortest, longest) in tokens with 1 < shortest <= longest"
+                f" < 1e9, got {horizon!r}"
+            )
+        _check_choice(owner, "decay_to", self.decay_to, DECAY_TARGETS)
         _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
         _check_positive(owner, "error_clip", self.error_clip, allow_zero=True)
         self.surprise.validate(f"{owner}.surprise")
@@ -168,6 +187,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if isinstance(self.cms.chunk_sizes, list):
             self.cms.chunk_sizes = tuple(self.cms.chunk_sizes)
+        if isinstance(self.titans.decay_horizon, list):
+            self.titans.decay_horizon = tuple(self.titans.decay_horizon)
         self.validate()
 
     @property

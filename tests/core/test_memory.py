@@ -110,6 +110,42 @@ def test_dgd_step_matches_eq57_closed_form():
     torch.testing.assert_close(new[0], expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("rule", ["gd", "dgd", "momentum"])
+def test_decay_towards_the_initial_weights(rule):
+    """With `base` W_0 an idle memory (η = 0) relaxes to W_0 as α^t; without it, to zero."""
+    g = torch.Generator().manual_seed(6)
+    w0, w = (torch.randn(3, 4, dtype=D64, generator=g) for _ in range(2))
+    u, err = torch.randn(4, dtype=D64, generator=g), torch.randn(3, dtype=D64, generator=g)
+    alpha, eta, beta = (
+        torch.tensor(0.9, dtype=D64),
+        torch.tensor(0.0, dtype=D64),
+        torch.tensor(0.5, dtype=D64),
+    )
+    mom = [torch.zeros_like(w)]
+    relative, absolute = [w], [w]
+    for _ in range(5):
+        relative, _ = core.step(rule, relative, mom, [u], [err], alpha, eta, beta, base=[w0])
+        absolute, _ = core.step(rule, absolute, mom, [u], [err], alpha, eta, beta)
+    torch.testing.assert_close(relative[0], w0 + 0.9**5 * (w - w0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(absolute[0], 0.9**5 * w, rtol=0, atol=1e-12)
+    # A write is the same either way: the base only moves the point the memory decays to.
+    once_rel, _ = core.step(
+        rule,
+        [w],
+        mom,
+        [u],
+        [err],
+        torch.tensor(1.0, dtype=D64),
+        torch.tensor(0.3, dtype=D64),
+        beta,
+        base=[w0],
+    )
+    once_abs, _ = core.step(
+        rule, [w - w0], mom, [u], [err], torch.tensor(1.0, dtype=D64), torch.tensor(0.3, dtype=D64), beta
+    )
+    torch.testing.assert_close(once_rel[0] - w0, once_abs[0], rtol=0, atol=1e-12)
+
+
 def test_mlp_gradient_factors_match_autograd():
     """backward()'s g_i u_iᵀ is ∇W_i of ½‖M(k) − v‖² for the residual MLP (Eq. 89)."""
     spec = MemorySpec("mlp", D, D, hidden=7, depth=3, activation="silu")

@@ -18,6 +18,12 @@ VARIANTS = {
         "titans.memory_depth": 1,
     },
     "chunk-start-retrieval": {"titans.retrieval": "chunk_start", "titans.surprise.mode": "none"},
+    "decay-to-zero": {"titans.decay_to": "zero"},
+    "titans-lmm-decay-to-zero": {
+        "titans.self_modifying": False,
+        "titans.update_rule": "momentum",
+        "titans.decay_to": "zero",
+    },
 }
 
 

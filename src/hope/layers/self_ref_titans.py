@@ -9,6 +9,13 @@ Per head (width d_h), after a short causal convolution of the input x_t:
     M_□ ← DGD step on ½‖M_□(k_t) − v̂_□‖² with α_t, η_t         for □ ∈ {k, v, η, α, mem} (Eq. 88)
     o_t = M_mem(q_t)
 
+Why the memories keep what they write: with self-generated values the only write signal of a
+residual memory M(x) = x + f(x) is M(k) − M(v) = (k − v) + f(k) − f(v). If M_k and M_v started near
+the identity they would map x to k ≈ v, every error would vanish and only the decay would act, so
+the memories' layers start at fan-in scale (f(x) as large as x: k and v differ from the first
+token). α_t's bias starts each head at its own horizon (`titans.decay_horizon`), and the decay acts
+on M − M_0 (`titans.decay_to`), so an idle memory returns to its meta-learned state, not to zero.
+
 Chunk-wise (Eq. 90): everything a chunk generates — k, v, η, α, v̂ and the per-token gradients — is
 evaluated at the chunk-start memories; the weights then evolve token by token with those fixed
 gradients and o_t reads the causally evolved M_mem,t-1. `impl="reference"` runs this as a literal
@@ -51,6 +58,13 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def decay_bias(horizon: tuple[float, float], n_heads: int) -> torch.Tensor:
+    """logit(α) per head for α = 1 − 1/τ, the horizons τ spaced log-uniformly over `horizon`."""
+    lo, hi = (math.log(h) for h in horizon)
+    log_tau = torch.linspace(lo, hi, n_heads, dtype=torch.float64) if n_heads > 1 else torch.tensor([hi])
+    return torch.log(torch.exp(log_tau) - 1.0).float()  # logit(1 − 1/τ) = log(τ − 1)
+
+
 class SelfReferentialTitans(nn.Module):
     """Weights of all memories of a layer share one shape, so they are stacked on a component axis:
     each memory layer's weights are one tensor (B, P, H, out, in), P = len(components), and every
@@ -76,34 +90,38 @@ class SelfReferentialTitans(nn.Module):
         self.conv = ShortConv(d, tc.conv_size) if tc.conv_size > 0 else None
         self.o_proj = nn.Linear(d, d, bias=False)
         # Meta-learned initial memories M_□,0: the only parameters of the in-context learners.
+        # Every layer at fan-in scale, the output layer too: a near-identity start makes k ≈ v (module doc).
         n_comp = len(self.components)
         self.init_weights = nn.ParameterList(
-            nn.Parameter(w) for w in core.init_weights(self.spec, (n_comp, h), config.init_std)
+            nn.Parameter(w)
+            for w in core.init_weights(self.spec, (n_comp, h), 1.0 / math.sqrt(self.spec.shapes[-1][1]))
         )
-        eta_bias = _logit(tc.eta_init / tc.eta_max)
+        eta_bias = torch.full((h,), _logit(tc.eta_init / tc.eta_max))
+        alpha_bias = decay_bias(tc.decay_horizon, h)
         if tc.self_modifying:
             # Small random read-outs: zero ones would leave M_η and M_α without gradient at init.
             self.eta_readout = nn.Parameter(torch.randn(h, dh) * config.init_std)
-            self.eta_bias = nn.Parameter(torch.full((h,), eta_bias))
+            self.eta_bias = nn.Parameter(eta_bias)
             self.alpha_readout = nn.Parameter(torch.randn(h, dh) * config.init_std)
-            self.alpha_bias = nn.Parameter(torch.full((h,), _logit(tc.alpha_init)))
+            self.alpha_bias = nn.Parameter(alpha_bias)
         else:
             self.k_proj = nn.Linear(d, d, bias=False)
             self.v_proj = nn.Linear(d, d, bias=False)
-            self.eta_proj = self._readout(d, h, eta_bias)
-            self.alpha_proj = self._readout(d, h, _logit(tc.alpha_init))
+            self.eta_proj = self._readout(d, eta_bias)
+            self.alpha_proj = self._readout(d, alpha_bias)
         if tc.update_rule == "momentum":
-            self.beta_proj = self._readout(d, h, _logit(tc.momentum_init))
+            self.beta_proj = self._readout(d, torch.full((h,), _logit(tc.momentum_init)))
         # Surprise pass rate of the last forward (detached), for logging.
         self.register_buffer("gate_pass_rate", torch.ones(()), persistent=False)
         # Set to a list to collect every token's surprise ‖∇ℓ‖ (B, H, n) per segment (hope.analysis).
         self.surprise_trace: list[torch.Tensor] | None = None
 
     @staticmethod
-    def _readout(d: int, h: int, bias: float) -> nn.Linear:
-        layer = nn.Linear(d, h)
+    def _readout(d: int, bias: torch.Tensor) -> nn.Linear:
+        layer = nn.Linear(d, bias.shape[0])
         nn.init.zeros_(layer.weight)
-        nn.init.constant_(layer.bias, bias)
+        with torch.no_grad():
+            layer.bias.copy_(bias)
         return layer
 
     # ---- state ---------------------------------------------------------------------------------
@@ -215,6 +233,7 @@ class SelfReferentialTitans(nn.Module):
         eta, log_alpha = eta[:, None], log_alpha[:, None]
         log_beta = None if log_beta is None else log_beta[:, None]
         rule, retrieval = self.tc.update_rule, self.tc.retrieval
+        base = list(self.init_weights) if self.tc.decay_to == "init" else None
         if retrieval == "chunk_start":
             o = core.read(self.spec, self.component(anchor, "mem"), q)
         if not parallel:  # one token: the literal recurrence of core.step
@@ -230,13 +249,24 @@ class SelfReferentialTitans(nn.Module):
                 torch.exp(log_alpha[..., 0]),
                 eta[..., 0],
                 beta,
+                base,
             )
         else:
             queries = (
                 q[:, None].expand(-1, len(self.components), -1, -1, -1) if retrieval == "causal" else None
             )
             out, weights, momentum = evolve_chunk(
-                self.spec, rule, weights, momentum, inputs, errors, log_alpha, eta, log_beta, queries
+                self.spec,
+                rule,
+                weights,
+                momentum,
+                inputs,
+                errors,
+                log_alpha,
+                eta,
+                log_beta,
+                queries,
+                base=base,
             )
             if retrieval == "causal":
                 o = out[:, 0]

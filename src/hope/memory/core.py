@@ -131,6 +131,7 @@ def step(
     alpha: torch.Tensor,
     eta: torch.Tensor,
     beta: torch.Tensor | None = None,
+    base: Weights | None = None,
 ):
     """One token's update of every layer W_i (inputs/errors of shape (*batch, d)), alpha/eta (*batch).
 
@@ -140,18 +141,23 @@ def step(
 
     DGD's closed form (Eq. 57) holds for unit-norm inputs, so both of its terms see û: the transition
     is then a contraction and the write has the scale of the error, whatever the input's scale.
+    With `base` (the meta-learned initial weights W_0) the rule acts on the fast part W − W_0, so decay
+    and the delta rule's erasure pull a memory back to W_0 instead of to zero (`titans.decay_to`).
     """
     a, e = alpha[..., None, None], eta[..., None, None]
     new_w, new_s = [], []
     for i, (w, u, g) in enumerate(zip(weights, inputs, errors)):
+        w0 = 0.0 if base is None else base[i]
+        w = w - w0
         grad = g[..., :, None] * u[..., None, :]
         if rule == "gd":
-            new_w.append(a * w - e * grad)
+            w = a * w - e * grad
         elif rule == "dgd":
             uh = normalize(u)
-            new_w.append(a * w - e * (w @ uh[..., :, None] + g[..., :, None]) * uh[..., None, :])
+            w = a * w - e * (w @ uh[..., :, None] + g[..., :, None]) * uh[..., None, :]
         else:
             s = beta[..., None, None] * momentum[i] - e * grad
             new_s.append(s)
-            new_w.append(a * w + s)
+            w = a * w + s
+        new_w.append(w + w0)
     return new_w, (new_s if rule == "momentum" else momentum)

@@ -94,25 +94,29 @@ def evolve_chunk(
     log_beta=None,
     queries=None,
     include_current=False,
+    base=None,
 ):
     """Evolve every layer of one memory across a chunk; optionally retrieve M_{t-1}(q_t) for queries.
 
     inputs[i] (*b, n, in_i) and errors[i] (*b, n, out_i) are the per-token gradient factors fixed at
     the chunk start. Layers evolve independently, so retrieval goes layer by layer: layer i's
-    queries are σ(layer i−1's retrieved pre-activations).
+    queries are σ(layer i−1's retrieved pre-activations). With `base` (W_0 per layer, as in
+    `core.step`) the recurrence runs on W − W_0 and every retrieval adds the static part z W_0ᵀ.
     """
     z = queries
     new_w, new_s = [], []
     for i, (w, u, g) in enumerate(zip(weights, inputs, errors)):
+        w0 = None if base is None else base[i]
+        if w0 is not None:
+            w = w - w0
         if rule == "momentum":
             out, w_end, s_end = momentum_chunk(
                 w, momentum[i], u, -eta[..., None] * g, log_alpha, log_beta, z, include_current
             )
             new_s.append(s_end)
         else:
-            norm = u.norm(dim=-1, keepdim=True).clamp_min(
-                1e-6
-            )  # as core.normalize, so gd's v kᵀ = −η g uᵀ exactly
+            # as core.normalize, so gd's v kᵀ = −η g uᵀ exactly
+            norm = u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
             if rule == "dgd":
                 out, w_end = delta_chunk(w, u / norm, -eta[..., None] * g, eta, log_alpha, z, include_current)
             else:
@@ -125,6 +129,10 @@ def evolve_chunk(
                     z,
                     include_current,
                 )
+        if w0 is not None:
+            w_end = w_end + w0
+            if out is not None:
+                out = out + z @ w0.transpose(-1, -2)
         new_w.append(w_end)
         if z is not None:
             z = core.activation(spec.activation, out) if i < len(weights) - 1 else out
