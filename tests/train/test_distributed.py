@@ -1,4 +1,4 @@
-"""Which parameters get no gradient at a training length, and the DDP wrapping that follows from it."""
+"""Which parameters get no gradient at a training length, and what `dist.wrap` makes of a model."""
 
 import pytest
 import torch
@@ -50,3 +50,8 @@ def test_ddp_looks_for_unused_parameters_only_where_there_are_some(
 ):
     ddp = dist.wrap(_model(name), torch.device("cpu"), fsdp=False, seq_len=seq_len)
     assert ddp.find_unused_parameters is expected
+
+
+def test_fsdp_refuses_cms_learning_from_the_lm_loss(one_process_group):
+    with pytest.raises(ValueError, match="cms.error='lm' does not run under FSDP2"):
+        dist.wrap(_model("hope", **{"cms.error": "lm"}), torch.device("cpu"), fsdp=True, seq_len=32)

@@ -95,7 +95,7 @@ def test_sigkill_mid_run_then_resume(corpus, tmp_path):
 @pytest.mark.parametrize(
     "preset,sharding",
     # HOPE at seq_len 32: the read-outs of its 64-token CMS level get no gradient, which DDP must expect.
-    [("transformer", "ddp"), ("transformer", "fsdp"), ("hope", "ddp")],
+    [("transformer", "ddp"), ("transformer", "fsdp"), ("hope", "ddp"), ("hope", "fsdp")],
 )
 def test_two_processes_match_one(preset, sharding, corpus, tmp_path, tiny_cfg):
     steps = ["--preset", preset, "--steps", "4", "--save-every", "0", "--lr", "1e-2"]

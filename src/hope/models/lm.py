@@ -2,7 +2,9 @@
 
 `logits, state = model(ids, state)`: feeding a sequence in pieces gives the same logits and final
 state as feeding it whole. The state holds every in-context weight (memories, CMS fast weights),
-conv tails and KV caches; nothing mutates a parameter during a forward pass.
+conv tails and KV caches; nothing mutates a parameter during a forward pass. A block state of None
+stands for the block's initial state, which the block builds in its own forward (`model(ids)` starts
+that way; `model.init_state(batch)` gives the same state in full).
 
 With `cms.error="lm"` the CMS levels learn from the model's own next-token loss: the model runs
 segment by segment (the smallest CMS chunk size S), through all layers, and after each complete
@@ -57,6 +59,8 @@ class LanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def init_state(self, batch_size: int) -> dict:
+        """The initial state of `batch_size` sequences, in full. Under FSDP2 pass no state instead: a
+        block's parameters are gathered only inside its forward."""
         return {"pos": 0, "blocks": [b.init_state(batch_size) for b in self.blocks], "pending": None}
 
     def idle_cms_levels(self, seq_len: int) -> list[int]:
@@ -106,7 +110,7 @@ class LanguageModel(nn.Module):
                 f"[{int(input_ids.min())}, {int(input_ids.max())}]"
             )
         if state is None:
-            state = self.init_state(input_ids.shape[0])
+            state = {"pos": 0, "blocks": [None] * len(self.blocks), "pending": None}
         if not self.learns_from_lm_loss:
             logits, blocks = self._run(input_ids, state["blocks"])
             return logits, {"pos": state["pos"] + input_ids.shape[1], "blocks": blocks, "pending": None}
@@ -141,7 +145,9 @@ class LanguageModel(nn.Module):
         with torch.enable_grad():
             if not outer_grad:  # fast weights still need a graph for their own gradient
                 blocks = [
-                    {
+                    b
+                    if b is None  # an initial state, built under enable_grad inside the block
+                    else {
                         **b,
                         "ffn": {
                             **b["ffn"],
@@ -152,7 +158,9 @@ class LanguageModel(nn.Module):
                 ]
             logits, new_blocks = self._run(seg, blocks)
             if complete:
-                handles = [w for b in blocks for lvl in b["ffn"]["fast"] for w in lvl]
+                # Inside a segment the CMS passes its fast weights through untouched, so the new block
+                # states hold the very tensors the segment read (also where the block built them).
+                handles = [w for b in new_blocks for lvl in b["ffn"]["fast"] for w in lvl]
                 if seg.shape[1] > 1:
                     loss = F.cross_entropy(
                         logits[:, :-1].flatten(0, 1).float(), seg[:, 1:].flatten(), reduction="sum"

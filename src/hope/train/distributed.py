@@ -57,6 +57,10 @@ def wrap(model: nn.Module, device: torch.device, fsdp: bool, seq_len: int) -> nn
     if not is_distributed():
         return model
     if fsdp:
+        if model.learns_from_lm_loss:
+            # Its CMS steps run between block calls and read the initial fast weights, views of a
+            # block's parameters that FSDP2 has freed by then: a segfault, so refuse it here.
+            raise ValueError("cms.error='lm' does not run under FSDP2 (--fsdp); train it with DDP")
         from torch.distributed.fsdp import fully_shard
 
         for module in list(model.modules()):
