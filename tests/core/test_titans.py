@@ -106,18 +106,27 @@ def test_gradients_reach_meta_learned_initial_memories():
         assert p.grad.abs().sum() > 0, f"{name} received a zero gradient"
 
 
-def test_memory_stays_bounded_over_20k_tokens():
+def test_memory_stays_bounded_and_alive_over_20k_tokens():
+    """Bounded is not enough: an emptied memory (M → 0) is bounded too, so the state must also keep
+    its meta-learned weights (‖M‖ ≈ ‖M_0‖) and hold what it wrote (‖M − M_0‖ clearly > 0)."""
     cfg = ModelConfig.preset("hope", d_model=16, n_heads=2, **{"titans.chunk_size": 64})
     torch.manual_seed(0)
     layer = SelfReferentialTitans(cfg)
-    state, norms = None, []
+    init = [w[None] for w in layer.init_weights]
+    state, kept, written = None, [], []
     with torch.no_grad():
         for _ in range(10):
             _, state = layer(torch.randn(1, 2048, 16) * 3.0, state)
-            norms.append(max(float(w.norm()) for w in state["weights"]))
+            size = sum(float((w**2).sum()) for w in state["weights"]) ** 0.5
+            diff = sum(float(((w - w0) ** 2).sum()) for w, w0 in zip(state["weights"], init)) ** 0.5
+            base = sum(float((w0**2).sum()) for w0 in init) ** 0.5
+            kept.append(size / base)
+            written.append(diff / base)
     assert state["pos"] == 20480
-    assert all(torch.isfinite(torch.tensor(norms)))
-    assert max(norms[5:]) < 2.0 * max(norms[:5]), norms  # no drift: the late norms stay at the early level
+    assert all(torch.isfinite(torch.tensor(kept)))
+    assert max(kept[5:]) < 2.0 * max(kept[:5]), kept  # no drift: the late norms stay at the early level
+    assert min(kept) > 0.8, kept  # the memory has not emptied itself
+    assert min(written[5:]) > 0.05, written  # and it still carries what it wrote
 
 
 def test_absolute_surprise_gate_blocks_updates_and_reports_pass_rate():

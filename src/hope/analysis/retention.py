@@ -9,10 +9,13 @@ Everything after the pairs is identical, so any difference between A and B at th
 is information about the values that the model still carries. With δ(N) the difference of a
 signal (a layer's mixer output or the logits) at the prompt's `=` positions,
 
-    retention(N) = ⟨δ(N), δ(0)⟩ / ⟨δ(0), δ(0)⟩
+    retention(N) = ⟨δ(N), δ(0)⟩ / (‖δ(0)‖ · max(‖δ(N)‖, ‖δ(0)‖))
 
 is the fraction of the value-specific read-back at N = 0 still there at N, in the same direction:
-1 for a memory that forgets nothing, 0 for one that has emptied itself (or scrambled what it held).
+1 for a memory that forgets nothing, 0 for one that has emptied itself or scrambled what it held.
+It lies in [−1, 1]: while δ shrinks it is the projection ⟨δ(N), δ(0)⟩ / ‖δ(0)‖², and where δ grows
+(the two streams drift apart) it is their cosine, so growth never counts as remembering more.
+`gain` = ‖δ(N)‖ / ‖δ(0)‖ is reported beside it.
 Along the stream each Titans memory's size is logged as ‖M_t − M_0‖ / ‖M_0‖ (what it has written)
 and ‖M_t‖ / ‖M_0‖ (what is left of its weights), per layer.
 """
@@ -80,6 +83,12 @@ def memory_norms(model, state: dict) -> dict[str, list[dict[str, float]]]:
     return {"written": written, "kept": kept}
 
 
+def retention_score(d: torch.Tensor, d0: torch.Tensor) -> float:
+    """⟨δ, δ₀⟩ / (‖δ₀‖ · max(‖δ‖, ‖δ₀‖)): the projection while δ shrinks, the cosine once it grows."""
+    scale = d0.norm() * torch.maximum(d.norm(), d0.norm())
+    return float((d * d0).sum() / scale.clamp_min(1e-30))
+
+
 def _read_back(model, state: dict, streams: Streams) -> list[torch.Tensor]:
     """δ = A − B at the prompt's `=` positions: each Titans layer's output, then the logits."""
     captured = {}
@@ -108,7 +117,7 @@ def retention_probe(
 ) -> dict:
     """Retention and memory norms after each N in `lengths` distractor tokens (1-D `distractor`).
 
-    Returns {"lengths", "retention": {signal: [per N]}, "read_back": {signal: [‖δ(N)‖ per N]},
+    Returns {"lengths", "retention": {signal: [per N]}, "gain": {signal: [‖δ(N)‖ / ‖δ(0)‖ per N]},
     "norms": [memory_norms per N], "tokens": [tokens streamed per N]}; signals are `layer{i}` for each
     Titans layer and `logits` (log-probabilities).
     """
@@ -124,7 +133,7 @@ def retention_probe(
     names = [f"layer{i}" for i, _ in _titans_layers(model)] + ["logits"]
     _, state = model(streams.pairs)
     seen, first = 0, None
-    out = {"lengths": lengths, "retention": {n: [] for n in names}, "read_back": {n: [] for n in names}}
+    out = {"lengths": lengths, "retention": {n: [] for n in names}, "gain": {n: [] for n in names}}
     out["norms"], out["tokens"] = [], []
     for n in lengths:
         while seen < n:
@@ -134,8 +143,8 @@ def retention_probe(
         deltas = _read_back(model, state, streams)
         first = deltas if first is None else first
         for name, d, d0 in zip(names, deltas, first):
-            out["retention"][name].append(float((d * d0).sum() / (d0 * d0).sum().clamp_min(1e-30)))
-            out["read_back"][name].append(float(d.norm()))
+            out["retention"][name].append(retention_score(d, d0))
+            out["gain"][name].append(float(d.norm() / d0.norm().clamp_min(1e-30)))
         out["norms"].append(memory_norms(model, state))
         out["tokens"].append(streams.pairs.shape[1] + n)
     return out
@@ -186,8 +195,8 @@ def write_report(results: dict, out_dir) -> None:
         "",
         (
             f"{results['args']['pairs']} key=value pairs, then N distractor tokens, then the keys again. "
-            "retention(N) = ⟨δ(N), δ(0)⟩ / ⟨δ(0), δ(0)⟩ for δ the difference between two streams whose "
-            "values differ; `written` = ‖M_mem − M_0‖ / ‖M_0‖ of the main memory, `kept` = ‖M_mem‖ / ‖M_0‖ "
+            "retention(N) = ⟨δ(N), δ(0)⟩ / (‖δ(0)‖ max(‖δ(N)‖, ‖δ(0)‖)) for δ the difference between two "
+            "streams whose values differ, read at the keys; `gain` = ‖δ(N)‖ / ‖δ(0)‖; `written` = ‖M_mem − M_0‖ / ‖M_0‖ of the main memory, `kept` = ‖M_mem‖ / ‖M_0‖ "
             "(first Titans layer, mean over heads and streams)."
         ),
         "",
@@ -197,6 +206,9 @@ def write_report(results: dict, out_dir) -> None:
     for label, r in results["models"].items():
         for signal, values in r["retention"].items():
             lines.append(f"| {label} | retention {signal} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        lines.append(
+            f"| {label} | gain layer0 | " + " | ".join(f"{v:.2f}" for v in r["gain"]["layer0"]) + " |"
+        )
         for kind in ("written", "kept"):
             if r["norms"][0][kind]:
                 row = [f"{n[kind][0]['mem']:.3f}" for n in r["norms"]]
