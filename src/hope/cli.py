@@ -302,7 +302,10 @@ def _cmd_eval_lm(parser, args) -> int:
 
 
 def _int_list(text: str) -> list[int]:
-    return [_non_negative_int(v) for v in text.split(",") if v]
+    values = [_non_negative_int(v) for v in text.split(",") if v]
+    if not values:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0, got {text!r}")
+    return values
 
 
 def _cmd_retention(parser, args) -> int:
@@ -323,16 +326,19 @@ def _cmd_retention(parser, args) -> int:
         parser.error(str(e))
     results = {
         "date": datetime.date.today().isoformat(),
-        "device": torch_device_name(device),
+        "device": _device_name(device),
         "args": {**vars(args), "lengths": sorted(set(args.lengths) | {0})},
         "models": {},
     }
     for label, model, tokenizer in models:
         start = time.perf_counter()
         distractor = retention.distractor_tokens(tokenizer, max(args.lengths))
-        r = retention.retention_probe(
-            model, tokenizer, distractor, args.lengths, args.pairs, args.piece, args.seed
-        )
+        try:
+            r = retention.retention_probe(
+                model, tokenizer, distractor, args.lengths, args.pairs, args.piece, args.seed
+            )
+        except ValueError as e:  # e.g. a BPE that cannot encode two value sets to equal lengths
+            parser.error(f"{label}: {e}")
         r["seconds"] = time.perf_counter() - start
         results["models"][label] = r
         cells = "  ".join(
@@ -344,7 +350,7 @@ def _cmd_retention(parser, args) -> int:
     return 0
 
 
-def torch_device_name(device) -> str:
+def _device_name(device) -> str:
     import platform
 
     import torch
