@@ -249,7 +249,9 @@ class ModelConfig:
         if size not in SIZES:
             raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
         data = cls(name=name).to_dict()
-        for key, value in {**SIZES[size], **PRESETS[name]}.items():
+        matched = MATCHED_CMS_EXPANSION.get(size, {}).get(name)
+        size_keys = SIZES[size] if matched is None else {**SIZES[size], "cms.expansion": matched}
+        for key, value in {**size_keys, **PRESETS[name]}.items():
             _set_dotted(data, key, value)
         for key, value in overrides.items():
             _set_dotted(data, key, value)
@@ -322,6 +324,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "titans.eta_init": 0.002,
     },
     "transformer": {"block": "transformer"},
+}
+
+
+# Parameter matching (DESIGN §8, ±5% of `transformer` at the same size). A HOPE block carries the
+# Titans layer and K = 3 CMS levels, each with its own key/value read-outs (2 d² a level) where a
+# Transformer++ block has one SwiGLU MLP, so at the GPU sizes the levels keep the paper's structure
+# (three frequencies, residual MLPs) with a smaller hidden width, a multiple of 64 (hidden = e·d).
+MATCHED_CMS_EXPANSION: dict[str, dict[str, float]] = {
+    "125m": {
+        "hope": 5 / 12,
+        "hope-no-surprise": 5 / 12,
+        "hope-no-selfmod": 1 / 4,
+        "hope-attention": 1 / 3,
+        "hope-no-cms": 4.0,
+    },
+    "350m": {
+        "hope": 1 / 2,
+        "hope-no-surprise": 1 / 2,
+        "hope-no-selfmod": 5 / 16,
+        "hope-attention": 11 / 32,
+        "hope-no-cms": 4.5,
+    },
 }
 
 

@@ -98,17 +98,24 @@ class LanguageModel(nn.Module):
             new.append(st)
         return self.head(self.norm(h)), new
 
+    def _check_ids(self, ids: torch.Tensor) -> None:
+        """Ids must lie in [0, vocab_size). On the host the check is exact; on an accelerator it is an
+        asynchronous device assert, so a training step never waits for the GPU (nor breaks a graph)."""
+        vocab = self.config.vocab_size
+        if ids.device.type != "cpu":
+            torch._assert_async(((ids >= 0) & (ids < vocab)).all(), f"input_ids must lie in [0, vocab_size={vocab})")
+        elif ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise ValueError(
+                f"input_ids must lie in [0, vocab_size={vocab}), got values in [{int(ids.min())}, {int(ids.max())}]"
+            )
+
     def forward(self, input_ids: torch.Tensor, state: dict | None = None) -> tuple[torch.Tensor, dict]:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int, torch.int32):
             raise ValueError(
                 f"input_ids must be a (batch, time) integer tensor, got shape "
                 f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}"
             )
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
-                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
-            )
+        self._check_ids(input_ids)
         if state is None:
             state = {"pos": 0, "blocks": [None] * len(self.blocks), "pending": None}
         if not self.learns_from_lm_loss:
