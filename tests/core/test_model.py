@@ -149,5 +149,7 @@ def test_matched_transformer_is_within_five_percent(name):
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_at_gpu_sizes_match_the_transformer(name, size):
     """DESIGN §8: comparisons are at matched parameters, so every preset at a GPU size is within ±5%."""
-    count = lambda preset: hope.count_parameters(hope.ModelConfig.preset(preset, size, vocab_size=32000))  # noqa: E731
+    def count(preset):
+        return hope.count_parameters(hope.ModelConfig.preset(preset, size, vocab_size=32000))
+
     assert abs(count(name) / count("transformer") - 1) <= 0.05
