@@ -9,3 +9,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch==${HOPE_TORCH_VERSION:-2.13.0}"
 fi
 "$PY" -m pip install -q -e ".[dev]"
+# CUDA builds of torch bring their own Triton. Without one, the tests run the Triton kernels in
+# Triton's interpreter: 3.6 is the GPU machine's version, and its interpreter needs NumPy < 2.3.
+if ! "$PY" -c "import triton" >/dev/null 2>&1; then
+    "$PY" -m pip install -q "triton==3.6.0" "numpy<2.3"
+fi

@@ -1,4 +1,11 @@
+import os
+
 import torch
 
 # Tiny tensors gain nothing from intra-op threads, and oversubscribed threads make CPU runs crawl.
 torch.set_num_threads(1)
+
+# Without a GPU the Triton kernels run in Triton's interpreter, so CI exercises their real code.
+# Set before any kernel module is imported: `triton.jit` reads it when it decorates a kernel.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-IMPLS = ("reference", "chunked", "auto")
+IMPLS = ("reference", "chunked", "triton", "auto")
 BLOCKS = ("hope", "hope_attention", "transformer", "titans")
 MEMORY_KINDS = ("mlp", "matrix")
 OBJECTIVES = ("l2", "dot")

@@ -29,6 +29,7 @@ learns in context; with `update_rule="momentum"` that is Titans' long-term memor
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cache, partial
 
 import torch
@@ -40,6 +41,7 @@ from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
 from hope.ops.chunked import evolve_chunk
+from hope.ops.titans.fused import fused_segment, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
 ADAPTIVE = ("mem", "k", "v", "eta", "alpha")
@@ -52,6 +54,11 @@ def _compiled_segment():
     hence the larger recompile budget."""
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
     return torch.compile(SelfReferentialTitans._segment, dynamic=False)
+
+
+@cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
 
 
 def _logit(p: float) -> float:
@@ -212,20 +219,41 @@ class SelfReferentialTitans(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.q_proj.weight.dtype)
             xc, conv_tail = (x, None) if self.conv is None else self.conv(x, state["conv"])
+            fused = self._use_triton(impl, x)
             o, new = self._loop(
-                xc, state, parallel=impl != "reference", compiled=impl == "auto" and x.is_cuda
+                xc,
+                state,
+                parallel=impl != "reference",
+                compiled=impl == "auto" and x.is_cuda,
+                fused=fused,
             )
             new["conv"] = conv_tail
             y = self.o_proj(o.transpose(1, 2).reshape(x.shape))
         return y, new
 
-    def _segment(self, xc, weights, momentum, anchor, hist, count, parallel: bool):
-        """Tokens xc that share one chunk-start anchor; parallel (chunked) or one token (reference)."""
+    def _use_triton(self, impl: str, x: torch.Tensor) -> bool:
+        """impl="triton" runs the kernel or fails naming why; "auto" takes it on CUDA where it can."""
+        if impl not in ("triton", "auto") or (impl == "auto" and not x.is_cuda):
+            return False
+        reason = unsupported_reason(self, x)
+        if reason is None:
+            return True
+        if impl == "triton":
+            raise ValueError(f"impl='triton' cannot run this layer: {reason}")
+        _warn_once(f"impl='auto' uses the compiled chunked path instead of Triton: {reason}")
+        return False
+
+    def _segment(self, xc, weights, momentum, anchor, hist, count, parallel: bool, gate=None):
+        """Tokens xc that share one chunk-start anchor; parallel (chunked) or one token (reference).
+
+        A given `gate` (B, H, n) replaces the surprise gate (the Triton path's backward recomputes a
+        chunk with the gate its forward took)."""
         q, k, v, eta, log_alpha, log_beta = self._generate(anchor, xc)
         inputs, errors = self._gradients(anchor, k, v)
-        gate, hist, count = self._gate(
-            core.grad_norm([u[:, 0] for u in inputs], [g[:, 0] for g in errors]), hist, count
-        )
+        if gate is None:
+            gate, hist, count = self._gate(
+                core.grad_norm([u[:, 0] for u in inputs], [g[:, 0] for g in errors]), hist, count
+            )
         errors = core.clip_errors(errors, self.tc.error_clip)
         if gate is not None:
             eta, log_alpha = eta * gate, log_alpha * gate
@@ -273,7 +301,7 @@ class SelfReferentialTitans(nn.Module):
         rate = torch.ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate
 
-    def _loop(self, xc, state, parallel: bool, compiled: bool = False):
+    def _loop(self, xc, state, parallel: bool, compiled: bool = False, fused: bool = False):
         chunk = self.tc.chunk_size
         segment = partial(_compiled_segment(), self) if compiled else self._segment
         pos, weights, momentum = state["pos"], state["weights"], state["momentum"]
@@ -283,6 +311,16 @@ class SelfReferentialTitans(nn.Module):
         while t < total:
             if (pos + t) % chunk == 0:
                 anchor = weights
+                if fused and total - t >= chunk:  # every whole chunk left, in one kernel launch
+                    n = (total - t) // chunk * chunk
+                    o, weights, hist, count, rate = fused_segment(
+                        self, xc[:, t : t + n], weights, hist, count
+                    )
+                    outs.append(o)
+                    rates.append(rate.to(self.gate_pass_rate) * n)
+                    t += n
+                    anchor = weights
+                    continue
             step = (chunk - (pos + t) % chunk) if parallel else 1
             piece = xc[:, t : t + step]
             args = (piece, weights, momentum, anchor, hist, count, parallel)

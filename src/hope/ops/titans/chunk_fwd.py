@@ -1,0 +1,405 @@
+"""Triton forward of a self-referential Titans layer over a whole sequence (Eq. 83–90), one launch.
+
+One program per (batch, head) walks the chunks, fla's `chunk_fwd_h` pattern. For every chunk it
+does what `SelfReferentialTitans._segment` does in PyTorch, at the chunk-start memories:
+
+1. generation: k, v, η, α from M_k, M_v, M_η, M_α (self-modifying) or loaded (static projections);
+2. per-token gradient factors u_i, g_i of every memory's ½‖M(k) − v̂‖² (or −⟨M(k), v̂⟩);
+3. the surprise of M_mem, the gate (none / absolute / relative z-score over a sliding window), the
+   per-token error clip;
+4. the within-chunk evolution of every linear layer of every memory by the gated delta rule (dgd) or
+   decayed gradient descent (gd) in the UT form: (I + A) r = rhs, solved by inverting the unit lower
+   triangular I + A in registers, then tensor-core products; with `decay_to="init"` on W − W_0;
+5. the causal retrieval o_t = M_mem,t-1(q_t), layer by layer.
+
+The memories' weights live in global memory (at 125m, batch 8: 30 MB a layer, inside the H200's L2),
+one slot per chunk boundary: slot c holds the weights at the start of chunk c, so the backward pass can
+recompute any chunk from its slot. With `n_slots = 2` the slots alternate (inference: no history).
+
+Tiles whose transpose feeds a second `tl.dot` go through a per-program scratch buffer instead of
+`tl.trans`: Triton 3.4–3.7.0 miscompile that pattern on Hopper (fla #640, #826, #983).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _act(h, ACT: tl.constexpr):
+    if ACT == 0:
+        return 0.5 * h * (1.0 + tl.erf(h * 0.7071067811865476))
+    return h * tl.sigmoid(h)
+
+
+@triton.jit
+def _act_grad(h, ACT: tl.constexpr):
+    if ACT == 0:
+        cdf = 0.5 * (1.0 + tl.erf(h * 0.7071067811865476))
+        pdf = tl.exp(-0.5 * h * h) * 0.3989422804014327
+        return cdf + h * pdf
+    s = tl.sigmoid(h)
+    return s * (1.0 + h * (1.0 - s))
+
+
+@triton.jit
+def _log_sigmoid(x):
+    # log σ(x) = min(x, 0) − log(1 + e^−|x|), with log1p written out: α sits within 1e-5 of 1
+    e = tl.exp(-tl.abs(x))
+    u = 1.0 + e
+    log1p = tl.log(u) - ((u - 1.0) - e) / u
+    return tl.minimum(x, 0.0) - log1p
+
+
+@triton.jit
+def _load_t(ptr, R: tl.constexpr, C: tl.constexpr):
+    """The transpose (C, R) of the row-major (R, C) matrix at ptr, read with swapped strides."""
+    return tl.load(ptr + tl.arange(0, C)[:, None] + tl.arange(0, R)[None, :] * C)
+
+
+@triton.jit
+def _load(ptr, R: tl.constexpr, C: tl.constexpr):
+    return tl.load(ptr + tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :])
+
+
+@triton.jit
+def _store_t(ptr, tile, R: tl.constexpr, C: tl.constexpr):
+    """Store tile (C, R) as the row-major (R, C) matrix at ptr."""
+    tl.store(ptr + tl.arange(0, C)[:, None] + tl.arange(0, R)[None, :] * C, tile)
+
+
+@triton.jit
+def _transpose(scratch, tile, R: tl.constexpr, C: tl.constexpr):
+    """tile (R, C) → (C, R) through global scratch (see the module doc)."""
+    tl.debug_barrier()
+    tl.store(scratch + tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :], tile)
+    tl.debug_barrier()
+    out = _load_t(scratch, R, C)
+    tl.debug_barrier()
+    return out
+
+
+@triton.jit
+def _memory_read(
+    w1, w2, x, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr
+):
+    """M(x) for x (BT, D): residual MLP x + W2 σ(W1 x) (w1 (F, D), w2 (D, F)) or matrix W1 x (w1 (D, D))."""
+    if MLP:
+        h = tl.dot(x, _load_t(w1, F, D), input_precision=PREC)
+        return tl.dot(_act(h, ACT), _load_t(w2, D, F), input_precision=PREC) + x
+    return tl.dot(x, _load_t(w1, D, D), input_precision=PREC)
+
+
+@triton.jit
+def _clip(g, CLIP: tl.constexpr):
+    if CLIP > 0:
+        norm = tl.sqrt(tl.sum(g * g, 1))
+        g = g * (CLIP / tl.maximum(norm, CLIP))[:, None]
+    return g
+
+
+@triton.jit
+def _evolve_layer(
+    w_in,
+    w_out,
+    w0,
+    scratch,
+    u,
+    g,
+    eta,
+    la,
+    z,
+    BT: tl.constexpr,
+    O: tl.constexpr,
+    I: tl.constexpr,
+    DGD: tl.constexpr,
+    BASE: tl.constexpr,
+    RETRIEVE: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """One linear layer W (O, I) across the chunk; writes W_end to w_out, returns W_{t-1} z_t (BT, O).
+
+    k = û, v = −η g, β = η (dgd) or v = −η‖u‖g, β = 0 (gd), as in `hope.ops.chunked.delta_chunk`.
+    """
+    offs = tl.arange(0, BT)
+    norm = tl.maximum(tl.sqrt(tl.sum(u * u, 1)), 1e-6)
+    k = u / norm[:, None]
+    if DGD:
+        v = -eta[:, None] * g
+        beta = eta
+    else:
+        v = -(eta * norm)[:, None] * g
+        beta = eta * 0.0
+    cum = tl.cumsum(la, 0)
+    cum_prev = cum - la
+    strict = offs[:, None] > offs[None, :]
+    decay = tl.where(strict, tl.exp(tl.where(strict, cum_prev[:, None] - cum[None, :], 0.0)), 0.0)
+    k_t = _transpose(scratch, k, BT, I)  # (I, BT)
+    w_t = _load_t(w_in, O, I)  # Wᵀ (I, O)
+    if BASE:
+        w0_t = _load_t(w0, O, I)
+        w_t = w_t - w0_t
+    a = beta[:, None] * tl.dot(k, k_t, input_precision=PREC) * decay
+    rhs = v - (beta * tl.exp(cum_prev))[:, None] * tl.dot(k, w_t, input_precision=PREC)
+    # (I + A)⁻¹ by forward substitution, row t = e_t − Σ_{s<t} A[t, s] row s.
+    inv = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0).to(a.dtype)
+    for t in range(1, BT):
+        a_row = tl.sum(tl.where(offs[:, None] == t, a, 0.0), 0)
+        new_row = tl.where(offs == t, 1.0, 0.0) - tl.sum(a_row[:, None] * inv, 0)
+        inv = tl.where(offs[:, None] == t, new_row[None, :], inv)
+    r = tl.dot(inv, rhs, input_precision=PREC)  # (BT, O)
+    cum_end = tl.sum(la, 0)
+    w_end_t = tl.exp(cum_end) * w_t + tl.dot(k_t, r * tl.exp(cum_end - cum)[:, None], input_precision=PREC)
+    if BASE:
+        w_end_t = w_end_t + w0_t
+    _store_t(w_out, w_end_t, O, I)
+    if RETRIEVE:
+        zk = tl.dot(z, k_t, input_precision=PREC) * decay
+        out = tl.exp(cum_prev)[:, None] * tl.dot(z, w_t, input_precision=PREC) + tl.dot(
+            zk, r, input_precision=PREC
+        )
+        if BASE:
+            out = out + tl.dot(z, w0_t, input_precision=PREC)
+        return out
+    return tl.zeros((BT, O), dtype=u.dtype)
+
+
+@triton.jit
+def _gradients(
+    w1,
+    w2,
+    k,
+    v,
+    D: tl.constexpr,
+    F: tl.constexpr,
+    MLP: tl.constexpr,
+    SGV: tl.constexpr,
+    L2: tl.constexpr,
+    ACT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """Gradient factors of ℓ(M; k_t, v̂_t) at the chunk-start weights w1, w2: ∇W_i = g_i u_iᵀ.
+
+    Returns (unclipped surprise ‖∇ℓ_t‖ (BT,), g1, g2, u2); u1 is k. A matrix memory returns g1 twice."""
+    if SGV:
+        target = _memory_read(w1, w2, v, D, F, MLP, ACT, PREC)
+    else:
+        target = v
+    if MLP:
+        hk = tl.dot(k, _load_t(w1, F, D), input_precision=PREC)  # (BT, F)
+        ak = _act(hk, ACT)
+        out = tl.dot(ak, _load_t(w2, D, F), input_precision=PREC) + k
+        if L2:
+            g2 = out - target
+        else:
+            g2 = -target
+        g1 = tl.dot(g2, _load(w2, D, F), input_precision=PREC) * _act_grad(hk, ACT)  # (BT, F)
+        surprise = tl.sqrt(tl.sum(g1 * g1, 1) * tl.sum(k * k, 1) + tl.sum(g2 * g2, 1) * tl.sum(ak * ak, 1))
+        return surprise, g1, g2, ak
+    out = tl.dot(k, _load_t(w1, D, D), input_precision=PREC)
+    if L2:
+        g1 = out - target
+    else:
+        g1 = -target
+    surprise = tl.sqrt(tl.sum(g1 * g1, 1) * tl.sum(k * k, 1))
+    return surprise, g1, g1, k
+
+
+@triton.jit
+def _evolve_memory(
+    w1_in,
+    w2_in,
+    w1_out,
+    w2_out,
+    w1_0,
+    w2_0,
+    scratch,
+    k,
+    g1,
+    g2,
+    u2,
+    eta,
+    la,
+    q,
+    BT: tl.constexpr,
+    D: tl.constexpr,
+    F: tl.constexpr,
+    MLP: tl.constexpr,
+    DGD: tl.constexpr,
+    BASE: tl.constexpr,
+    ACT: tl.constexpr,
+    CLIP: tl.constexpr,
+    RETRIEVE: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """Evolve every layer of one memory with clipped errors; returns its retrieval M_{t-1}(q_t) (or zeros)."""
+    g1 = _clip(g1, CLIP)
+    if MLP:
+        g2 = _clip(g2, CLIP)
+        h = _evolve_layer(
+            w1_in, w1_out, w1_0, scratch, k, g1, eta, la, q, BT, F, D, DGD, BASE, RETRIEVE, PREC
+        )
+        o = _evolve_layer(
+            w2_in, w2_out, w2_0, scratch, u2, g2, eta, la, _act(h, ACT), BT, D, F, DGD, BASE, RETRIEVE, PREC
+        )
+        return o + q
+    return _evolve_layer(w1_in, w1_out, w1_0, scratch, k, g1, eta, la, q, BT, D, D, DGD, BASE, RETRIEVE, PREC)
+
+
+@triton.jit
+def _gate(surprise, hist_ptr, count, threshold, BT: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr):
+    """Surprise gate in {0, 1} (BT,); absolute and relative modes also shift this chunk into the
+    history at hist_ptr (the previous WINDOW surprises, oldest first), as `_gate` in the layer does."""
+    if MODE == 0:
+        return tl.full((BT,), 1.0, surprise.dtype)
+    j = tl.arange(0, BT)
+    i = tl.arange(0, WINDOW)
+    if MODE == 1:
+        gate = tl.where(surprise > threshold, 1.0, 0.0).to(surprise.dtype)
+    else:
+        hist = tl.load(hist_ptr + i)
+        valid = tl.minimum(count + j, WINDOW)
+        # token j sees the last `valid` of the WINDOW values before it: history slots
+        # i >= j + WINDOW − valid, and this chunk's tokens s with j − valid <= s < j
+        m1 = (i[None, :] >= (j + WINDOW - valid)[:, None]).to(surprise.dtype)
+        m2 = ((j[None, :] >= (j - valid)[:, None]) & (j[None, :] < j[:, None])).to(surprise.dtype)
+        n_valid = tl.maximum(valid, 1).to(surprise.dtype)
+        mean = (tl.sum(m1 * hist[None, :], 1) + tl.sum(m2 * surprise[None, :], 1)) / n_valid
+        d1 = (hist[None, :] - mean[:, None]) * m1
+        d2 = (surprise[None, :] - mean[:, None]) * m2
+        std = tl.sqrt((tl.sum(d1 * d1, 1) + tl.sum(d2 * d2, 1)) / n_valid)
+        z = (surprise - mean) / (std + 1e-6)
+        gate = tl.where((z > threshold) | (valid < 2), 1.0, 0.0).to(surprise.dtype)
+    # the new history: the last WINDOW values of (history, this chunk)
+    shifted = tl.load(hist_ptr + i + BT, mask=i + BT < WINDOW)
+    tl.debug_barrier()
+    tl.store(hist_ptr + i, shifted, mask=i + BT < WINDOW)
+    tl.store(hist_ptr + j + WINDOW - BT, surprise, mask=j + WINDOW - BT >= 0)
+    tl.debug_barrier()
+    return gate
+
+
+@triton.jit
+def titans_chunk_fwd_kernel(
+    x_ptr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    eta_ptr,
+    la_ptr,
+    w1_ptr,
+    w2_ptr,
+    w1_0_ptr,
+    w2_0_ptr,
+    re_ptr,
+    be_ptr,
+    ra_ptr,
+    ba_ptr,
+    hist_ptr,
+    o_ptr,
+    gate_ptr,
+    scratch_ptr,
+    T,
+    n_chunks,
+    n_slots,
+    count,
+    threshold,
+    eta_max,
+    H: tl.constexpr,
+    P: tl.constexpr,
+    BT: tl.constexpr,
+    D: tl.constexpr,
+    F: tl.constexpr,
+    SELF_MOD: tl.constexpr,
+    MLP: tl.constexpr,
+    SGV: tl.constexpr,
+    L2: tl.constexpr,
+    DGD: tl.constexpr,
+    BASE: tl.constexpr,
+    ACT: tl.constexpr,
+    CLIP: tl.constexpr,
+    MODE: tl.constexpr,
+    WINDOW: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """Grid (B·H,). Token tensors (B, H, T, ·); weights (n_slots, B, P, H, out, in); W_0 (P, H, out, in)."""
+    pid = tl.program_id(0)
+    b = pid // H
+    h = pid % H
+    # layer sizes: MLP w1 (F, D), w2 (D, F); matrix w1 (D, D)
+    S1: tl.constexpr = F * D if MLP else D * D
+    S2: tl.constexpr = D * F if MLP else 1
+    B = tl.num_programs(0) // H
+    offs_t = tl.arange(0, BT)
+    offs_d = tl.arange(0, D)
+    tok = pid.to(tl.int64) * T * D
+    scratch = scratch_ptr + pid.to(tl.int64) * BT * F
+    hist = hist_ptr + pid * WINDOW
+    C1: tl.constexpr = H * S1  # stride between components in a slot
+    C2: tl.constexpr = H * S2
+    for c in range(n_chunks):
+        t0 = c * BT
+        rows = (t0 + offs_t)[:, None] * D + offs_d[None, :]
+        q = tl.load(q_ptr + tok + rows)
+        # component 0 of this head at the chunk's slot: ((slot·B + b)·P + 0)·H + h
+        at_in = ((c % n_slots).to(tl.int64) * B + b) * P * H + h
+        at_out = (((c + 1) % n_slots).to(tl.int64) * B + b) * P * H + h
+        w1_in, w2_in = w1_ptr + at_in * S1, w2_ptr + at_in * S2
+        w1_out, w2_out = w1_ptr + at_out * S1, w2_ptr + at_out * S2
+        if SELF_MOD:
+            xh = tl.load(x_ptr + tok + rows)
+            k = _memory_read(w1_in + C1, w2_in + C2, xh, D, F, MLP, ACT, PREC)
+            k = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-6)[:, None]
+            v = _memory_read(w1_in + 2 * C1, w2_in + 2 * C2, xh, D, F, MLP, ACT, PREC)
+            y_eta = _memory_read(w1_in + 3 * C1, w2_in + 3 * C2, xh, D, F, MLP, ACT, PREC)
+            y_alpha = _memory_read(w1_in + 4 * C1, w2_in + 4 * C2, xh, D, F, MLP, ACT, PREC)
+            eta_logit = tl.sum(y_eta * tl.load(re_ptr + h * D + offs_d)[None, :], 1) + tl.load(be_ptr + h)
+            alpha_logit = tl.sum(y_alpha * tl.load(ra_ptr + h * D + offs_d)[None, :], 1) + tl.load(ba_ptr + h)
+            eta = eta_max * tl.sigmoid(eta_logit)
+            la = _log_sigmoid(alpha_logit)
+        else:
+            k = tl.load(k_ptr + tok + rows)
+            v = tl.load(v_ptr + tok + rows)
+            eta = tl.load(eta_ptr + pid.to(tl.int64) * T + t0 + offs_t)
+            la = tl.load(la_ptr + pid.to(tl.int64) * T + t0 + offs_t)
+        # M_mem (component 0) goes first: its surprise gates every memory of the layer.
+        for p in tl.static_range(P):
+            surprise, g1, g2, u2 = _gradients(
+                w1_in + p * C1, w2_in + p * C2, k, v, D, F, MLP, SGV, L2, ACT, PREC
+            )
+            if p == 0:
+                gate = _gate(surprise, hist, tl.minimum(count + c * BT, WINDOW), threshold, BT, MODE, WINDOW)
+                tl.store(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t, gate)
+                eta = eta * gate
+                la = la * gate
+            o = _evolve_memory(
+                w1_in + p * C1,
+                w2_in + p * C2,
+                w1_out + p * C1,
+                w2_out + p * C2,
+                w1_0_ptr + (p * H + h) * S1,
+                w2_0_ptr + (p * H + h) * S2,
+                scratch,
+                k,
+                g1,
+                g2,
+                u2,
+                eta,
+                la,
+                q,
+                BT,
+                D,
+                F,
+                MLP,
+                DGD,
+                BASE,
+                ACT,
+                CLIP,
+                p == 0,
+                PREC,
+            )
+            if p == 0:
+                tl.store(o_ptr + tok + rows, o)
+        # the next chunk reads what this one wrote (other threads of the program wrote it)
+        tl.debug_barrier()

@@ -1,0 +1,199 @@
+"""`impl="triton"` for `SelfReferentialTitans`: the one-launch forward of `chunk_fwd` behind autograd.
+
+Forward: the Triton kernel runs every whole chunk of the sequence and keeps the memories' weights
+at each chunk boundary (and each token's surprise gate). Backward: chunk by chunk in reverse, the
+layer's own PyTorch `_segment` recomputes one chunk from its boundary weights with the forward's
+gate, and autograd carries the output and end-state gradients back to the chunk's start. Only
+boundary states are kept, so memory grows with T / C, not with the chunk's activations.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import torch
+
+from hope.memory import core
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 16 and n & (n - 1) == 0
+
+
+def unsupported_reason(layer, x: torch.Tensor) -> str | None:
+    """Why the Triton path cannot run this layer on this input (None: it can)."""
+    tc = layer.tc
+    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"tensors on {x.device.type} (Triton runs on CUDA, or on the CPU with TRITON_INTERPRET=1)"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "Triton is not installed"
+    if tc.update_rule == "momentum":
+        return "titans.update_rule='momentum' has no Triton kernel yet"
+    if tc.memory == "mlp" and tc.memory_depth != 2:
+        return f"titans.memory_depth={tc.memory_depth} (the kernel has 2-layer MLP memories)"
+    if tc.retrieval != "causal":
+        return "titans.retrieval='chunk_start' has no Triton kernel"
+    sizes = {"titans.chunk_size": tc.chunk_size, "head_dim": layer.head_dim}
+    if tc.memory == "mlp":
+        sizes["memory hidden width"] = layer.spec.hidden
+    for name, n in sizes.items():
+        if not _power_of_two(n):
+            return f"{name}={n} (the kernel needs a power of two >= 16)"
+    window = tc.surprise.window
+    if tc.surprise.mode != "none" and window & (window - 1):
+        return f"titans.surprise.window={window} (the kernel needs a power of two)"
+    if layer.surprise_trace is not None:
+        return "a surprise trace is being recorded"
+    return None
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """tf32 exactly where PyTorch itself would use it for float32 matmuls."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def chunk_forward(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: int, keep_boundaries: bool):
+    """Run the kernel over the whole chunks of xc (B, n, D), n a multiple of the chunk size.
+
+    Returns o (B, H, n, d_h), the boundary weights per layer ((n/C + 1 or 2), B, P, H, out, in)
+    (the last written slot holds the end state), the gate (B, H, n) and the new surprise history.
+    """
+    from hope.ops.titans.chunk_fwd import titans_chunk_fwd_kernel
+
+    tc, spec = layer.tc, layer.spec
+    b, n, _ = xc.shape
+    h, d, chunk = layer.n_heads, layer.head_dim, tc.chunk_size
+    n_chunks = n // chunk
+    mlp = spec.kind == "mlp"
+    f = spec.hidden if mlp else d
+    n_comp = len(layer.components)
+    q = core.normalize(layer._heads(layer.q_proj(xc))).contiguous()
+    dummy = q.new_empty(1)
+    if tc.self_modifying:
+        xh = core.normalize(layer._heads(xc)).contiguous()
+        k = v = eta = log_alpha = dummy
+        readouts = [layer.eta_readout, layer.eta_bias, layer.alpha_readout, layer.alpha_bias]
+    else:
+        xh = dummy
+        _, k, v, eta, log_alpha, _ = layer._generate(None, xc)
+        k, v, eta, log_alpha = (t.contiguous() for t in (k, v, eta, log_alpha))
+        readouts = [dummy] * 4
+    n_slots = n_chunks + 1 if keep_boundaries else 2
+    slots = [xc.new_empty(n_slots, *w.shape) for w in weights]
+    for slot, w in zip(slots, weights):
+        slot[0].copy_(w)
+    w1, w2 = slots[0], (slots[1] if mlp else dummy)
+    base = [w.detach().contiguous() for w in layer.init_weights] if tc.decay_to == "init" else [dummy, dummy]
+    w1_0, w2_0 = base[0], (base[1] if mlp else dummy)
+    hist = hist.detach().to(xc.dtype).contiguous().clone()
+    o = torch.empty(b, h, n, d, device=xc.device, dtype=xc.dtype)
+    gate = torch.empty(b, h, n, device=xc.device, dtype=xc.dtype)
+    scratch = torch.empty(b * h, chunk * max(f, d), device=xc.device, dtype=xc.dtype)
+    modes = {"none": 0, "absolute": 1, "relative": 2}
+    titans_chunk_fwd_kernel[(b * h,)](
+        xh,
+        q,
+        k,
+        v,
+        eta,
+        log_alpha,
+        w1,
+        w2,
+        w1_0,
+        w2_0,
+        *(t.detach().contiguous() for t in readouts),
+        hist,
+        o,
+        gate,
+        scratch,
+        n,
+        n_chunks,
+        n_slots,
+        count,
+        float(tc.surprise.threshold),
+        float(tc.eta_max),
+        H=h,
+        P=n_comp,
+        BT=chunk,
+        D=d,
+        F=f,
+        SELF_MOD=tc.self_modifying,
+        MLP=mlp,
+        SGV=tc.self_generated_values,
+        L2=tc.objective == "l2",
+        DGD=tc.update_rule == "dgd",
+        BASE=tc.decay_to == "init",
+        ACT=0 if spec.activation == "gelu" else 1,
+        CLIP=float(tc.error_clip),
+        MODE=modes[tc.surprise.mode],
+        WINDOW=tc.surprise.window,
+        PREC=_dot_precision(xc.dtype),
+        num_warps=4 if d * f <= 4096 else 8,
+    )
+    return o, slots, n_chunks % n_slots, gate, hist
+
+
+class _FusedTitans(torch.autograd.Function):
+    """Inputs: xc, then the layer's initial weights (one per memory layer), then its parameters."""
+
+    @staticmethod
+    def forward(ctx, layer, hist, count, n_weights, xc, *tensors):
+        weights, params = tensors[:n_weights], tensors[n_weights:]
+        o, slots, last, gate, new_hist = chunk_forward(layer, xc, weights, hist, count, keep_boundaries=True)
+        ctx.layer, ctx.params, ctx.n_weights = layer, params, n_weights
+        ctx.save_for_backward(xc, gate, *slots)
+        ctx.mark_non_differentiable(gate, new_hist)
+        return (o, gate, new_hist, *(s[last] for s in slots))
+
+    @staticmethod
+    def backward(ctx, grad_o, _grad_gate, _grad_hist, *grad_end):
+        layer, params = ctx.layer, ctx.params
+        xc, gate, *slots = ctx.saved_tensors
+        chunk = layer.tc.chunk_size
+        grad_w = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
+        grad_x = torch.zeros_like(xc)
+        grad_params = [None] * len(params)
+        segment = layer._segment
+        if xc.is_cuda:
+            from hope.layers.self_ref_titans import _compiled_segment
+
+            segment = partial(_compiled_segment(), layer)
+        wanted = [p for p in params if p.requires_grad]
+        for c in reversed(range(xc.shape[1] // chunk)):
+            piece = slice(c * chunk, (c + 1) * chunk)
+            with torch.enable_grad():
+                x_c = xc[:, piece].detach().requires_grad_()
+                w_c = [s[c].detach().requires_grad_() for s in slots]
+                o_c, w_next, *_ = segment(x_c, w_c, None, w_c, None, 0, True, gate=gate[..., piece])
+                grads = torch.autograd.grad(
+                    [o_c, *w_next], [x_c, *w_c, *wanted], [grad_o[:, :, piece], *grad_w], allow_unused=True
+                )
+            grad_x[:, piece] = grads[0]
+            grad_w = [torch.zeros_like(w) if g is None else g for g, w in zip(grads[1 : 1 + len(w_c)], w_c)]
+            by_id = dict(zip(map(id, wanted), grads[1 + len(w_c) :]))
+            for i, p in enumerate(params):
+                g = by_id.get(id(p))
+                if g is not None:
+                    grad_params[i] = g if grad_params[i] is None else grad_params[i] + g
+        return (None, None, None, None, grad_x, *grad_w, *grad_params)
+
+
+def fused_segment(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: int):
+    """Whole chunks of xc through the kernel; (o, end weights, new hist, new count, gate pass rate)."""
+    n = xc.shape[1]
+    if torch.is_grad_enabled():
+        params = list(layer.parameters())
+        o, gate, new_hist, *end = _FusedTitans.apply(layer, hist, count, len(weights), xc, *weights, *params)
+    else:
+        o, slots, last, gate, new_hist = chunk_forward(layer, xc, weights, hist, count, keep_boundaries=False)
+        end = [s[last] for s in slots]
+    if layer.tc.surprise.mode == "none":
+        new_hist = hist
+    else:
+        count = min(count + n, layer.tc.surprise.window)
+    return o, end, new_hist.to(hist.dtype), count, gate.mean()

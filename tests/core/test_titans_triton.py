@@ -1,0 +1,147 @@
+"""impl="triton" (hope.ops.titans) equals impl="chunked": outputs, end states, every gradient.
+
+On a machine without a GPU the kernel runs in Triton's interpreter (tests/conftest.py); on the GPU
+the same tests run the compiled kernel. Shapes are the smallest the kernel takes (chunk, head width
+and hidden width 16 or 32), with a tail shorter than a chunk so both paths meet in one call.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from hope.config import ModelConfig
+from hope.layers.self_ref_titans import SelfReferentialTitans
+from hope.models.lm import LanguageModel
+
+pytest.importorskip("triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# float64 in the interpreter; float32 with IEEE products on the GPU
+DTYPE = torch.float64 if DEVICE == "cpu" else torch.float32
+TOL = 1e-10 if DTYPE == torch.float64 else 2e-4
+
+VARIANTS = {
+    "hope": ("hope", {}),
+    "no-selfmod": ("hope-no-selfmod", {}),
+    "no-surprise-no-clip-no-sgv": (
+        "hope-no-surprise",
+        {"titans.error_clip": 0.0, "titans.self_generated_values": False},
+    ),
+    "matrix": ("hope", {"titans.memory": "matrix", "titans.memory_depth": 1}),
+    "gd-dot-silu": (
+        "hope",
+        {"titans.update_rule": "gd", "titans.objective": "dot", "titans.activation": "silu"},
+    ),
+    "absolute-gate-decay-to-zero": (
+        "hope",
+        {"titans.surprise.mode": "absolute", "titans.surprise.threshold": 0.3, "titans.decay_to": "zero"},
+    ),
+    "static-matrix-short-window": (
+        "hope-no-selfmod",
+        {"titans.memory": "matrix", "titans.memory_depth": 1, "titans.surprise.window": 16},
+    ),
+}
+
+
+def _layer(preset, **over):
+    cfg = ModelConfig.preset(preset, d_model=32, n_heads=2, **{"titans.chunk_size": 16, **over})
+    torch.manual_seed(0)
+    layer = SelfReferentialTitans(cfg).to(DEVICE, DTYPE)
+    with torch.no_grad():  # non-trivial η and α read-outs, so the generation path matters
+        for name, p in layer.named_parameters():
+            if "readout" in name or any(k in name for k in ("eta_proj", "alpha_proj")):
+                p.normal_(0, 0.5)
+    return layer
+
+
+def _run(layer, x, impl, pieces=(None,)):
+    """Forward in pieces, a loss on outputs and end state, backward; returns everything compared."""
+    layer.zero_grad()
+    x = x.clone().requires_grad_()
+    outs, state, t = [], None, 0
+    for n in pieces:
+        y, state = layer(x[:, t : None if n is None else t + n], state, impl=impl)
+        outs.append(y)
+        t += 0 if n is None else n
+    y = torch.cat(outs, dim=1)
+    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(y.device)
+    loss = (y * probe).sum() + sum((w * w).sum() for w in state["weights"])
+    loss.backward()
+    grads = {n: p.grad for n, p in layer.named_parameters() if p.grad is not None}
+    return y.detach(), [w.detach() for w in state["weights"]], state["surprise_hist"], x.grad, grads
+
+
+def _assert_same(a, b):
+    y_a, w_a, h_a, gx_a, g_a = a
+    y_b, w_b, h_b, gx_b, g_b = b
+    torch.testing.assert_close(y_b, y_a, atol=TOL, rtol=TOL)
+    for wa, wb in zip(w_a, w_b, strict=True):
+        torch.testing.assert_close(wb, wa, atol=TOL, rtol=TOL)
+    torch.testing.assert_close(h_b, h_a, atol=TOL, rtol=TOL)
+    torch.testing.assert_close(gx_b, gx_a, atol=TOL, rtol=TOL)
+    assert g_a.keys() == g_b.keys()
+    for name in g_a:
+        torch.testing.assert_close(g_b[name], g_a[name], atol=TOL, rtol=TOL, msg=name)
+    assert g_a["init_weights.0"].abs().sum() > 0  # the meta-learned initial memories learn
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_triton_equals_chunked(variant):
+    preset, over = VARIANTS[variant]
+    layer = _layer(preset, **over)
+    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
+
+
+def test_triton_streamed_in_pieces_equals_chunked_whole():
+    """Pieces that start mid-chunk: the PyTorch path realigns, the kernel takes the whole chunks."""
+    layer = _layer("hope")
+    x = torch.randn(1, 56, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton", pieces=(5, 35, None)))
+
+
+def test_triton_without_grad_equals_chunked():
+    """Inference keeps two weight slots instead of one per chunk boundary; same numbers."""
+    layer = _layer("hope")
+    x = torch.randn(1, 48, 32, dtype=DTYPE, device=DEVICE)
+    with torch.no_grad():
+        y_a, s_a = layer(x, None, impl="chunked")
+        y_b, s_b = layer(x, None, impl="triton")
+    torch.testing.assert_close(y_b, y_a, atol=TOL, rtol=TOL)
+    for wa, wb in zip(s_a["weights"], s_b["weights"], strict=True):
+        torch.testing.assert_close(wb, wa, atol=TOL, rtol=TOL)
+
+
+def test_triton_whole_model_equals_chunked():
+    cfg = ModelConfig.preset(
+        "hope", d_model=32, n_heads=2, **{"titans.chunk_size": 16, "cms.chunk_sizes": (16, 32)}
+    )
+    torch.manual_seed(0)
+    model = LanguageModel(cfg).to(DEVICE, DTYPE)
+    ids = torch.randint(0, cfg.vocab_size, (1, 40), device=DEVICE)
+    results = []
+    for impl in ("chunked", "triton"):
+        model.config.impl = impl
+        model.zero_grad()
+        logits, _ = model(ids)
+        logits.logsumexp(-1).sum().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=TOL, rtol=TOL)
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], g, atol=TOL, rtol=TOL, msg=name)
+
+
+def test_triton_refuses_what_it_cannot_run_and_auto_says_why():
+    layer = _layer("titans")
+    x = torch.randn(1, 16, 32, dtype=DTYPE, device=DEVICE)
+    with pytest.raises(ValueError, match="momentum"):
+        layer(x, None, impl="triton")
+    odd = _layer("hope", **{"titans.chunk_size": 12})
+    with pytest.raises(ValueError, match="titans.chunk_size=12"):
+        odd(x, None, impl="triton")
+    if DEVICE == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            layer(x, None, impl="auto")
+        assert any("momentum" in str(w.message) for w in caught)
