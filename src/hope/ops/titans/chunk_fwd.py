@@ -29,8 +29,10 @@ import triton.language as tl
 @triton.jit
 def _act(h, ACT: tl.constexpr):
     if ACT == 0:
-        return 0.5 * h * (1.0 + tl.erf(h * 0.7071067811865476))
-    return h * tl.sigmoid(h)
+        y = 0.5 * h * (1.0 + tl.erf(h * 0.7071067811865476))
+    else:
+        y = h * tl.sigmoid(h)
+    return y
 
 
 @triton.jit
@@ -38,9 +40,11 @@ def _act_grad(h, ACT: tl.constexpr):
     if ACT == 0:
         cdf = 0.5 * (1.0 + tl.erf(h * 0.7071067811865476))
         pdf = tl.exp(-0.5 * h * h) * 0.3989422804014327
-        return cdf + h * pdf
-    s = tl.sigmoid(h)
-    return s * (1.0 + h * (1.0 - s))
+        y = cdf + h * pdf
+    else:
+        s = tl.sigmoid(h)
+        y = s * (1.0 + h * (1.0 - s))
+    return y
 
 
 @triton.jit
@@ -87,8 +91,10 @@ def _memory_read(
     """M(x) for x (BT, D): residual MLP x + W2 σ(W1 x) (w1 (F, D), w2 (D, F)) or matrix W1 x (w1 (D, D))."""
     if MLP:
         h = tl.dot(x, _load_t(w1, F, D), input_precision=PREC)
-        return tl.dot(_act(h, ACT), _load_t(w2, D, F), input_precision=PREC) + x
-    return tl.dot(x, _load_t(w1, D, D), input_precision=PREC)
+        y = tl.dot(_act(h, ACT), _load_t(w2, D, F), input_precision=PREC) + x
+    else:
+        y = tl.dot(x, _load_t(w1, D, D), input_precision=PREC)
+    return y
 
 
 @triton.jit
@@ -97,6 +103,21 @@ def _clip(g, CLIP: tl.constexpr):
         norm = tl.sqrt(tl.sum(g * g, 1))
         g = g * (CLIP / tl.maximum(norm, CLIP))[:, None]
     return g
+
+
+@triton.jit
+def _unit_lower_inverse(a, BT: tl.constexpr, PREC: tl.constexpr):
+    """(I + A)⁻¹ for strictly lower triangular A (BT, BT): A is nilpotent, so with N = −A
+    (I + A)⁻¹ = Σ_{j<BT} N^j = Π_{i<log2 BT} (I + N^(2^i)), 2·log2(BT) − 2 tensor-core products
+    instead of BT − 1 dependent row updates."""
+    offs = tl.arange(0, BT)
+    power = -a
+    inv = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0).to(a.dtype) + power
+    for i in tl.static_range(1, 9):  # chunks up to 512 tokens
+        if (1 << i) < BT:
+            power = tl.dot(power, power, input_precision=PREC)
+            inv = inv + tl.dot(inv, power, input_precision=PREC)
+    return inv
 
 
 @triton.jit
@@ -142,13 +163,7 @@ def _evolve_layer(
         w_t = w_t - w0_t
     a = beta[:, None] * tl.dot(k, k_t, input_precision=PREC) * decay
     rhs = v - (beta * tl.exp(cum_prev))[:, None] * tl.dot(k, w_t, input_precision=PREC)
-    # (I + A)⁻¹ by forward substitution, row t = e_t − Σ_{s<t} A[t, s] row s.
-    inv = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0).to(a.dtype)
-    for t in range(1, BT):
-        a_row = tl.sum(tl.where(offs[:, None] == t, a, 0.0), 0)
-        new_row = tl.where(offs == t, 1.0, 0.0) - tl.sum(a_row[:, None] * inv, 0)
-        inv = tl.where(offs[:, None] == t, new_row[None, :], inv)
-    r = tl.dot(inv, rhs, input_precision=PREC)  # (BT, O)
+    r = tl.dot(_unit_lower_inverse(a, BT, PREC), rhs, input_precision=PREC)  # (BT, O)
     cum_end = tl.sum(la, 0)
     w_end_t = tl.exp(cum_end) * w_t + tl.dot(k_t, r * tl.exp(cum_end - cum)[:, None], input_precision=PREC)
     if BASE:
@@ -156,13 +171,13 @@ def _evolve_layer(
     _store_t(w_out, w_end_t, O, I)
     if RETRIEVE:
         zk = tl.dot(z, k_t, input_precision=PREC) * decay
-        out = tl.exp(cum_prev)[:, None] * tl.dot(z, w_t, input_precision=PREC) + tl.dot(
-            zk, r, input_precision=PREC
-        )
+        out = tl.exp(cum_prev)[:, None] * tl.dot(z, w_t, input_precision=PREC)
+        out = out + tl.dot(zk, r, input_precision=PREC)
         if BASE:
             out = out + tl.dot(z, w0_t, input_precision=PREC)
-        return out
-    return tl.zeros((BT, O), dtype=u.dtype)
+    else:
+        out = tl.zeros((BT, O), dtype=u.dtype)
+    return out
 
 
 @triton.jit
@@ -196,14 +211,16 @@ def _gradients(
             g2 = -target
         g1 = tl.dot(g2, _load(w2, D, F), input_precision=PREC) * _act_grad(hk, ACT)  # (BT, F)
         surprise = tl.sqrt(tl.sum(g1 * g1, 1) * tl.sum(k * k, 1) + tl.sum(g2 * g2, 1) * tl.sum(ak * ak, 1))
-        return surprise, g1, g2, ak
-    out = tl.dot(k, _load_t(w1, D, D), input_precision=PREC)
-    if L2:
-        g1 = out - target
     else:
-        g1 = -target
-    surprise = tl.sqrt(tl.sum(g1 * g1, 1) * tl.sum(k * k, 1))
-    return surprise, g1, g1, k
+        out = tl.dot(k, _load_t(w1, D, D), input_precision=PREC)
+        if L2:
+            g1 = out - target
+        else:
+            g1 = -target
+        g2 = g1
+        ak = k
+        surprise = tl.sqrt(tl.sum(g1 * g1, 1) * tl.sum(k * k, 1))
+    return surprise, g1, g2, ak
 
 
 @triton.jit
@@ -243,19 +260,23 @@ def _evolve_memory(
         o = _evolve_layer(
             w2_in, w2_out, w2_0, scratch, u2, g2, eta, la, _act(h, ACT), BT, D, F, DGD, BASE, RETRIEVE, PREC
         )
-        return o + q
-    return _evolve_layer(w1_in, w1_out, w1_0, scratch, k, g1, eta, la, q, BT, D, D, DGD, BASE, RETRIEVE, PREC)
+        o = o + q
+    else:
+        o = _evolve_layer(
+            w1_in, w1_out, w1_0, scratch, k, g1, eta, la, q, BT, D, D, DGD, BASE, RETRIEVE, PREC
+        )
+    return o
 
 
 @triton.jit
 def _gate(surprise, hist_ptr, count, threshold, BT: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr):
     """Surprise gate in {0, 1} (BT,); absolute and relative modes also shift this chunk into the
     history at hist_ptr (the previous WINDOW surprises, oldest first), as `_gate` in the layer does."""
-    if MODE == 0:
-        return tl.full((BT,), 1.0, surprise.dtype)
     j = tl.arange(0, BT)
     i = tl.arange(0, WINDOW)
-    if MODE == 1:
+    if MODE == 0:
+        gate = tl.full((BT,), 1.0, surprise.dtype)
+    elif MODE == 1:
         gate = tl.where(surprise > threshold, 1.0, 0.0).to(surprise.dtype)
     else:
         hist = tl.load(hist_ptr + i)
@@ -271,16 +292,17 @@ def _gate(surprise, hist_ptr, count, threshold, BT: tl.constexpr, MODE: tl.const
         std = tl.sqrt((tl.sum(d1 * d1, 1) + tl.sum(d2 * d2, 1)) / n_valid)
         z = (surprise - mean) / (std + 1e-6)
         gate = tl.where((z > threshold) | (valid < 2), 1.0, 0.0).to(surprise.dtype)
-    # the new history: the last WINDOW values of (history, this chunk)
-    shifted = tl.load(hist_ptr + i + BT, mask=i + BT < WINDOW)
-    tl.debug_barrier()
-    tl.store(hist_ptr + i, shifted, mask=i + BT < WINDOW)
-    tl.store(hist_ptr + j + WINDOW - BT, surprise, mask=j + WINDOW - BT >= 0)
-    tl.debug_barrier()
+    if MODE != 0:  # the new history: the last WINDOW values of (history, this chunk)
+        shifted = tl.load(hist_ptr + i + BT, mask=i + BT < WINDOW)
+        tl.debug_barrier()
+        tl.store(hist_ptr + i, shifted, mask=i + BT < WINDOW)
+        tl.store(hist_ptr + j + WINDOW - BT, surprise, mask=j + WINDOW - BT >= 0)
+        tl.debug_barrier()
     return gate
 
 
-@triton.jit
+# runtime sizes stay unspecialised: one compiled kernel serves every length and stream position
+@triton.jit(do_not_specialize=["T", "n_chunks", "n_slots", "count"])
 def titans_chunk_fwd_kernel(
     x_ptr,
     q_ptr,
@@ -363,43 +385,27 @@ def titans_chunk_fwd_kernel(
             v = tl.load(v_ptr + tok + rows)
             eta = tl.load(eta_ptr + pid.to(tl.int64) * T + t0 + offs_t)
             la = tl.load(la_ptr + pid.to(tl.int64) * T + t0 + offs_t)
-        # M_mem (component 0) goes first: its surprise gates every memory of the layer.
-        for p in tl.static_range(P):
-            surprise, g1, g2, u2 = _gradients(
-                w1_in + p * C1, w2_in + p * C2, k, v, D, F, MLP, SGV, L2, ACT, PREC
-            )
-            if p == 0:
-                gate = _gate(surprise, hist, tl.minimum(count + c * BT, WINDOW), threshold, BT, MODE, WINDOW)
-                tl.store(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t, gate)
-                eta = eta * gate
-                la = la * gate
-            o = _evolve_memory(
-                w1_in + p * C1,
-                w2_in + p * C2,
-                w1_out + p * C1,
-                w2_out + p * C2,
-                w1_0_ptr + (p * H + h) * S1,
-                w2_0_ptr + (p * H + h) * S2,
-                scratch,
-                k,
-                g1,
-                g2,
-                u2,
-                eta,
-                la,
-                q,
-                BT,
-                D,
-                F,
-                MLP,
-                DGD,
-                BASE,
-                ACT,
-                CLIP,
-                p == 0,
-                PREC,
-            )
-            if p == 0:
-                tl.store(o_ptr + tok + rows, o)
+        # M_mem (component 0) goes first: its surprise gates every memory of the layer, and it alone
+        # is read. The others share one loop body (a dynamic loop: 4 unrolled copies would compile
+        # several times slower).
+        surprise, g1, g2, u2 = _gradients(w1_in, w2_in, k, v, D, F, MLP, SGV, L2, ACT, PREC)
+        gate = _gate(surprise, hist, tl.minimum(count + c * BT, WINDOW), threshold, BT, MODE, WINDOW)
+        tl.store(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t, gate)
+        eta = eta * gate
+        la = la * gate
+        o = _evolve_memory(
+            w1_in, w2_in, w1_out, w2_out, w1_0_ptr + h * S1, w2_0_ptr + h * S2, scratch,
+            k, g1, g2, u2, eta, la, q,
+            BT, D, F, MLP, DGD, BASE, ACT, CLIP, True, PREC,
+        )  # fmt: skip
+        tl.store(o_ptr + tok + rows, o)
+        for p in range(1, P):
+            _, g1, g2, u2 = _gradients(w1_in + p * C1, w2_in + p * C2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
+            _evolve_memory(
+                w1_in + p * C1, w2_in + p * C2, w1_out + p * C1, w2_out + p * C2,
+                w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2, scratch,
+                k, g1, g2, u2, eta, la, q,
+                BT, D, F, MLP, DGD, BASE, ACT, CLIP, False, PREC,
+            )  # fmt: skip
         # the next chunk reads what this one wrote (other threads of the program wrote it)
         tl.debug_barrier()
