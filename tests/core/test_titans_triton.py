@@ -37,6 +37,16 @@ VARIANTS = {
         "hope",
         {"titans.surprise.mode": "absolute", "titans.surprise.threshold": 0.3, "titans.decay_to": "zero"},
     ),
+    "titans-lmm": ("titans", {}),
+    "momentum-selfmod-matrix-decay-to-zero": (
+        "hope",
+        {
+            "titans.update_rule": "momentum",
+            "titans.memory": "matrix",
+            "titans.memory_depth": 1,
+            "titans.decay_to": "zero",
+        },
+    ),
     "static-matrix-short-window": (
         "hope-no-selfmod",
         {"titans.memory": "matrix", "titans.memory_depth": 1, "titans.surprise.window": 16},
@@ -50,7 +60,7 @@ def _layer(preset, **over):
     layer = SelfReferentialTitans(cfg).to(DEVICE, DTYPE)
     with torch.no_grad():  # non-trivial η and α read-outs, so the generation path matters
         for name, p in layer.named_parameters():
-            if "readout" in name or any(k in name for k in ("eta_proj", "alpha_proj")):
+            if "readout" in name or any(k in name for k in ("eta_proj", "alpha_proj", "beta_proj")):
                 p.normal_(0, 0.5)
     return layer
 
@@ -66,10 +76,11 @@ def _run(layer, x, impl, pieces=(None,)):
         t += 0 if n is None else n
     y = torch.cat(outs, dim=1)
     probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(y.device)
-    loss = (y * probe).sum() + sum((w * w).sum() for w in state["weights"])
+    end = state["weights"] + (state["momentum"] or [])
+    loss = (y * probe).sum() + sum((w * w).sum() for w in end)
     loss.backward()
     grads = {n: p.grad for n, p in layer.named_parameters() if p.grad is not None}
-    return y.detach(), [w.detach() for w in state["weights"]], state["surprise_hist"], x.grad, grads
+    return y.detach(), [w.detach() for w in end], state["surprise_hist"], x.grad, grads
 
 
 def _assert_same(a, b):
@@ -133,9 +144,9 @@ def test_triton_whole_model_equals_chunked():
 
 
 def test_triton_refuses_what_it_cannot_run_and_auto_says_why():
-    layer = _layer("titans")
+    layer = _layer("hope", **{"titans.memory_depth": 3})
     x = torch.randn(1, 16, 32, dtype=DTYPE, device=DEVICE)
-    with pytest.raises(ValueError, match="momentum"):
+    with pytest.raises(ValueError, match="memory_depth=3"):
         layer(x, None, impl="triton")
     odd = _layer("hope", **{"titans.chunk_size": 12})
     with pytest.raises(ValueError, match="titans.chunk_size=12"):
@@ -144,4 +155,4 @@ def test_triton_refuses_what_it_cannot_run_and_auto_says_why():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             layer(x, None, impl="auto")
-        assert any("momentum" in str(w.message) for w in caught)
+        assert any("memory_depth=3" in str(w.message) for w in caught)

@@ -313,8 +313,8 @@ class SelfReferentialTitans(nn.Module):
                 anchor = weights
                 if fused and total - t >= chunk:  # every whole chunk left, in one kernel launch
                     n = (total - t) // chunk * chunk
-                    o, weights, hist, count, rate = fused_segment(
-                        self, xc[:, t : t + n], weights, hist, count
+                    o, weights, momentum, hist, count, rate = fused_segment(
+                        self, xc[:, t : t + n], weights, momentum, hist, count
                     )
                     outs.append(o)
                     rates.append(rate.to(self.gate_pass_rate) * n)

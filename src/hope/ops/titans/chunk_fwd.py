@@ -7,9 +7,10 @@ does what `SelfReferentialTitans._segment` does in PyTorch, at the chunk-start m
 2. per-token gradient factors u_i, g_i of every memory's ½‖M(k) − v̂‖² (or −⟨M(k), v̂⟩);
 3. the surprise of M_mem, the gate (none / absolute / relative z-score over a sliding window), the
    per-token error clip;
-4. the within-chunk evolution of every linear layer of every memory by the gated delta rule (dgd) or
-   decayed gradient descent (gd) in the UT form: (I + A) r = rhs, solved by inverting the unit lower
-   triangular I + A in registers, then tensor-core products; with `decay_to="init"` on W − W_0;
+4. the within-chunk evolution of every linear layer of every memory: the gated delta rule (dgd) or
+   decayed gradient descent (gd) in the UT form, (I + A) r = rhs with (I + A)⁻¹ as a product of
+   tensor-core products; or Titans' momentum rule by its decay-ratio matrices; with
+   `decay_to="init"` on W − W_0;
 5. the causal retrieval o_t = M_mem,t-1(q_t), layer by layer.
 
 The memories' weights live in global memory (at 125m, batch 8: 30 MB a layer, inside the H200's L2),
@@ -122,27 +123,82 @@ def _unit_lower_inverse(a, BT: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def _evolve_layer(
-    w_in,
-    w_out,
-    w0,
-    scratch,
-    u,
-    g,
-    eta,
-    la,
-    z,
-    BT: tl.constexpr,
-    O: tl.constexpr,
-    I: tl.constexpr,
-    DGD: tl.constexpr,
-    BASE: tl.constexpr,
-    RETRIEVE: tl.constexpr,
-    PREC: tl.constexpr,
-):
-    """One linear layer W (O, I) across the chunk; writes W_end to w_out, returns W_{t-1} z_t (BT, O).
+    w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
+    RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """One linear layer W (O, I) across the chunk; writes W_end to w_out, returns W_{t-1} z_t (BT, O)."""
+    if RULE == 2:
+        out = _momentum_layer(
+            w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z, BT, O, I, BASE, RETRIEVE, PREC
+        )
+    else:
+        out = _delta_layer(
+            w_in, w_out, w0, scratch, u, g, eta, la, z, BT, O, I, RULE == 1, BASE, RETRIEVE, PREC
+        )
+    return out
 
-    k = û, v = −η g, β = η (dgd) or v = −η‖u‖g, β = 0 (gd), as in `hope.ops.chunked.delta_chunk`.
+
+@triton.jit
+def _momentum_layer(
+    w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, BASE: tl.constexpr, RETRIEVE: tl.constexpr,
+    PREC: tl.constexpr,
+):  # fmt: skip
+    """S_t = β_t S_{t-1} + v_t u_tᵀ, W_t = α_t W_{t-1} + S_t with v = −η g (`hope.ops.chunked.momentum_chunk`).
+
+    Row t of the retrieval reads W_{t-1}: with a_t = Π α, b_t = Π β inside the chunk,
+    W_{t-1} = (a_{t-1}) W_0 + Σ_{r<t} (a_{t-1}/a_r) b_r S_0 + Σ_{s<t} m[t, s] v_s u_sᵀ,
+    m[t, s] = Σ_{s<=r<t} (a_{t-1}/a_r)(b_r/b_s); every ratio is exp of a difference of log-cumsums.
     """
+    offs = tl.arange(0, BT)
+    v = -eta[:, None] * g
+    cum_a = tl.cumsum(la, 0)
+    cum_a_prev = cum_a - la
+    cum_b = tl.cumsum(lb, 0)
+    strict = offs[:, None] > offs[None, :]
+    incl = offs[:, None] >= offs[None, :]
+    decay_a = tl.where(strict, tl.exp(tl.where(strict, cum_a_prev[:, None] - cum_a[None, :], 0.0)), 0.0)
+    decay_b = tl.where(incl, tl.exp(tl.where(incl, cum_b[:, None] - cum_b[None, :], 0.0)), 0.0)
+    end_a = tl.exp(tl.sum(la, 0) - cum_a)  # a_end / a_r
+    mix_end = tl.sum(end_a[:, None] * decay_b, 0)  # m at the chunk's end, (BT,) over s
+    u_t = _transpose(scratch, u, BT, I)  # (I, BT)
+    w_t = _load_t(w_in, O, I)
+    if BASE:
+        w0_t = _load_t(w0, O, I)
+        w_t = w_t - w0_t
+    s_t = _load_t(s_in, O, I)
+    w_end_t = tl.exp(tl.sum(la, 0)) * w_t + tl.sum(end_a * tl.exp(cum_b), 0) * s_t
+    w_end_t = w_end_t + tl.dot(u_t, v * mix_end[:, None], input_precision=PREC)
+    s_end_t = tl.exp(tl.sum(lb, 0)) * s_t + tl.dot(
+        u_t, v * tl.exp(tl.sum(lb, 0) - cum_b)[:, None], input_precision=PREC
+    )
+    if BASE:
+        w_end_t = w_end_t + w0_t
+    _store_t(w_out, w_end_t, O, I)
+    _store_t(s_out, s_end_t, O, I)
+    if RETRIEVE:
+        mix = tl.dot(decay_a, decay_b, input_precision=PREC)
+        out = tl.exp(cum_a_prev)[:, None] * tl.dot(z, w_t, input_precision=PREC)
+        out = out + tl.sum(decay_a * tl.exp(cum_b)[None, :], 1)[:, None] * tl.dot(
+            z, s_t, input_precision=PREC
+        )
+        out = out + tl.dot(mix * tl.dot(z, u_t, input_precision=PREC), v, input_precision=PREC)
+        if BASE:
+            out = out + tl.dot(z, w0_t, input_precision=PREC)
+    else:
+        out = tl.zeros((BT, O), dtype=u.dtype)
+    return out
+
+
+@triton.jit
+def _delta_layer(
+    w_in, w_out, w0, scratch, u, g, eta, la, z,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, DGD: tl.constexpr, BASE: tl.constexpr,
+    RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Gated delta rule (dgd: k = û, v = −η g, β = η) or decayed GD (gd: v = −η‖u‖g, β = 0) over the
+    chunk in the UT form of `hope.ops.chunked.delta_chunk`."""
     offs = tl.arange(0, BT)
     norm = tl.maximum(tl.sqrt(tl.sum(u * u, 1)), 1e-6)
     k = u / norm[:, None]
@@ -225,46 +281,29 @@ def _gradients(
 
 @triton.jit
 def _evolve_memory(
-    w1_in,
-    w2_in,
-    w1_out,
-    w2_out,
-    w1_0,
-    w2_0,
-    scratch,
-    k,
-    g1,
-    g2,
-    u2,
-    eta,
-    la,
-    q,
-    BT: tl.constexpr,
-    D: tl.constexpr,
-    F: tl.constexpr,
-    MLP: tl.constexpr,
-    DGD: tl.constexpr,
-    BASE: tl.constexpr,
-    ACT: tl.constexpr,
-    CLIP: tl.constexpr,
-    RETRIEVE: tl.constexpr,
-    PREC: tl.constexpr,
-):
+    w1_in, w2_in, w1_out, w2_out, s1_in, s2_in, s1_out, s2_out, w1_0, w2_0, scratch,
+    k, g1, g2, u2, eta, la, lb, q,
+    BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, RULE: tl.constexpr,
+    BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
     """Evolve every layer of one memory with clipped errors; returns its retrieval M_{t-1}(q_t) (or zeros)."""
     g1 = _clip(g1, CLIP)
     if MLP:
         g2 = _clip(g2, CLIP)
         h = _evolve_layer(
-            w1_in, w1_out, w1_0, scratch, k, g1, eta, la, q, BT, F, D, DGD, BASE, RETRIEVE, PREC
-        )
+            w1_in, w1_out, s1_in, s1_out, w1_0, scratch, k, g1, eta, la, lb, q,
+            BT, F, D, RULE, BASE, RETRIEVE, PREC,
+        )  # fmt: skip
         o = _evolve_layer(
-            w2_in, w2_out, w2_0, scratch, u2, g2, eta, la, _act(h, ACT), BT, D, F, DGD, BASE, RETRIEVE, PREC
-        )
+            w2_in, w2_out, s2_in, s2_out, w2_0, scratch, u2, g2, eta, la, lb, _act(h, ACT),
+            BT, D, F, RULE, BASE, RETRIEVE, PREC,
+        )  # fmt: skip
         o = o + q
     else:
         o = _evolve_layer(
-            w1_in, w1_out, w1_0, scratch, k, g1, eta, la, q, BT, D, D, DGD, BASE, RETRIEVE, PREC
-        )
+            w1_in, w1_out, s1_in, s1_out, w1_0, scratch, k, g1, eta, la, lb, q,
+            BT, D, D, RULE, BASE, RETRIEVE, PREC,
+        )  # fmt: skip
     return o
 
 
@@ -304,48 +343,18 @@ def _gate(surprise, hist_ptr, count, threshold, BT: tl.constexpr, MODE: tl.const
 # runtime sizes stay unspecialised: one compiled kernel serves every length and stream position
 @triton.jit(do_not_specialize=["T", "n_chunks", "n_slots", "count"])
 def titans_chunk_fwd_kernel(
-    x_ptr,
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    eta_ptr,
-    la_ptr,
-    w1_ptr,
-    w2_ptr,
-    w1_0_ptr,
-    w2_0_ptr,
-    re_ptr,
-    be_ptr,
-    ra_ptr,
-    ba_ptr,
-    hist_ptr,
-    o_ptr,
-    gate_ptr,
-    scratch_ptr,
-    T,
-    n_chunks,
-    n_slots,
-    count,
-    threshold,
-    eta_max,
-    H: tl.constexpr,
-    P: tl.constexpr,
-    BT: tl.constexpr,
-    D: tl.constexpr,
-    F: tl.constexpr,
-    SELF_MOD: tl.constexpr,
-    MLP: tl.constexpr,
-    SGV: tl.constexpr,
-    L2: tl.constexpr,
-    DGD: tl.constexpr,
-    BASE: tl.constexpr,
-    ACT: tl.constexpr,
-    CLIP: tl.constexpr,
-    MODE: tl.constexpr,
-    WINDOW: tl.constexpr,
+    x_ptr, q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, lb_ptr,
+    w1_ptr, w2_ptr, s1_ptr, s2_ptr, w1_0_ptr, w2_0_ptr,
+    re_ptr, be_ptr, ra_ptr, ba_ptr,
+    hist_ptr, o_ptr, gate_ptr, scratch_ptr,
+    T, n_chunks, n_slots, count, threshold, eta_max,
+    H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
+    SELF_MOD: tl.constexpr, MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr,
+    BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr,
     PREC: tl.constexpr,
-):
-    """Grid (B·H,). Token tensors (B, H, T, ·); weights (n_slots, B, P, H, out, in); W_0 (P, H, out, in)."""
+):  # fmt: skip
+    """Grid (B·H,). Token tensors (B, H, T, ·); weights and momenta (n_slots, B, P, H, out, in);
+    W_0 (P, H, out, in). RULE: 0 gd, 1 dgd, 2 momentum (log β in lb_ptr)."""
     pid = tl.program_id(0)
     b = pid // H
     h = pid % H
@@ -369,6 +378,12 @@ def titans_chunk_fwd_kernel(
         at_out = (((c + 1) % n_slots).to(tl.int64) * B + b) * P * H + h
         w1_in, w2_in = w1_ptr + at_in * S1, w2_ptr + at_in * S2
         w1_out, w2_out = w1_ptr + at_out * S1, w2_ptr + at_out * S2
+        s1_in, s2_in = s1_ptr + at_in * S1, s2_ptr + at_in * S2
+        s1_out, s2_out = s1_ptr + at_out * S1, s2_ptr + at_out * S2
+        if RULE == 2:
+            lb = tl.load(lb_ptr + pid.to(tl.int64) * T + t0 + offs_t)
+        else:
+            lb = offs_t * 0.0
         if SELF_MOD:
             xh = tl.load(x_ptr + tok + rows)
             k = _memory_read(w1_in + C1, w2_in + C2, xh, D, F, MLP, ACT, PREC)
@@ -394,18 +409,19 @@ def titans_chunk_fwd_kernel(
         eta = eta * gate
         la = la * gate
         o = _evolve_memory(
-            w1_in, w2_in, w1_out, w2_out, w1_0_ptr + h * S1, w2_0_ptr + h * S2, scratch,
-            k, g1, g2, u2, eta, la, q,
-            BT, D, F, MLP, DGD, BASE, ACT, CLIP, True, PREC,
+            w1_in, w2_in, w1_out, w2_out, s1_in, s2_in, s1_out, s2_out,
+            w1_0_ptr + h * S1, w2_0_ptr + h * S2, scratch, k, g1, g2, u2, eta, la, lb, q,
+            BT, D, F, MLP, RULE, BASE, ACT, CLIP, True, PREC,
         )  # fmt: skip
         tl.store(o_ptr + tok + rows, o)
         for p in range(1, P):
             _, g1, g2, u2 = _gradients(w1_in + p * C1, w2_in + p * C2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
             _evolve_memory(
                 w1_in + p * C1, w2_in + p * C2, w1_out + p * C1, w2_out + p * C2,
+                s1_in + p * C1, s2_in + p * C2, s1_out + p * C1, s2_out + p * C2,
                 w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2, scratch,
-                k, g1, g2, u2, eta, la, q,
-                BT, D, F, MLP, DGD, BASE, ACT, CLIP, False, PREC,
+                k, g1, g2, u2, eta, la, lb, q,
+                BT, D, F, MLP, RULE, BASE, ACT, CLIP, False, PREC,
             )  # fmt: skip
         # the next chunk reads what this one wrote (other threads of the program wrote it)
         tl.debug_barrier()

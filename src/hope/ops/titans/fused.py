@@ -13,6 +13,7 @@ import os
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from hope.memory import core
 
@@ -30,8 +31,6 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
         import triton  # noqa: F401
     except ImportError:
         return "Triton is not installed"
-    if tc.update_rule == "momentum":
-        return "titans.update_rule='momentum' has no Triton kernel yet"
     if tc.memory == "mlp" and tc.memory_depth != 2:
         return f"titans.memory_depth={tc.memory_depth} (the kernel has 2-layer MLP memories)"
     if tc.retrieval != "causal":
@@ -57,11 +56,12 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def chunk_forward(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: int, keep_boundaries: bool):
+def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int, keep_boundaries: bool):
     """Run the kernel over the whole chunks of xc (B, n, D), n a multiple of the chunk size.
 
-    Returns o (B, H, n, d_h), the boundary weights per layer ((n/C + 1 or 2), B, P, H, out, in)
-    (the last written slot holds the end state), the gate (B, H, n) and the new surprise history.
+    `state` is the memory layers' weights, then (momentum rule) their momenta. Returns o (B, H, n, d_h),
+    the boundary slots of each state tensor ((n/C + 1 or 2), B, P, H, out, in), the index of the slot
+    holding the end state, the gate (B, H, n) and the new surprise history.
     """
     from hope.ops.titans.chunk_fwd import titans_chunk_fwd_kernel
 
@@ -83,11 +83,15 @@ def chunk_forward(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: i
         _, k, v, eta, log_alpha, _ = layer._generate(None, xc)
         k, v, eta, log_alpha = (t.contiguous() for t in (k, v, eta, log_alpha))
         readouts = [dummy] * 4
+    momentum = tc.update_rule == "momentum"
+    log_beta = F.logsigmoid(layer.beta_proj(xc).transpose(1, 2)).contiguous() if momentum else dummy
     n_slots = n_chunks + 1 if keep_boundaries else 2
-    slots = [xc.new_empty(n_slots, *w.shape) for w in weights]
-    for slot, w in zip(slots, weights):
+    slots = [xc.new_empty(n_slots, *w.shape) for w in state]
+    for slot, w in zip(slots, state):
         slot[0].copy_(w)
+    n_layers = len(layer.spec.shapes)
     w1, w2 = slots[0], (slots[1] if mlp else dummy)
+    s1, s2 = (slots[n_layers], slots[n_layers + 1] if mlp else dummy) if momentum else (dummy, dummy)
     base = [w.detach().contiguous() for w in layer.init_weights] if tc.decay_to == "init" else [dummy, dummy]
     w1_0, w2_0 = base[0], (base[1] if mlp else dummy)
     hist = hist.detach().to(xc.dtype).contiguous().clone()
@@ -102,8 +106,11 @@ def chunk_forward(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: i
         v,
         eta,
         log_alpha,
+        log_beta,
         w1,
         w2,
+        s1,
+        s2,
         w1_0,
         w2_0,
         *(t.detach().contiguous() for t in readouts),
@@ -126,7 +133,7 @@ def chunk_forward(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: i
         MLP=mlp,
         SGV=tc.self_generated_values,
         L2=tc.objective == "l2",
-        DGD=tc.update_rule == "dgd",
+        RULE=("gd", "dgd", "momentum").index(tc.update_rule),
         BASE=tc.decay_to == "init",
         ACT=0 if spec.activation == "gelu" else 1,
         CLIP=float(tc.error_clip),
@@ -139,13 +146,13 @@ def chunk_forward(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: i
 
 
 class _FusedTitans(torch.autograd.Function):
-    """Inputs: xc, then the layer's initial weights (one per memory layer), then its parameters."""
+    """Inputs: xc, then the layer's initial state (weights, then momenta), then its parameters."""
 
     @staticmethod
-    def forward(ctx, layer, hist, count, n_weights, xc, *tensors):
-        weights, params = tensors[:n_weights], tensors[n_weights:]
-        o, slots, last, gate, new_hist = chunk_forward(layer, xc, weights, hist, count, keep_boundaries=True)
-        ctx.layer, ctx.params, ctx.n_weights = layer, params, n_weights
+    def forward(ctx, layer, hist, count, n_state, xc, *tensors):
+        state, params = tensors[:n_state], tensors[n_state:]
+        o, slots, last, gate, new_hist = chunk_forward(layer, xc, state, hist, count, keep_boundaries=True)
+        ctx.layer, ctx.params = layer, params
         ctx.save_for_backward(xc, gate, *slots)
         ctx.mark_non_differentiable(gate, new_hist)
         return (o, gate, new_hist, *(s[last] for s in slots))
@@ -155,7 +162,8 @@ class _FusedTitans(torch.autograd.Function):
         layer, params = ctx.layer, ctx.params
         xc, gate, *slots = ctx.saved_tensors
         chunk = layer.tc.chunk_size
-        grad_w = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
+        grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
+        n_layers = len(layer.spec.shapes)
         grad_x = torch.zeros_like(xc)
         grad_params = [None] * len(params)
         segment = layer._segment
@@ -168,32 +176,39 @@ class _FusedTitans(torch.autograd.Function):
             piece = slice(c * chunk, (c + 1) * chunk)
             with torch.enable_grad():
                 x_c = xc[:, piece].detach().requires_grad_()
-                w_c = [s[c].detach().requires_grad_() for s in slots]
-                o_c, w_next, *_ = segment(x_c, w_c, None, w_c, None, 0, True, gate=gate[..., piece])
+                s_c = [s[c].detach().requires_grad_() for s in slots]
+                w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
+                o_c, w_next, m_next, *_ = segment(x_c, w_c, m_c, w_c, None, 0, True, gate=gate[..., piece])
                 grads = torch.autograd.grad(
-                    [o_c, *w_next], [x_c, *w_c, *wanted], [grad_o[:, :, piece], *grad_w], allow_unused=True
+                    [o_c, *w_next, *(m_next or [])],
+                    [x_c, *s_c, *wanted],
+                    [grad_o[:, :, piece], *grad_s],
+                    allow_unused=True,
                 )
             grad_x[:, piece] = grads[0]
-            grad_w = [torch.zeros_like(w) if g is None else g for g, w in zip(grads[1 : 1 + len(w_c)], w_c)]
-            by_id = dict(zip(map(id, wanted), grads[1 + len(w_c) :]))
+            grad_s = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[1 : 1 + len(s_c)], s_c)]
+            by_id = dict(zip(map(id, wanted), grads[1 + len(s_c) :]))
             for i, p in enumerate(params):
                 g = by_id.get(id(p))
                 if g is not None:
                     grad_params[i] = g if grad_params[i] is None else grad_params[i] + g
-        return (None, None, None, None, grad_x, *grad_w, *grad_params)
+        return (None, None, None, None, grad_x, *grad_s, *grad_params)
 
 
-def fused_segment(layer, xc: torch.Tensor, weights, hist: torch.Tensor, count: int):
-    """Whole chunks of xc through the kernel; (o, end weights, new hist, new count, gate pass rate)."""
+def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor, count: int):
+    """Whole chunks of xc through the kernel; (o, end weights, end momenta, new hist, new count,
+    gate pass rate)."""
     n = xc.shape[1]
+    state = [*weights, *(momentum or [])]
     if torch.is_grad_enabled():
         params = list(layer.parameters())
-        o, gate, new_hist, *end = _FusedTitans.apply(layer, hist, count, len(weights), xc, *weights, *params)
+        o, gate, new_hist, *end = _FusedTitans.apply(layer, hist, count, len(state), xc, *state, *params)
     else:
-        o, slots, last, gate, new_hist = chunk_forward(layer, xc, weights, hist, count, keep_boundaries=False)
+        o, slots, last, gate, new_hist = chunk_forward(layer, xc, state, hist, count, keep_boundaries=False)
         end = [s[last] for s in slots]
+    end_w, end_m = end[: len(weights)], (end[len(weights) :] if momentum is not None else None)
     if layer.tc.surprise.mode == "none":
         new_hist = hist
     else:
         count = min(count + n, layer.tc.surprise.window)
-    return o, end, new_hist.to(hist.dtype), count, gate.mean()
+    return o, end_w, end_m, new_hist.to(hist.dtype), count, gate.mean()
