@@ -156,3 +156,21 @@ def test_triton_refuses_what_it_cannot_run_and_auto_says_why():
             warnings.simplefilter("always")
             layer(x, None, impl="auto")
         assert any("memory_depth=3" in str(w.message) for w in caught)
+
+
+def test_a_kernel_too_large_for_the_device_is_refused_by_name(monkeypatch):
+    """Triton reports shared-memory overflow only at launch; the layer then refuses (triton) or falls
+    back (auto) naming it, and never tries that configuration again."""
+    from hope.ops.titans import fused
+
+    def too_large(layer, xc, *args, **kwargs):
+        fused._TOO_LARGE.add(fused._key(layer, xc))
+        raise fused.KernelTooLarge("out of resource: shared memory")
+
+    monkeypatch.setattr(fused, "chunk_forward", too_large)
+    monkeypatch.setattr(fused, "_TOO_LARGE", set())
+    layer = _layer("hope")
+    x = torch.randn(1, 32, 32, dtype=DTYPE, device=DEVICE)
+    with pytest.raises(ValueError, match="more shared memory than this device has"):
+        layer(x, None, impl="triton")
+    assert fused.unsupported_reason(layer, x) is not None

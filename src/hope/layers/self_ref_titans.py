@@ -41,7 +41,7 @@ from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
 from hope.ops.chunked import evolve_chunk
-from hope.ops.titans.fused import fused_segment, unsupported_reason
+from hope.ops.titans.fused import KernelTooLarge, fused_segment, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
 ADAPTIVE = ("mem", "k", "v", "eta", "alpha")
@@ -219,14 +219,13 @@ class SelfReferentialTitans(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.q_proj.weight.dtype)
             xc, conv_tail = (x, None) if self.conv is None else self.conv(x, state["conv"])
-            fused = self._use_triton(impl, x)
-            o, new = self._loop(
-                xc,
-                state,
-                parallel=impl != "reference",
-                compiled=impl == "auto" and x.is_cuda,
-                fused=fused,
+            run = partial(
+                self._loop, xc, state, parallel=impl != "reference", compiled=impl == "auto" and x.is_cuda
             )
+            try:
+                o, new = run(fused=self._use_triton(impl, x))
+            except KernelTooLarge:  # the loop is pure: run it again, on the path the refusal names
+                o, new = run(fused=self._use_triton(impl, x))  # now refused with the reason
             new["conv"] = conv_tail
             y = self.o_proj(o.transpose(1, 2).reshape(x.shape))
         return y, new

@@ -219,7 +219,10 @@ def _delta_layer(
         w_t = w_t - w0_t
     a = beta[:, None] * tl.dot(k, k_t, input_precision=PREC) * decay
     rhs = v - (beta * tl.exp(cum_prev))[:, None] * tl.dot(k, w_t, input_precision=PREC)
-    r = tl.dot(_unit_lower_inverse(a, BT, PREC), rhs, input_precision=PREC)  # (BT, O)
+    if DGD:
+        r = tl.dot(_unit_lower_inverse(a, BT, PREC), rhs, input_precision=PREC)  # (BT, O)
+    else:  # β = 0: A = 0
+        r = rhs
     cum_end = tl.sum(la, 0)
     w_end_t = tl.exp(cum_end) * w_t + tl.dot(k_t, r * tl.exp(cum_end - cum)[:, None], input_precision=PREC)
     if BASE:

@@ -9,6 +9,7 @@ boundary states are kept, so memory grows with T / C, not with the chunk's activ
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import partial
 
@@ -16,6 +17,18 @@ import torch
 import torch.nn.functional as F
 
 from hope.memory import core
+
+
+class KernelTooLarge(RuntimeError):
+    """The compiled kernel needs more shared memory than the device has (raised before any work)."""
+
+
+# configurations whose kernel did not fit the device, so later calls fall back without compiling
+_TOO_LARGE: set = set()
+
+
+def _key(layer, x: torch.Tensor) -> tuple:
+    return (dataclasses.astuple(layer.tc), layer.head_dim, x.dtype, x.device)
 
 
 def _power_of_two(n: int) -> bool:
@@ -44,8 +57,13 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     window = tc.surprise.window
     if tc.surprise.mode != "none" and window & (window - 1):
         return f"titans.surprise.window={window} (the kernel needs a power of two)"
+    if tc.update_rule == "momentum" and tc.memory == "mlp" and layer.head_dim * layer.spec.hidden > 4096:
+        # measured on the H200 (2026-12-01): 272 KB at 64 x 128, over the 227 KB a Hopper SM has
+        return "titans.update_rule='momentum' with MLP memories wider than 64 x 64 exceeds shared memory"
     if layer.surprise_trace is not None:
         return "a surprise trace is being recorded"
+    if _key(layer, x) in _TOO_LARGE:
+        return "its kernel needs more shared memory than this device has"
     return None
 
 
@@ -63,6 +81,8 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
     the boundary slots of each state tensor ((n/C + 1 or 2), B, P, H, out, in), the index of the slot
     holding the end state, the gate (B, H, n) and the new surprise history.
     """
+    from triton.runtime.errors import OutOfResources
+
     from hope.ops.titans.chunk_fwd import titans_chunk_fwd_kernel
 
     tc, spec = layer.tc, layer.spec
@@ -99,49 +119,53 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
     gate = torch.empty(b, h, n, device=xc.device, dtype=xc.dtype)
     scratch = torch.empty(b * h, chunk * max(f, d), device=xc.device, dtype=xc.dtype)
     modes = {"none": 0, "absolute": 1, "relative": 2}
-    titans_chunk_fwd_kernel[(b * h,)](
-        xh,
-        q,
-        k,
-        v,
-        eta,
-        log_alpha,
-        log_beta,
-        w1,
-        w2,
-        s1,
-        s2,
-        w1_0,
-        w2_0,
-        *(t.detach().contiguous() for t in readouts),
-        hist,
-        o,
-        gate,
-        scratch,
-        n,
-        n_chunks,
-        n_slots,
-        count,
-        float(tc.surprise.threshold),
-        float(tc.eta_max),
-        H=h,
-        P=n_comp,
-        BT=chunk,
-        D=d,
-        F=f,
-        SELF_MOD=tc.self_modifying,
-        MLP=mlp,
-        SGV=tc.self_generated_values,
-        L2=tc.objective == "l2",
-        RULE=("gd", "dgd", "momentum").index(tc.update_rule),
-        BASE=tc.decay_to == "init",
-        ACT=0 if spec.activation == "gelu" else 1,
-        CLIP=float(tc.error_clip),
-        MODE=modes[tc.surprise.mode],
-        WINDOW=tc.surprise.window,
-        PREC=_dot_precision(xc.dtype),
-        num_warps=4 if d * f <= 4096 else 8,
-    )
+    try:
+        titans_chunk_fwd_kernel[(b * h,)](
+            xh,
+            q,
+            k,
+            v,
+            eta,
+            log_alpha,
+            log_beta,
+            w1,
+            w2,
+            s1,
+            s2,
+            w1_0,
+            w2_0,
+            *(t.detach().contiguous() for t in readouts),
+            hist,
+            o,
+            gate,
+            scratch,
+            n,
+            n_chunks,
+            n_slots,
+            count,
+            float(tc.surprise.threshold),
+            float(tc.eta_max),
+            H=h,
+            P=n_comp,
+            BT=chunk,
+            D=d,
+            F=f,
+            SELF_MOD=tc.self_modifying,
+            MLP=mlp,
+            SGV=tc.self_generated_values,
+            L2=tc.objective == "l2",
+            RULE=("gd", "dgd", "momentum").index(tc.update_rule),
+            BASE=tc.decay_to == "init",
+            ACT=0 if spec.activation == "gelu" else 1,
+            CLIP=float(tc.error_clip),
+            MODE=modes[tc.surprise.mode],
+            WINDOW=tc.surprise.window,
+            PREC=_dot_precision(xc.dtype),
+            num_warps=4 if d * f <= 4096 else 8,
+        )
+    except OutOfResources as err:
+        _TOO_LARGE.add(_key(layer, xc))
+        raise KernelTooLarge(str(err)) from err
     return o, slots, n_chunks % n_slots, gate, hist
 
 
