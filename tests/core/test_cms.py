@@ -69,3 +69,124 @@ def test_none_is_a_plain_mlp():
     y, _ = cms(x)
     expected = torch.nn.functional.gelu(x @ cms.w_up[0].T) @ cms.w_down[0].T
     torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+
+
+# ---- each variant pinned by its definition ------------------------------------------------------
+def _mlp(weights, z):
+    """A residual MLP level written out: M(z) = z + W_down σ(W_up z)."""
+    w_up, w_down = weights
+    return z + torch.nn.functional.gelu(z @ w_up.transpose(-1, -2)) @ w_down.transpose(-1, -2)
+
+
+def _defined_output(variant, fast, x):
+    """y − x by the definitions: sequential M_K(… M_1(x)) (Eq. 70); independent x + Σ_ℓ (M_ℓ(x) − x);
+    nested reads like sequential (it differs in how a slower level restarts)."""
+    if variant == "independent":
+        return sum(_mlp(w, x) - x for w in fast)
+    z = x
+    for w in fast:
+        z = _mlp(w, z)
+    return z - x
+
+
+def _level_inputs(variant, fast, x):
+    inputs, z = [], x
+    for w in fast:
+        inputs.append(x if variant == "independent" else z)
+        z = _mlp(w, z)
+    return inputs
+
+
+def _token_by_token(cms, x):
+    """States before each token (index t) and after the last, and each token's output."""
+    state, before, outs = cms.init_state(x.shape[0]), [], []
+    for t in range(x.shape[1]):
+        before.append(state)
+        y, state = cms(x[:, t : t + 1], state)
+        outs.append(y)
+    return before + [state], torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("variant", ["sequential", "nested", "independent"])
+def test_each_token_reads_the_variant_formula_at_the_current_fast_weights(variant):
+    cms, x = _cms(**{"cms.variant": variant}), _x(13)
+    states, y = _token_by_token(cms, x)
+    for t in range(13):
+        expected = _defined_output(variant, states[t]["fast"], x[:, t : t + 1])
+        torch.testing.assert_close(y[:, t : t + 1], expected, rtol=0, atol=1e-12)
+    assert any((a - b).abs().max() > 0 for a, b in zip(states[-1]["fast"][1], states[0]["fast"][1]))
+
+
+@pytest.mark.parametrize("variant", ["sequential", "nested", "independent"])
+def test_each_level_steps_by_lr_times_its_chunk_mean_gradient(variant):
+    """Eq. 71 with the local objective, by autograd: at its boundary, level ℓ becomes start − lr ·
+    mean_t ∇θ ½‖M_ℓ(k̂_t) − v̂_t‖² over its chunk, start its own weights — or, nested (Eq. 72–73),
+    the faster level's weights of that moment."""
+    cms, x = _cms(**{"cms.variant": variant}), _x(12)
+    states, _ = _token_by_token(cms, x)
+    checked = 0
+    for level, chunk in enumerate(cms.chunk_sizes):
+        for end in range(chunk, 13, chunk):
+            theta = [w.detach().clone().requires_grad_() for w in states[end - chunk]["fast"][level]]
+            loss = 0.0
+            for t in range(end - chunk, end):
+                z = _level_inputs(variant, states[t]["fast"], x[:, t : t + 1])[level]
+                keys = torch.nn.functional.normalize(z @ cms.key_readout[level].T, dim=-1)
+                values = torch.nn.functional.normalize(z @ cms.value_readout[level].T, dim=-1)
+                loss = loss + 0.5 * ((_mlp(theta, keys) - values) ** 2).sum()
+            grads = torch.autograd.grad(loss, theta)
+            nested = variant == "nested" and level > 0
+            start = states[end]["fast"][level - 1] if nested else states[end - chunk]["fast"][level]
+            for w_new, w_start, g in zip(states[end]["fast"][level], start, grads):
+                torch.testing.assert_close(w_new, w_start - cms.cc.lr / chunk * g, rtol=0, atol=1e-12)
+            checked += 1
+    assert checked == 4 + 2  # level 0: boundaries 3, 6, 9, 12; level 1: 6, 12
+
+
+def test_nested_restarts_a_slower_level_only_at_its_own_boundary():
+    cms, x = _cms(**{"cms.variant": "nested"}), _x(12)
+    states, _ = _token_by_token(cms, x)
+    for pos in range(1, 13):
+        before, after = states[pos - 1]["fast"][1], states[pos]["fast"][1]
+        changed = any((a - b).abs().max() > 0 for a, b in zip(before, after))
+        assert changed == (pos % 6 == 0), pos
+
+
+@pytest.mark.parametrize("error", ["local", "none"])
+@pytest.mark.parametrize("variant", ["sequential", "nested", "independent"])
+def test_streaming_equals_one_call_for_every_variant_and_error(variant, error):
+    cms, x = _cms(**{"cms.variant": variant, "cms.error": error}), _x(14)
+    whole, _ = cms(x)
+    state, outs = None, []
+    for a, b in [(0, 2), (2, 7), (7, 14)]:
+        y, state = cms(x[:, a:b], state)
+        outs.append(y)
+    torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["nested", "independent"])
+def test_streaming_equals_one_call_with_the_lm_error(variant):
+    """With `lm` the model drives the levels segment by segment; pieces across boundaries agree."""
+    import hope
+
+    cfg = hope.ModelConfig.preset(
+        "hope",
+        d_model=8,
+        n_heads=2,
+        vocab_size=32,
+        **{"cms.chunk_sizes": (3, 6), "cms.error": "lm", "cms.variant": variant, "titans.chunk_size": 4},
+    )
+    torch.manual_seed(0)
+    model = hope.build_model(cfg).double()
+    ids = torch.randint(0, 32, (2, 14), generator=torch.Generator().manual_seed(0))
+    whole, _ = model(ids)
+    state, outs = None, []
+    for a, b in [(0, 4), (4, 5), (5, 14)]:
+        logits, state = model(ids[:, a:b], state)
+        outs.append(logits)
+    torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=0, atol=1e-10)
+
+
+def test_unknown_variant_names_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"cms.variant must be one of \['sequential', 'nested', 'independent'\]"):
+        _cms(**{"cms.variant": "parallel"})
