@@ -70,6 +70,8 @@ class TitansConfig:
     self-generated targets the first layer's error grows with the second layer's weights, and
     without a bound a trained model can diverge inside one sequence. `checkpoint_chunks` recomputes
     each chunk in the backward pass instead of storing its activations (memory ∝ chunk states only).
+    `boundary_every` (impl="triton"): keep the memories at every k-th chunk boundary for the backward
+    and let the kernel replay the chunks between (memory ∝ T / (C·k), one extra forward launch).
 
     Retention: α_t starts at 1 − 1/τ_h with the horizons τ_h of the heads spaced log-uniformly over
     `decay_horizon` (tokens), so a layer holds both short- and long-lived memories from the first
@@ -95,6 +97,7 @@ class TitansConfig:
     retrieval: str = "causal"
     error_clip: float = 1.0
     checkpoint_chunks: bool = False
+    boundary_every: int = 1
     surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
 
     def validate(self, owner: str = "titans") -> None:
@@ -129,6 +132,7 @@ class TitansConfig:
         _check_choice(owner, "decay_to", self.decay_to, DECAY_TARGETS)
         _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
         _check_positive(owner, "error_clip", self.error_clip, allow_zero=True)
+        _check_int(owner, "boundary_every", self.boundary_every, 1)
         self.surprise.validate(f"{owner}.surprise")
 
 

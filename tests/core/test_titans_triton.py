@@ -105,6 +105,14 @@ def test_triton_equals_chunked(variant):
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
 
 
+@pytest.mark.parametrize("every", [2, 3])
+def test_triton_keeping_every_kth_boundary_equals_chunked(every):
+    """The backward replays the chunks between kept boundaries with the forward's gate: same gradients."""
+    layer = _layer("hope", **{"titans.boundary_every": every})
+    x = torch.randn(1, 5 * 16 + 3, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
+
+
 def test_triton_streamed_in_pieces_equals_chunked_whole():
     """Pieces that start mid-chunk: the PyTorch path realigns, the kernel takes the whole chunks."""
     layer = _layer("hope")

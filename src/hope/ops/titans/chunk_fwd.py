@@ -14,8 +14,10 @@ does what `SelfReferentialTitans._segment` does in PyTorch, at the chunk-start m
 5. the causal retrieval o_t = M_mem,t-1(q_t), layer by layer.
 
 The memories' weights live in global memory (at 125m, batch 8: 30 MB a layer, inside the H200's L2),
-one slot per chunk boundary: slot c holds the weights at the start of chunk c, so the backward pass can
-recompute any chunk from its slot. With `n_slots = 2` the slots alternate (inference: no history).
+in slots: the weights at every `keep_every`-th chunk boundary stay (slot c / keep_every holds the start
+of chunk c), so the backward pass can recompute any chunk from the nearest kept boundary; the others
+alternate between two working slots after the kept ones. keep_every > n_chunks keeps only the start
+(inference). A given gate (MODE 3) replays a forward exactly: the backward's recompute uses it.
 
 Tiles whose transpose feeds a second `tl.dot` go through a per-program scratch buffer instead of
 `tl.trans`: Triton 3.4–3.7.0 miscompile that pattern on Hopper (fla #640, #826, #983).
@@ -344,19 +346,25 @@ def _gate(surprise, hist_ptr, count, threshold, BT: tl.constexpr, MODE: tl.const
 
 
 # runtime sizes stay unspecialised: one compiled kernel serves every length and stream position
-@triton.jit(do_not_specialize=["T", "n_chunks", "n_slots", "count"])
+@triton.jit
+def _slot(c, keep_every, n_kept):
+    """Slot of the weights at the start of chunk c (see the module doc)."""
+    return tl.where(c % keep_every == 0, c // keep_every, n_kept + c % 2).to(tl.int64)
+
+
+@triton.jit(do_not_specialize=["T", "n_chunks", "keep_every", "count"])
 def titans_chunk_fwd_kernel(
     x_ptr, q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, lb_ptr,
     w1_ptr, w2_ptr, s1_ptr, s2_ptr, w1_0_ptr, w2_0_ptr,
     re_ptr, be_ptr, ra_ptr, ba_ptr,
     hist_ptr, o_ptr, gate_ptr, scratch_ptr,
-    T, n_chunks, n_slots, count, threshold, eta_max,
+    T, n_chunks, keep_every, count, threshold, eta_max,
     H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
     SELF_MOD: tl.constexpr, MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr,
     BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr,
     PREC: tl.constexpr,
 ):  # fmt: skip
-    """Grid (B·H,). Token tensors (B, H, T, ·); weights and momenta (n_slots, B, P, H, out, in);
+    """Grid (B·H,). Token tensors (B, H, T, ·); weights and momenta (slots, B, P, H, out, in);
     W_0 (P, H, out, in). RULE: 0 gd, 1 dgd, 2 momentum (log β in lb_ptr)."""
     pid = tl.program_id(0)
     b = pid // H
@@ -370,6 +378,7 @@ def titans_chunk_fwd_kernel(
     tok = pid.to(tl.int64) * T * D
     scratch = scratch_ptr + pid.to(tl.int64) * BT * F
     hist = hist_ptr + pid * WINDOW
+    n_kept = n_chunks // keep_every + 1
     C1: tl.constexpr = H * S1  # stride between components in a slot
     C2: tl.constexpr = H * S2
     for c in range(n_chunks):
@@ -377,8 +386,8 @@ def titans_chunk_fwd_kernel(
         rows = (t0 + offs_t)[:, None] * D + offs_d[None, :]
         q = tl.load(q_ptr + tok + rows)
         # component 0 of this head at the chunk's slot: ((slot·B + b)·P + 0)·H + h
-        at_in = ((c % n_slots).to(tl.int64) * B + b) * P * H + h
-        at_out = (((c + 1) % n_slots).to(tl.int64) * B + b) * P * H + h
+        at_in = (_slot(c, keep_every, n_kept) * B + b) * P * H + h
+        at_out = (_slot(c + 1, keep_every, n_kept) * B + b) * P * H + h
         w1_in, w2_in = w1_ptr + at_in * S1, w2_ptr + at_in * S2
         w1_out, w2_out = w1_ptr + at_out * S1, w2_ptr + at_out * S2
         s1_in, s2_in = s1_ptr + at_in * S1, s2_ptr + at_in * S2
@@ -407,8 +416,11 @@ def titans_chunk_fwd_kernel(
         # is read. The others share one loop body (a dynamic loop: 4 unrolled copies would compile
         # several times slower).
         surprise, g1, g2, u2 = _gradients(w1_in, w2_in, k, v, D, F, MLP, SGV, L2, ACT, PREC)
-        gate = _gate(surprise, hist, tl.minimum(count + c * BT, WINDOW), threshold, BT, MODE, WINDOW)
-        tl.store(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t, gate)
+        if MODE == 3:
+            gate = tl.load(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t)
+        else:
+            gate = _gate(surprise, hist, tl.minimum(count + c * BT, WINDOW), threshold, BT, MODE, WINDOW)
+            tl.store(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t, gate)
         eta = eta * gate
         la = la * gate
         o = _evolve_memory(

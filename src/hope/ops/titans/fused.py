@@ -74,12 +74,13 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int, keep_boundaries: bool):
+def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int, keep_every: int, gate=None):
     """Run the kernel over the whole chunks of xc (B, n, D), n a multiple of the chunk size.
 
-    `state` is the memory layers' weights, then (momentum rule) their momenta. Returns o (B, H, n, d_h),
-    the boundary slots of each state tensor ((n/C + 1 or 2), B, P, H, out, in), the index of the slot
-    holding the end state, the gate (B, H, n) and the new surprise history.
+    `state` is the memory layers' weights, then (momentum rule) their momenta. The kernel keeps the
+    state at every `keep_every`-th chunk boundary; a given `gate` (B, H, n) replays a forward with
+    it. Returns o (B, H, n, d_h), the slots of each state tensor (slot i < n/C // keep_every + 1 is
+    boundary i·keep_every), the index of the end state's slot, the gate and the new surprise history.
     """
     from triton.runtime.errors import OutOfResources
 
@@ -105,8 +106,8 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
         readouts = [dummy] * 4
     momentum = tc.update_rule == "momentum"
     log_beta = F.logsigmoid(layer.beta_proj(xc).transpose(1, 2)).contiguous() if momentum else dummy
-    n_slots = n_chunks + 1 if keep_boundaries else 2
-    slots = [xc.new_empty(n_slots, *w.shape) for w in state]
+    n_kept = n_chunks // keep_every + 1
+    slots = [xc.new_empty(n_kept + 2, *w.shape) for w in state]
     for slot, w in zip(slots, state):
         slot[0].copy_(w)
     n_layers = len(layer.spec.shapes)
@@ -114,9 +115,12 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
     s1, s2 = (slots[n_layers], slots[n_layers + 1] if mlp else dummy) if momentum else (dummy, dummy)
     base = [w.detach().contiguous() for w in layer.init_weights] if tc.decay_to == "init" else [dummy, dummy]
     w1_0, w2_0 = base[0], (base[1] if mlp else dummy)
+    if hist is None:  # a replay (given gate) never reads the history
+        hist = xc.new_zeros(b, h, tc.surprise.window)
     hist = hist.detach().to(xc.dtype).contiguous().clone()
     o = torch.empty(b, h, n, d, device=xc.device, dtype=xc.dtype)
-    gate = torch.empty(b, h, n, device=xc.device, dtype=xc.dtype)
+    replay = gate is not None
+    gate = gate.contiguous() if replay else torch.empty(b, h, n, device=xc.device, dtype=xc.dtype)
     scratch = torch.empty(b * h, chunk * max(f, d), device=xc.device, dtype=xc.dtype)
     modes = {"none": 0, "absolute": 1, "relative": 2}
     try:
@@ -141,7 +145,7 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
             scratch,
             n,
             n_chunks,
-            n_slots,
+            keep_every,
             count,
             float(tc.surprise.threshold),
             float(tc.eta_max),
@@ -158,7 +162,7 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
             BASE=tc.decay_to == "init",
             ACT=0 if spec.activation == "gelu" else 1,
             CLIP=float(tc.error_clip),
-            MODE=modes[tc.surprise.mode],
+            MODE=3 if replay else modes[tc.surprise.mode],
             WINDOW=tc.surprise.window,
             PREC=_dot_precision(xc.dtype),
             num_warps=4 if d * f <= 4096 else 8,
@@ -166,7 +170,8 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
     except OutOfResources as err:
         _TOO_LARGE.add(_key(layer, xc))
         raise KernelTooLarge(str(err)) from err
-    return o, slots, n_chunks % n_slots, gate, hist
+    end = n_chunks // keep_every if n_chunks % keep_every == 0 else n_kept + n_chunks % 2
+    return o, slots, end, gate, hist
 
 
 class _FusedTitans(torch.autograd.Function):
@@ -175,19 +180,23 @@ class _FusedTitans(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer, hist, count, n_state, xc, *tensors):
         state, params = tensors[:n_state], tensors[n_state:]
-        o, slots, last, gate, new_hist = chunk_forward(layer, xc, state, hist, count, keep_boundaries=True)
+        every = layer.tc.boundary_every
+        o, slots, end, gate, new_hist = chunk_forward(layer, xc, state, hist, count, every)
         ctx.layer, ctx.params = layer, params
         ctx.save_for_backward(xc, gate, *slots)
         ctx.mark_non_differentiable(gate, new_hist)
-        return (o, gate, new_hist, *(s[last] for s in slots))
+        return (o, gate, new_hist, *(s[end] for s in slots))
 
     @staticmethod
     def backward(ctx, grad_o, _grad_gate, _grad_hist, *grad_end):
+        """Reverse over groups of `boundary_every` chunks: the kernel replays a group from its kept
+        boundary (with the forward's gate) to recover every boundary inside it, then each chunk is
+        recomputed through the layer's PyTorch `_segment` and differentiated, last chunk first."""
         layer, params = ctx.layer, ctx.params
         xc, gate, *slots = ctx.saved_tensors
-        chunk = layer.tc.chunk_size
+        chunk, every = layer.tc.chunk_size, layer.tc.boundary_every
+        n_chunks = xc.shape[1] // chunk
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
-        n_layers = len(layer.spec.shapes)
         grad_x = torch.zeros_like(xc)
         grad_params = [None] * len(params)
         segment = layer._segment
@@ -195,28 +204,48 @@ class _FusedTitans(torch.autograd.Function):
             from hope.layers.self_ref_titans import _compiled_segment
 
             segment = partial(_compiled_segment(), layer)
-        wanted = [p for p in params if p.requires_grad]
-        for c in reversed(range(xc.shape[1] // chunk)):
-            piece = slice(c * chunk, (c + 1) * chunk)
-            with torch.enable_grad():
-                x_c = xc[:, piece].detach().requires_grad_()
-                s_c = [s[c].detach().requires_grad_() for s in slots]
-                w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
-                o_c, w_next, m_next, *_ = segment(x_c, w_c, m_c, w_c, None, 0, True, gate=gate[..., piece])
-                grads = torch.autograd.grad(
-                    [o_c, *w_next, *(m_next or [])],
-                    [x_c, *s_c, *wanted],
-                    [grad_o[:, :, piece], *grad_s],
-                    allow_unused=True,
+        for first in reversed(range(0, n_chunks, every)):
+            last = min(first + every, n_chunks)
+            span = slice(first * chunk, last * chunk)
+            kept = [s[first // every] for s in slots]
+            if last - first > 1:
+                _, replayed, *_ = chunk_forward(layer, xc[:, span], kept, None, 0, 1, gate=gate[..., span])
+                bounds = [[s[c] for s in replayed] for c in range(last - first)]
+            else:
+                bounds = [kept]
+            for c in reversed(range(first, last)):
+                piece = slice(c * chunk, (c + 1) * chunk)
+                grad_x[:, piece], grad_s, grads = _chunk_backward(
+                    layer,
+                    segment,
+                    xc[:, piece],
+                    bounds[c - first],
+                    gate[..., piece],
+                    grad_o[:, :, piece],
+                    grad_s,
+                    params,
                 )
-            grad_x[:, piece] = grads[0]
-            grad_s = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[1 : 1 + len(s_c)], s_c)]
-            by_id = dict(zip(map(id, wanted), grads[1 + len(s_c) :]))
-            for i, p in enumerate(params):
-                g = by_id.get(id(p))
-                if g is not None:
-                    grad_params[i] = g if grad_params[i] is None else grad_params[i] + g
+                for i, g in enumerate(grads):
+                    if g is not None:
+                        grad_params[i] = g if grad_params[i] is None else grad_params[i] + g
         return (None, None, None, None, grad_x, *grad_s, *grad_params)
+
+
+def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params):
+    """One chunk recomputed from its start state with autograd: grads of its input, start state, params."""
+    n_layers = len(layer.spec.shapes)
+    wanted = [p for p in params if p.requires_grad]
+    with torch.enable_grad():
+        x_c = x_c.detach().requires_grad_()
+        s_c = [s.detach().requires_grad_() for s in start]
+        w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
+        o_c, w_next, m_next, *_ = segment(x_c, w_c, m_c, w_c, None, 0, True, gate=gate)
+        grads = torch.autograd.grad(
+            [o_c, *w_next, *(m_next or [])], [x_c, *s_c, *wanted], [grad_o, *grad_end], allow_unused=True
+        )
+    grad_start = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[1 : 1 + len(s_c)], s_c)]
+    by_id = dict(zip(map(id, wanted), grads[1 + len(s_c) :]))
+    return grads[0], grad_start, [by_id.get(id(p)) for p in params]
 
 
 def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor, count: int):
@@ -228,7 +257,9 @@ def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor
         params = list(layer.parameters())
         o, gate, new_hist, *end = _FusedTitans.apply(layer, hist, count, len(state), xc, *state, *params)
     else:
-        o, slots, last, gate, new_hist = chunk_forward(layer, xc, state, hist, count, keep_boundaries=False)
+        o, slots, last, gate, new_hist = chunk_forward(
+            layer, xc, state, hist, count, keep_every=xc.shape[1] + 1
+        )
         end = [s[last] for s in slots]
     end_w, end_m = end[: len(weights)], (end[len(weights) :] if momentum is not None else None)
     if layer.tc.surprise.mode == "none":
