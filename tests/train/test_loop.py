@@ -196,3 +196,38 @@ def test_resume_drops_log_lines_past_the_checkpoint_and_a_torn_last_line(tmp_pat
         (3, 1 / 3),
         (4, 0.5),
     ]
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(path):
+    path.write_bytes(b"\x00garbage" * 100)
+
+
+@pytest.mark.parametrize(
+    "name,damage",
+    [("model.safetensors", _truncate), ("model.safetensors", _garbage), ("optimizer.pt", Path.unlink)],
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny_cfg, capsys, name, damage):
+    """Resume and inference both take the newest intact checkpoint and name the damaged one."""
+    run = train(tiny_cfg()).run_dir
+    newest = list_checkpoints(run)[-1]
+    damage(newest / name)
+    capsys.readouterr()
+    _, _, _, step = load_for_inference(run)
+    assert step == 4
+    assert f"checkpoint {newest.name} is damaged" in capsys.readouterr().err
+    resumed = train(load_train_config(run), resume=True)
+    assert resumed.step == 8  # from step 4 to the configured 8 again
+
+
+def test_no_intact_checkpoint_is_a_clear_error(tiny_cfg):
+    run = train(tiny_cfg()).run_dir
+    for ckpt in list_checkpoints(run):
+        _garbage(ckpt / "model.safetensors")
+    with pytest.raises(
+        ckpt_mod.CheckpointError, match="no intact checkpoint.*step_00000008: model.safetensors"
+    ):
+        load_for_inference(run)

@@ -4,17 +4,21 @@ A checkpoint is a directory ``checkpoints/step_XXXXXXXX`` written first under a 
 and renamed into place when complete, so a process killed at any instant leaves every finished
 checkpoint intact and never one that looks finished but is not. The newest complete directory is the
 one to resume from; older ones are pruned (renamed aside first, then deleted) beyond ``keep``.
+Each records the SHA-256 of its weight and optimizer files, so a file damaged later (a disk error, a
+copy cut short, a stray overwrite) is caught on load and the newest intact checkpoint is used instead.
 
 State dicts go through ``torch.distributed.checkpoint.state_dict``, which gathers full tensors from
 DDP, FSDP2 and ``torch.compile`` wrappers alike, so a checkpoint loads on any number of processes.
 """
 
 import base64
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +114,10 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, record: dict, ke
             torch.save(optim_state, f)
             f.flush()
             os.fsync(f.fileno())
-        write_text_atomic(tmp / STATE, json.dumps({"step": step, "rng": rngs, **record}))
+        checksums = {name: _sha256(tmp / name) for name in (WEIGHTS, OPTIMIZER)}
+        write_text_atomic(
+            tmp / STATE, json.dumps({"step": step, "rng": rngs, "checksums": checksums, **record})
+        )
         _fsync_dir(tmp)
         if final.exists():  # only when a run re-saves a step it already saved; the new copy wins
             _remove(final)
@@ -138,9 +145,48 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_STEP_DIR.fullmatch(p.name).group(1)))
 
 
+class CheckpointError(FileNotFoundError):
+    """A run has checkpoints, but none of them is intact (a FileNotFoundError: no usable one exists)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def damage(ckpt: Path) -> str | None:
+    """What is wrong with a checkpoint's files (None: intact, by the checksums it recorded)."""
+    try:
+        checksums = read_record(ckpt).get("checksums")
+    except (OSError, ValueError) as err:
+        return f"{STATE} unreadable: {err}"
+    for name in (WEIGHTS, OPTIMIZER):
+        path = Path(ckpt) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if checksums is not None and _sha256(path) != checksums.get(name):
+            return f"{name} does not match the checksum written with it"
+    return None
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest intact checkpoint (None if the run has none); damaged newer ones are named on stderr."""
     found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    problems = []
+    for ckpt in reversed(found):
+        problem = damage(ckpt)
+        if problem is None:
+            for bad, why in problems:
+                print(f"warning: checkpoint {bad} is damaged ({why}); using {ckpt.name}", file=sys.stderr)
+            return ckpt
+        problems.append((ckpt.name, problem))
+    if problems:
+        listed = "; ".join(f"{name}: {why}" for name, why in problems)
+        raise CheckpointError(f"no intact checkpoint in {Path(run_dir) / CHECKPOINTS} ({listed})")
+    return None
 
 
 def read_record(ckpt: Path) -> dict:
