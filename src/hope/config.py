@@ -352,12 +352,3 @@ MATCHED_CMS_EXPANSION: dict[str, dict[str, float]] = {
     },
 }
 
-
-def __getattr__(name: str):
-    # TrainConfig lives with the training code; it is re-exported here lazily (DESIGN §9) so that
-    # importing the model configs never imports the data and training stack.
-    if name == "TrainConfig":
-        from hope.train.config import TrainConfig
-
-        return TrainConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
