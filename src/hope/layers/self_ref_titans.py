@@ -20,7 +20,7 @@ Chunk-wise (Eq. 90): everything a chunk generates — k, v, η, α, v̂ and the 
 evaluated at the chunk-start memories; the weights then evolve token by token with those fixed
 gradients and o_t reads the causally evolved M_mem,t-1. `impl="reference"` runs this as a literal
 token loop (C = 1 is Eq. 88 exactly); `impl="chunked"` computes each chunk in parallel with
-`hope.ops.chunked` and must agree with the reference.
+`hope.memory.chunked` and must agree with the reference.
 
 With `self_modifying=False`, k, v, η, α come from static linear projections of x and only M_mem
 learns in context; with `update_rule="momentum"` that is Titans' long-term memory (LMM).
@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
-from hope.ops.chunked import evolve_chunk
+from hope.memory.chunked import evolve_chunk
 from hope.ops.titans.fused import KernelTooLarge, fused_segment, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from hope.memory import core
-from hope.ops.chunked import evolve_chunk
+from hope.memory.chunked import evolve_chunk
 
 
 def memory_scan(

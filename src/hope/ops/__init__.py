@@ -1,1 +1,1 @@
-"""Fast paths, each tested against the token-by-token reference in `hope.memory`."""
+"""GPU kernels, each tested against the PyTorch paths in `hope.memory` (chunked.py, core.py)."""

@@ -147,7 +147,7 @@ def _momentum_layer(
     BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, BASE: tl.constexpr, RETRIEVE: tl.constexpr,
     PREC: tl.constexpr,
 ):  # fmt: skip
-    """S_t = β_t S_{t-1} + v_t u_tᵀ, W_t = α_t W_{t-1} + S_t with v = −η g (`hope.ops.chunked.momentum_chunk`).
+    """S_t = β_t S_{t-1} + v_t u_tᵀ, W_t = α_t W_{t-1} + S_t with v = −η g (`hope.memory.chunked.momentum_chunk`).
 
     Row t of the retrieval reads W_{t-1}: with a_t = Π α, b_t = Π β inside the chunk,
     W_{t-1} = (a_{t-1}) W_0 + Σ_{r<t} (a_{t-1}/a_r) b_r S_0 + Σ_{s<t} m[t, s] v_s u_sᵀ,
@@ -200,7 +200,7 @@ def _delta_layer(
     RETRIEVE: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Gated delta rule (dgd: k = û, v = −η g, β = η) or decayed GD (gd: v = −η‖u‖g, β = 0) over the
-    chunk in the UT form of `hope.ops.chunked.delta_chunk`."""
+    chunk in the UT form of `hope.memory.chunked.delta_chunk`."""
     offs = tl.arange(0, BT)
     norm = tl.maximum(tl.sqrt(tl.sum(u * u, 1)), 1e-6)
     k = u / norm[:, None]
