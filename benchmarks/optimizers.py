@@ -69,8 +69,9 @@ class FallbackLM(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.pos = nn.Embedding(max_len, d_model)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True,
-                                           norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab, bias=False)
@@ -78,7 +79,9 @@ class FallbackLM(nn.Module):
     def forward(self, ids, state=None):
         T = ids.shape[1]
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=ids.device)
-        h = self.blocks(self.embed(ids) + self.pos(torch.arange(T, device=ids.device)), mask=mask, is_causal=True)
+        h = self.blocks(
+            self.embed(ids) + self.pos(torch.arange(T, device=ids.device)), mask=mask, is_causal=True
+        )
         return self.head(self.norm(h)), state
 
 
@@ -86,11 +89,19 @@ def build_lm(vocab: int, args) -> tuple[nn.Module, str]:
     try:
         import hope
 
-        config = hope.ModelConfig.preset("transformer", size="tiny", vocab_size=vocab, d_model=args.d_model,
-                                         n_layers=args.n_layers, n_heads=args.n_heads)
+        config = hope.ModelConfig.preset(
+            "transformer",
+            size="tiny",
+            vocab_size=vocab,
+            d_model=args.d_model,
+            n_layers=args.n_layers,
+            n_heads=args.n_heads,
+        )
         return hope.build_model(config), "hope.build_model(transformer, tiny)"
     except (ImportError, AttributeError):
-        return FallbackLM(vocab, args.d_model, args.n_layers, args.n_heads, args.seq_len), "built-in fallback transformer"
+        return FallbackLM(
+            vocab, args.d_model, args.n_layers, args.n_heads, args.seq_len
+        ), "built-in fallback transformer"
 
 
 def batch(ids: torch.Tensor, g: torch.Generator, batch_size: int, seq_len: int, device) -> tuple:
@@ -160,9 +171,16 @@ def run(name: str, lr: float, seed: int, train_ids, val_batches, vocab, args) ->
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             val_curve.append((step + 1, evaluate(model, val_batches)))
     final = val_curve[-1][1] if val_curve and len(train_curve) == args.steps else float("nan")
-    return {"optimizer": name, "lr": lr, "seed": seed, "final_val_loss": final, "train_loss": train_curve,
-            "val_loss": val_curve, "step_ms": 1e3 * statistics.median(step_times) if step_times else float("nan"),
-            "opt_ms": 1e3 * statistics.median(opt_times) if opt_times else float("nan")}
+    return {
+        "optimizer": name,
+        "lr": lr,
+        "seed": seed,
+        "final_val_loss": final,
+        "train_loss": train_curve,
+        "val_loss": val_curve,
+        "step_ms": 1e3 * statistics.median(step_times) if step_times else float("nan"),
+        "opt_ms": 1e3 * statistics.median(opt_times) if opt_times else float("nan"),
+    }
 
 
 def summarise(runs: list[dict], names: list[str]) -> dict:
@@ -173,9 +191,11 @@ def summarise(runs: list[dict], names: list[str]) -> dict:
         for r in runs:
             if r["optimizer"] == name:
                 by_lr.setdefault(r["lr"], []).append(r)
+
         def mean_loss(rs):
             losses = [r["final_val_loss"] for r in rs]
             return statistics.mean(losses) if all(math.isfinite(v) for v in losses) else float("inf")
+
         lr = min(by_lr, key=lambda k: mean_loss(by_lr[k]))
         rs = by_lr[lr]
         losses = [r["final_val_loss"] for r in rs]
@@ -195,19 +215,27 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = [
         f"Model: {meta['model']} ({meta['params']:,} parameters), data: {meta['data']}.",
         f"Device: {meta['device_name']}; torch {meta['torch']}; {meta['date']}.",
-        (f"{meta['steps']} steps, batch {meta['batch_size']} × {meta['seq_len']} tokens, seeds {meta['seeds']}; "
-         f"best LR per optimizer by mean final validation loss; AdamW LR for non-matrix parameters "
-         f"{meta['adamw_lr']}."),
+        (
+            f"{meta['steps']} steps, batch {meta['batch_size']} × {meta['seq_len']} tokens, seeds {meta['seeds']}; "
+            f"best LR per optimizer by mean final validation loss; AdamW LR for non-matrix parameters "
+            f"{meta['adamw_lr']}."
+        ),
         "",
-        ("| optimizer | best LR | final val loss (mean ± std) | step ms | optimizer.step ms | step overhead vs AdamW |"
-         " LR sweep (mean final val loss) |"),
+        (
+            "| optimizer | best LR | final val loss (mean ± std) | step ms | optimizer.step ms | step overhead vs AdamW |"
+            " LR sweep (mean final val loss) |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         overhead = f"{s['step_ms'] / base['step_ms']:.2f}×" if base else "n/a"
-        sweep = ", ".join(f"{lr}: {v:.3f}" if math.isfinite(v) else f"{lr}: diverged" for lr, v in s["sweep"].items())
-        lines.append(f"| {name} | {s['best_lr']:g} | {s['val_loss_mean']:.4f} ± {s['val_loss_std']:.4f} | "
-                     f"{s['step_ms']:.1f} | {s['opt_ms']:.2f} | {overhead} | {sweep} |")
+        sweep = ", ".join(
+            f"{lr}: {v:.3f}" if math.isfinite(v) else f"{lr}: diverged" for lr, v in s["sweep"].items()
+        )
+        lines.append(
+            f"| {name} | {s['best_lr']:g} | {s['val_loss_mean']:.4f} ± {s['val_loss_std']:.4f} | "
+            f"{s['step_ms']:.1f} | {s['opt_ms']:.2f} | {overhead} | {sweep} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -223,12 +251,14 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
         n = min(len(r["train_loss"]) for r in rs)
         mean_train = [statistics.mean(r["train_loss"][i] for r in rs) for i in range(n)]
         k = max(1, n // 50)  # moving average for readability
-        smooth = [statistics.mean(mean_train[max(0, i - k + 1):i + 1]) for i in range(n)]
+        smooth = [statistics.mean(mean_train[max(0, i - k + 1) : i + 1]) for i in range(n)]
         ax_train.plot(range(1, n + 1), smooth, label=f"{name} (lr {s['best_lr']:g})")
         steps = [step for step, _ in rs[0]["val_loss"]]
         mean_val = [statistics.mean(r["val_loss"][i][1] for r in rs) for i in range(len(steps))]
         ax_val.plot(steps, mean_val, marker="o", markersize=3, label=name)
-    ax_train.set(xlabel="step", ylabel="train loss (moving average)", title="train loss, best LR, mean of seeds")
+    ax_train.set(
+        xlabel="step", ylabel="train loss (moving average)", title="train loss, best LR, mean of seeds"
+    )
     ax_val.set(xlabel="step", ylabel="validation loss", title="validation loss, best LR, mean of seeds")
     for ax in (ax_train, ax_val):
         ax.grid(alpha=0.3)
@@ -240,7 +270,9 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_optimizers"))
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -248,10 +280,16 @@ def main(argv=None) -> None:
     parser.add_argument("--n-layers", type=int, default=2)
     parser.add_argument("--n-heads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--optimizers", default="adamw,muon,m3,m3_orth,dgd",
-                        help=f"comma-separated subset of {','.join(OPTIMIZERS)}")
-    parser.add_argument("--lrs", default=None,
-                        help="override the sweeps, e.g. 'adamw=1e-3:3e-3,m3=1e-4' (unlisted keep their default)")
+    parser.add_argument(
+        "--optimizers",
+        default="adamw,muon,m3,m3_orth,dgd",
+        help=f"comma-separated subset of {','.join(OPTIMIZERS)}",
+    )
+    parser.add_argument(
+        "--lrs",
+        default=None,
+        help="override the sweeps, e.g. 'adamw=1e-3:3e-3,m3=1e-4' (unlisted keep their default)",
+    )
     parser.add_argument("--adamw-lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--eval-every", type=int, default=50)
@@ -263,7 +301,7 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"--optimizers: unknown {unknown}; accepted: {list(OPTIMIZERS)}")
     sweeps = {n: OPTIMIZERS[n][2] for n in names}
-    for item in (args.lrs.split(",") if args.lrs else []):
+    for item in args.lrs.split(",") if args.lrs else []:
         key, _, values = item.partition("=")
         if key not in sweeps or not values:
             parser.error(f"--lrs: expected NAME=LR[:LR...] with NAME in {names}, got {item!r}")
@@ -275,7 +313,9 @@ def main(argv=None) -> None:
 
     train_ids, val_ids, vocab, data_desc = load_tokens(seed=0)
     g_val = torch.Generator().manual_seed(1234)
-    val_batches = [batch(val_ids, g_val, args.batch_size, args.seq_len, args.device) for _ in range(args.val_batches)]
+    val_batches = [
+        batch(val_ids, g_val, args.batch_size, args.seq_len, args.device) for _ in range(args.val_batches)
+    ]
     probe, model_desc = build_lm(vocab, args)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -285,18 +325,30 @@ def main(argv=None) -> None:
             for seed in range(args.seeds):
                 r = run(name, lr, seed, train_ids, val_batches, vocab, args)
                 runs.append(r)
-                print(f"{name:>15} lr={lr:<8g} seed={seed} val={r['final_val_loss']:.4f} "
-                      f"step={r['step_ms']:.1f}ms opt={r['opt_ms']:.2f}ms", flush=True)
+                print(
+                    f"{name:>15} lr={lr:<8g} seed={seed} val={r['final_val_loss']:.4f} "
+                    f"step={r['step_ms']:.1f}ms opt={r['opt_ms']:.2f}ms",
+                    flush=True,
+                )
 
     summary = summarise(runs, names)
     meta = {
-        "model": model_desc, "params": sum(p.numel() for p in probe.parameters()), "data": data_desc,
+        "model": model_desc,
+        "params": sum(p.numel() for p in probe.parameters()),
+        "data": data_desc,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "steps": args.steps,
-        "batch_size": args.batch_size, "seq_len": args.seq_len, "seeds": args.seeds, "adamw_lr": args.adamw_lr,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "seeds": args.seeds,
+        "adamw_lr": args.adamw_lr,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1)
+    )
     table = markdown(summary, meta)
     (args.out / "results.md").write_text(table)
     plot(runs, summary, args.out / "loss_curves.png")

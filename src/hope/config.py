@@ -351,4 +351,3 @@ MATCHED_CMS_EXPANSION: dict[str, dict[str, float]] = {
         "hope-no-cms": 4.5,
     },
 }
-

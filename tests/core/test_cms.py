@@ -1,5 +1,7 @@
 """Continuum Memory System: steps exactly at C_ℓ boundaries, streams exactly, variants."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -155,7 +157,7 @@ def test_nested_restarts_a_slower_level_only_at_its_own_boundary():
 def _in_pieces(module, x, cuts):
     """module's outputs for x fed in pieces split at `cuts`, the state carried between calls."""
     state, outs, edges = None, [], [0, *cuts, x.shape[1]]
-    for a, b in zip(edges, edges[1:]):
+    for a, b in itertools.pairwise(edges):
         y, state = module(x[:, a:b], state)
         outs.append(y)
     return torch.cat(outs, 1)
@@ -187,5 +189,7 @@ def test_streaming_equals_one_call_with_the_lm_error(variant):
 
 
 def test_unknown_variant_names_the_accepted_ones():
-    with pytest.raises(ValueError, match=r"cms.variant must be one of \['sequential', 'nested', 'independent'\]"):
+    with pytest.raises(
+        ValueError, match=r"cms.variant must be one of \['sequential', 'nested', 'independent'\]"
+    ):
         _cms(**{"cms.variant": "parallel"})

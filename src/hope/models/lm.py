@@ -103,7 +103,9 @@ class LanguageModel(nn.Module):
         asynchronous device assert, so a training step never waits for the GPU (nor breaks a graph)."""
         vocab = self.config.vocab_size
         if ids.device.type != "cpu":
-            torch._assert_async(((ids >= 0) & (ids < vocab)).all(), f"input_ids must lie in [0, vocab_size={vocab})")
+            torch._assert_async(
+                ((ids >= 0) & (ids < vocab)).all(), f"input_ids must lie in [0, vocab_size={vocab})"
+            )
         elif ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
             raise ValueError(
                 f"input_ids must lie in [0, vocab_size={vocab}), got values in [{int(ids.min())}, {int(ids.max())}]"
