@@ -300,9 +300,13 @@ class SelfReferentialTitans(nn.Module):
         rate = torch.ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate
 
+    def chunk_step(self, compiled: bool):
+        """`_segment`, compiled once for every layer when asked (the Triton path recomputes with it)."""
+        return partial(_compiled_segment(), self) if compiled else self._segment
+
     def _loop(self, xc, state, parallel: bool, compiled: bool = False, fused: bool = False):
         chunk = self.tc.chunk_size
-        segment = partial(_compiled_segment(), self) if compiled else self._segment
+        segment = self.chunk_step(compiled)
         pos, weights, momentum = state["pos"], state["weights"], state["momentum"]
         anchor = state["anchor"] if state["anchor"] is not None else weights
         hist, count = state["surprise_hist"], state["surprise_count"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -199,11 +198,7 @@ class _FusedTitans(torch.autograd.Function):
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
         grad_x = torch.zeros_like(xc)
         grad_params = [None] * len(params)
-        segment = layer._segment
-        if xc.is_cuda:
-            from hope.layers.self_ref_titans import _compiled_segment
-
-            segment = partial(_compiled_segment(), layer)
+        segment = layer.chunk_step(compiled=xc.is_cuda)
         for first in reversed(range(0, n_chunks, every)):
             last = min(first + every, n_chunks)
             span = slice(first * chunk, last * chunk)
