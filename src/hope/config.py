@@ -1,4 +1,4 @@
-"""Model configuration: validated dataclasses, presets (DESIGN §6) and size presets.
+"""Model configuration: validated dataclasses, architecture presets and size presets.
 
 `ModelConfig.preset(name, size="tiny", **overrides)` is the front door. Overrides are top-level
 fields (`d_model=64`) or dotted keys for nested ones (`**{"titans.chunk_size": 16}`).
@@ -44,7 +44,7 @@ def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
 
 @dataclass
 class SurpriseConfig:
-    """Surprise gating of memory updates (DESIGN §6): update token t only where its surprise passes.
+    """Surprise gating of memory updates: update token t only where its surprise passes.
 
     `absolute`: ‖∇ℓ_t‖ > threshold. `relative`: z-score of ‖∇ℓ_t‖ over the previous `window` tokens
     of the same sequence and head > threshold (the "Dissecting HOPE" study shows an absolute gate
@@ -301,7 +301,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "760m": {"d_model": 1536, "n_layers": 24, "n_heads": 16, **_GPU},
 }
 
-# Architecture presets (DESIGN §6), each a configuration of the same core.
+# Architecture presets, each a configuration of the same core.
 PRESETS: dict[str, dict[str, Any]] = {
     "hope": {"block": "hope", "titans.surprise.mode": "relative", "titans.surprise.threshold": -1.0},
     "hope-no-surprise": {"block": "hope"},
@@ -331,7 +331,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Parameter matching (DESIGN §8, ±5% of `transformer` at the same size). A HOPE block carries the
+# Parameter matching (±5% of `transformer` at the same size, so comparisons are fair). A HOPE block carries the
 # Titans layer and K = 3 CMS levels, each with its own key/value read-outs (2 d² a level) where a
 # Transformer++ block has one SwiGLU MLP, so at the GPU sizes the levels keep the paper's structure
 # (three frequencies, residual MLPs) with a smaller hidden width, a multiple of 64 (hidden = e·d).

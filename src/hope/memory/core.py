@@ -1,4 +1,4 @@
-"""The associative-memory core (DESIGN §2): memories, inner objectives and update rules.
+"""The associative-memory core: memories, inner objectives and update rules.
 
 A memory is a function R^d_in → R^d_out whose weights are *activations*: a list of tensors
 `W_i` of shape (*batch, out_i, in_i)` (batch is usually (B, H)). Nothing here owns parameters;

@@ -1,4 +1,4 @@
-"""One block class for every architecture: pre-norm mixer then pre-norm channel memory (DESIGN §1).
+"""One block class for every architecture: pre-norm mixer then pre-norm channel memory.
 
 hope:            self-referential Titans → CMS
 hope_attention:  causal softmax attention → CMS
