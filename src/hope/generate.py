@@ -45,13 +45,15 @@ def stream(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> Iterator[str]:
-    """Yields the generated text piece by piece (whole UTF-8 characters only)."""
+    """Yields the generated text piece by piece, whole UTF-8 characters only: a byte-level model's
+    partial character is held back until it completes, and bytes that can never form one (a stray
+    continuation byte, a sequence cut short by another lead byte) are dropped, never shown as �."""
     ids = tokenizer.encode(prompt)
     if len(ids) == 0:
         raise ValueError("the prompt must not be empty")
     was_training = model.training
     model.eval()
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
     logits, state = model(torch.as_tensor(ids.astype("int64"), device=device)[None], state=None)
     for i in range(max_new_tokens):
         next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
