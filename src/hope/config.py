@@ -17,7 +17,8 @@ MEMORY_KINDS = ("mlp", "matrix")
 OBJECTIVES = ("l2", "dot")
 UPDATE_RULES = ("gd", "momentum", "dgd")
 ACTIVATIONS = ("gelu", "silu")
-RETRIEVALS = ("causal", "chunk_start")
+RETRIEVALS = ("causal", "inclusive", "chunk_start")
+INITS = ("learned", "zero")
 DECAY_TARGETS = ("init", "zero")
 SURPRISE_MODES = ("none", "absolute", "relative")
 CMS_ERRORS = ("lm", "local", "none")
@@ -77,6 +78,11 @@ class TitansConfig:
     `decay_horizon` (tokens), so a layer holds both short- and long-lived memories from the first
     step. `decay_to="init"` makes decay and the delta rule's erasure act on M − M_0, so a memory
     forgets back to its meta-learned initial state; `"zero"` is Eq. 88 read literally (M → 0).
+
+    The DeltaNet family as configurations (static projections, matrix memory): `decay=False` fixes
+    α_t = 1, `learn_eta=False` fixes η_t = eta_max, `init="zero"` starts every sequence from M_0 = 0
+    (not learned), and `retrieval="inclusive"` reads M_t(q_t), after the token's own write, as linear
+    attention and DeltaNet do (`causal` reads M_{t-1}(q_t), Eq. 83).
     """
 
     chunk_size: int = 16
@@ -95,6 +101,9 @@ class TitansConfig:
     decay_to: str = "init"
     momentum_init: float = 0.9
     retrieval: str = "causal"
+    decay: bool = True
+    learn_eta: bool = True
+    init: str = "learned"
     error_clip: float = 1.0
     checkpoint_chunks: bool = False
     boundary_every: int = 1
@@ -131,6 +140,14 @@ class TitansConfig:
             )
         _check_choice(owner, "decay_to", self.decay_to, DECAY_TARGETS)
         _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
+        _check_choice(owner, "init", self.init, INITS)
+        for name in ("decay", "learn_eta"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{owner}.{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
+            if not getattr(self, name) and self.self_modifying:
+                raise ValueError(
+                    f"{owner}.{name}=False needs {owner}.self_modifying=False (static projections)"
+                )
         _check_positive(owner, "error_clip", self.error_clip, allow_zero=True)
         _check_int(owner, "boundary_every", self.boundary_every, 1)
         self.surprise.validate(f"{owner}.surprise")
@@ -301,6 +318,21 @@ SIZES: dict[str, dict[str, Any]] = {
     "760m": {"d_model": 1536, "n_layers": 24, "n_heads": 16, **_GPU},
 }
 
+_MATRIX_BASELINE: dict[str, Any] = {
+    "block": "titans",
+    "titans.self_modifying": False,
+    "titans.self_generated_values": False,
+    "titans.memory": "matrix",
+    "titans.memory_depth": 1,
+    "titans.objective": "dot",
+    "titans.retrieval": "inclusive",
+    "titans.decay": False,
+    "titans.decay_to": "zero",
+    "titans.init": "zero",
+    "titans.error_clip": 0.0,
+    "titans.eta_init": 0.5,
+}
+
 # Architecture presets, each a configuration of the same core.
 PRESETS: dict[str, dict[str, Any]] = {
     "hope": {"block": "hope", "titans.surprise.mode": "relative", "titans.surprise.threshold": -1.0},
@@ -328,6 +360,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "titans.eta_init": 0.002,
     },
     "transformer": {"block": "transformer"},
+    # The DeltaNet family (Katharopoulos et al. 2020; Yang et al. 2024a, 2024b): a Titans block with
+    # static projections, L2-normalised q/k, a short convolution and one matrix memory per head, read
+    # after each token's write; no surprise gate or error clip, memories start at zero.
+    "linear-attention": {**_MATRIX_BASELINE, "titans.update_rule": "gd", "titans.learn_eta": False},
+    "deltanet": {**_MATRIX_BASELINE, "titans.update_rule": "dgd"},
+    "gated-deltanet": {**_MATRIX_BASELINE, "titans.update_rule": "dgd", "titans.decay": True},
 }
 
 

@@ -99,9 +99,10 @@ class SelfReferentialTitans(nn.Module):
         # Meta-learned initial memories M_□,0: the only parameters of the in-context learners.
         # Every layer at fan-in scale, the output layer too: a near-identity start makes k ≈ v (module doc).
         n_comp = len(self.components)
+        start = core.init_weights(self.spec, (n_comp, h), 1.0 / math.sqrt(self.spec.shapes[-1][1]))
+        learned = tc.init == "learned"  # "zero": M_0 = 0 for every sequence, as in linear attention
         self.init_weights = nn.ParameterList(
-            nn.Parameter(w)
-            for w in core.init_weights(self.spec, (n_comp, h), 1.0 / math.sqrt(self.spec.shapes[-1][1]))
+            nn.Parameter(w if learned else torch.zeros_like(w), requires_grad=learned) for w in start
         )
         eta_bias = torch.full((h,), _logit(tc.eta_init / tc.eta_max))
         alpha_bias = decay_bias(tc.decay_horizon, h)
@@ -114,8 +115,10 @@ class SelfReferentialTitans(nn.Module):
         else:
             self.k_proj = nn.Linear(d, d, bias=False)
             self.v_proj = nn.Linear(d, d, bias=False)
-            self.eta_proj = self._readout(d, eta_bias)
-            self.alpha_proj = self._readout(d, alpha_bias)
+            if tc.learn_eta:
+                self.eta_proj = self._readout(d, eta_bias)
+            if tc.decay:
+                self.alpha_proj = self._readout(d, alpha_bias)
         if tc.update_rule == "momentum":
             self.beta_proj = self._readout(d, torch.full((h,), _logit(tc.momentum_init)))
         # Surprise pass rate of the last forward (detached), for logging.
@@ -173,10 +176,11 @@ class SelfReferentialTitans(nn.Module):
         else:
             k = core.normalize(self._heads(self.k_proj(xc)))
             v = self._heads(self.v_proj(xc))
-            eta_logit = self.eta_proj(xc).transpose(1, 2)
-            alpha_logit = self.alpha_proj(xc).transpose(1, 2)
-        eta = tc.eta_max * torch.sigmoid(eta_logit)
-        log_alpha = F.logsigmoid(alpha_logit)
+            ones = torch.ones_like(k[..., 0])
+            eta_logit = self.eta_proj(xc).transpose(1, 2) if tc.learn_eta else None
+            alpha_logit = self.alpha_proj(xc).transpose(1, 2) if tc.decay else None
+        eta = tc.eta_max * (torch.sigmoid(eta_logit) if eta_logit is not None else ones)
+        log_alpha = F.logsigmoid(alpha_logit) if alpha_logit is not None else 0.0 * ones
         log_beta = F.logsigmoid(self.beta_proj(xc).transpose(1, 2)) if tc.update_rule == "momentum" else None
         return q, k, v, eta, log_alpha, log_beta
 
@@ -278,10 +282,11 @@ class SelfReferentialTitans(nn.Module):
                 beta,
                 base,
             )
+            if retrieval == "inclusive":
+                o = core.read(self.spec, self.component(weights, "mem"), q)
         else:
-            queries = (
-                q[:, None].expand(-1, len(self.components), -1, -1, -1) if retrieval == "causal" else None
-            )
+            reads = retrieval in ("causal", "inclusive")
+            queries = q[:, None].expand(-1, len(self.components), -1, -1, -1) if reads else None
             out, weights, momentum = evolve_chunk(
                 self.spec,
                 rule,
@@ -293,9 +298,10 @@ class SelfReferentialTitans(nn.Module):
                 eta,
                 log_beta,
                 queries,
+                include_current=retrieval == "inclusive",
                 base=base,
             )
-            if retrieval == "causal":
+            if reads:
                 o = out[:, 0]
         rate = torch.ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate

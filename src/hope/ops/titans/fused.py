@@ -46,7 +46,9 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     if tc.memory == "mlp" and tc.memory_depth != 2:
         return f"titans.memory_depth={tc.memory_depth} (the kernel has 2-layer MLP memories)"
     if tc.retrieval != "causal":
-        return "titans.retrieval='chunk_start' has no Triton kernel"
+        return f"titans.retrieval={tc.retrieval!r} has no Triton kernel"
+    if not (tc.decay and tc.learn_eta):
+        return "a fixed α or η (titans.decay / titans.learn_eta false) has no Triton kernel yet"
     sizes = {"titans.chunk_size": tc.chunk_size, "head_dim": layer.head_dim}
     if tc.memory == "mlp":
         sizes["memory hidden width"] = layer.spec.hidden
