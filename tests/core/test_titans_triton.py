@@ -47,6 +47,10 @@ VARIANTS = {
             "titans.decay_to": "zero",
         },
     ),
+    "linear-attention": ("linear-attention", {}),
+    "deltanet": ("deltanet", {}),
+    "gated-deltanet": ("gated-deltanet", {}),
+    "titans-inclusive-read": ("titans", {"titans.retrieval": "inclusive"}),
     "static-matrix-short-window": (
         "hope-no-selfmod",
         {"titans.memory": "matrix", "titans.memory_depth": 1, "titans.surprise.window": 16},
@@ -94,7 +98,8 @@ def _assert_same(a, b):
     assert g_a.keys() == g_b.keys()
     for name in g_a:
         torch.testing.assert_close(g_b[name], g_a[name], atol=TOL, rtol=TOL, msg=name)
-    assert g_a["init_weights.0"].abs().sum() > 0  # the meta-learned initial memories learn
+    if "init_weights.0" in g_a:  # the meta-learned initial memories learn (frozen zeros need not)
+        assert g_a["init_weights.0"].abs().sum() > 0
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -129,7 +129,8 @@ def _evolve_layer(
     BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
     RETRIEVE: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """One linear layer W (O, I) across the chunk; writes W_end to w_out, returns W_{t-1} z_t (BT, O)."""
+    """One linear layer W (O, I) across the chunk; writes W_end to w_out, returns the retrieval (BT, O):
+    RETRIEVE 1 reads W_{t-1} z_t, 2 reads W_t z_t (after the token's write), 0 none (zeros)."""
     if RULE == 2:
         out = _momentum_layer(
             w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z, BT, O, I, BASE, RETRIEVE, PREC
@@ -180,8 +181,13 @@ def _momentum_layer(
     _store_t(w_out, w_end_t, O, I)
     _store_t(s_out, s_end_t, O, I)
     if RETRIEVE:
+        if RETRIEVE == 2:  # inclusive: row t reads W_t
+            decay_a = tl.where(incl, tl.exp(tl.where(incl, cum_a[:, None] - cum_a[None, :], 0.0)), 0.0)
+            scale = tl.exp(cum_a)
+        else:
+            scale = tl.exp(cum_a_prev)
         mix = tl.dot(decay_a, decay_b, input_precision=PREC)
-        out = tl.exp(cum_a_prev)[:, None] * tl.dot(z, w_t, input_precision=PREC)
+        out = scale[:, None] * tl.dot(z, w_t, input_precision=PREC)
         out = out + tl.sum(decay_a * tl.exp(cum_b)[None, :], 1)[:, None] * tl.dot(
             z, s_t, input_precision=PREC
         )
@@ -231,8 +237,14 @@ def _delta_layer(
         w_end_t = w_end_t + w0_t
     _store_t(w_out, w_end_t, O, I)
     if RETRIEVE:
+        if RETRIEVE == 2:  # inclusive: row t reads W_t
+            incl = offs[:, None] >= offs[None, :]
+            decay = tl.where(incl, tl.exp(tl.where(incl, cum[:, None] - cum[None, :], 0.0)), 0.0)
+            scale = tl.exp(cum)
+        else:
+            scale = tl.exp(cum_prev)
         zk = tl.dot(z, k_t, input_precision=PREC) * decay
-        out = tl.exp(cum_prev)[:, None] * tl.dot(z, w_t, input_precision=PREC)
+        out = scale[:, None] * tl.dot(z, w_t, input_precision=PREC)
         out = out + tl.dot(zk, r, input_precision=PREC)
         if BASE:
             out = out + tl.dot(z, w0_t, input_precision=PREC)
@@ -362,7 +374,7 @@ def titans_chunk_fwd_kernel(
     H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
     SELF_MOD: tl.constexpr, MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr,
     BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr,
-    PREC: tl.constexpr,
+    READ: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Grid (B·H,). Token tensors (B, H, T, ·); weights and momenta (slots, B, P, H, out, in);
     W_0 (P, H, out, in). RULE: 0 gd, 1 dgd, 2 momentum (log β in lb_ptr)."""
@@ -426,7 +438,7 @@ def titans_chunk_fwd_kernel(
         o = _evolve_memory(
             w1_in, w2_in, w1_out, w2_out, s1_in, s2_in, s1_out, s2_out,
             w1_0_ptr + h * S1, w2_0_ptr + h * S2, scratch, k, g1, g2, u2, eta, la, lb, q,
-            BT, D, F, MLP, RULE, BASE, ACT, CLIP, True, PREC,
+            BT, D, F, MLP, RULE, BASE, ACT, CLIP, READ, PREC,
         )  # fmt: skip
         tl.store(o_ptr + tok + rows, o)
         for p in range(1, P):
@@ -436,7 +448,7 @@ def titans_chunk_fwd_kernel(
                 s1_in + p * C1, s2_in + p * C2, s1_out + p * C1, s2_out + p * C2,
                 w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2, scratch,
                 k, g1, g2, u2, eta, la, lb, q,
-                BT, D, F, MLP, RULE, BASE, ACT, CLIP, False, PREC,
+                BT, D, F, MLP, RULE, BASE, ACT, CLIP, 0, PREC,
             )  # fmt: skip
         # the next chunk reads what this one wrote (other threads of the program wrote it)
         tl.debug_barrier()

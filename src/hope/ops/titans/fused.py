@@ -45,10 +45,8 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
         return "Triton is not installed"
     if tc.memory == "mlp" and tc.memory_depth != 2:
         return f"titans.memory_depth={tc.memory_depth} (the kernel has 2-layer MLP memories)"
-    if tc.retrieval != "causal":
-        return f"titans.retrieval={tc.retrieval!r} has no Triton kernel"
-    if not (tc.decay and tc.learn_eta):
-        return "a fixed α or η (titans.decay / titans.learn_eta false) has no Triton kernel yet"
+    if tc.retrieval == "chunk_start":
+        return "titans.retrieval='chunk_start' has no Triton kernel"
     sizes = {"titans.chunk_size": tc.chunk_size, "head_dim": layer.head_dim}
     if tc.memory == "mlp":
         sizes["memory hidden width"] = layer.spec.hidden
@@ -165,6 +163,7 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
             CLIP=float(tc.error_clip),
             MODE=3 if replay else modes[tc.surprise.mode],
             WINDOW=tc.surprise.window,
+            READ=2 if tc.retrieval == "inclusive" else 1,
             PREC=_dot_precision(xc.dtype),
             num_warps=4 if d * f <= 4096 else 8,
         )
