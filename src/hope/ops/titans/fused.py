@@ -1,10 +1,12 @@
 """`impl="triton"` for `SelfReferentialTitans`: the one-launch forward of `chunk_fwd` behind autograd.
 
-Forward: the Triton kernel runs every whole chunk of the sequence and keeps the memories' weights
-at each chunk boundary (and each token's surprise gate). Backward: chunk by chunk in reverse, the
-layer's own PyTorch `_segment` recomputes one chunk from its boundary weights with the forward's
-gate, and autograd carries the output and end-state gradients back to the chunk's start. Only
-boundary states are kept, so memory grows with T / C, not with the chunk's activations.
+Forward: the Triton kernel runs every whole chunk of the sequence and keeps the memories' state
+at every `titans.boundary_every`-th chunk boundary (and each token's surprise gate). Backward: group
+by group in reverse, the kernel replays the group from its kept boundary with the forward's gate to
+recover the boundaries inside it; then chunk by chunk, the layer's own PyTorch `_segment` recomputes
+one chunk from its start state with that gate, and autograd carries the output and end-state
+gradients back to the chunk's start. Memory grows with T / (C · boundary_every), not with the
+chunks' activations.
 """
 
 from __future__ import annotations
