@@ -11,7 +11,7 @@ does what `SelfReferentialTitans._segment` does in PyTorch, at the chunk-start m
    decayed gradient descent (gd) in the UT form, (I + A) r = rhs with (I + A)⁻¹ as a product of
    tensor-core products; or Titans' momentum rule by its decay-ratio matrices; with
    `decay_to="init"` on W − W_0;
-5. the causal retrieval o_t = M_mem,t-1(q_t), layer by layer.
+5. the retrieval of M_mem, layer by layer: o_t = M_mem,t-1(q_t) (causal) or M_mem,t(q_t) (inclusive).
 
 The memories' weights live in global memory (at 125m, batch 8: 30 MB a layer, inside the H200's L2),
 in slots: the weights at every `keep_every`-th chunk boundary stay (slot c / keep_every holds the start
