@@ -30,7 +30,7 @@ class CausalAttention(nn.Module):
     def init_state(self, batch_size: int) -> dict:
         return {"pos": 0, "k": None, "v": None}
 
-    def forward(self, x: torch.Tensor, state: dict | None = None, impl: str = "chunked"):
+    def forward(self, x: torch.Tensor, state: dict | None = None):
         b, t, d = x.shape
         pos = 0 if state is None else state["pos"]
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)

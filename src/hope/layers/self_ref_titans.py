@@ -216,8 +216,9 @@ class SelfReferentialTitans(nn.Module):
         return gate.to(surprise.dtype), new_hist, new_count
 
     # ---- forward -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: dict | None = None, impl: str = "chunked"):
-        """x (B, T, D) → (y (B, T, D), new state)."""
+    def forward(self, x: torch.Tensor, state: dict | None = None, impl: str | None = None):
+        """x (B, T, D) → (y (B, T, D), new state), on the path `model.impl` names (`impl` overrides it)."""
+        impl = impl or self.config.impl
         if state is None:
             state = self.init_state(x.shape[0])
         with torch.autocast(device_type=x.device.type, enabled=False):

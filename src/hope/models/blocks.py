@@ -29,13 +29,13 @@ class Block(nn.Module):
     def init_state(self, batch_size: int) -> dict:
         return {"mixer": self.mixer.init_state(batch_size), "ffn": self.ffn.init_state(batch_size)}
 
-    def forward(self, x: torch.Tensor, state: dict | None, impl: str):
+    def forward(self, x: torch.Tensor, state: dict | None):
         """x (B, T, D) → (output, new state); state None: the initial state."""
         if state is None:
             # Built here rather than by the caller: the initial memories are views of this block's
             # parameters, which FSDP2 gathers only for the block's own forward.
             state = self.init_state(x.shape[0])
-        h, mixer_state = self.mixer(self.norm_mixer(x), state["mixer"], impl=impl)
+        h, mixer_state = self.mixer(self.norm_mixer(x), state["mixer"])
         x = x + h.to(x.dtype)
         f, ffn_state = self.ffn(self.norm_ffn(x), state["ffn"])
         return x + f.to(x.dtype), {"mixer": mixer_state, "ffn": ffn_state}

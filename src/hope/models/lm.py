@@ -50,11 +50,6 @@ class LanguageModel(nn.Module):
             self.head.weight = self.embed.weight
         self.learns_from_lm_loss = config.uses_cms and config.cms.error == "lm"
 
-    @property
-    def impl(self) -> str:
-        """`reference`, `chunked`, or `auto` (chunked, with each chunk compiled on CUDA)."""
-        return self.config.impl
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -94,7 +89,7 @@ class LanguageModel(nn.Module):
         h = self.embed(ids)
         new = []
         for block, st in zip(self.blocks, blocks):
-            h, st = block(h, st, self.impl)
+            h, st = block(h, st)
             new.append(st)
         return self.head(self.norm(h)), new
 
