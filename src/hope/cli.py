@@ -11,6 +11,8 @@ import dataclasses
 import json
 import sys
 
+from hope.argtypes import non_negative_float, non_negative_int, positive_int, probability
+
 PROG = "hope"
 # With --resume the run keeps its saved configuration; these options may still change (schedule length,
 # bookkeeping, where it runs). Everything else would silently break the promise of an exact resume.
@@ -27,51 +29,6 @@ RESUMABLE = (
     "sample_prompt",
     "sample_tokens",
 )
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        # Accept 1e6 / 1_000_000 for token counts; refuse 2.5.
-        value = float(text.replace("_", "")) if any(c in text for c in "eE") else int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
-    return int(value)
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value >= 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
@@ -111,17 +68,17 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         metavar="PATH",
     )
     opt("--tokenizer", "byte, bpe:N (trained on the training text, saved in the run), or a tokenizer.json")
-    opt("--val-fraction", "fraction of the data held out for validation", type=_probability)
-    opt("--seq-len", "tokens per training sequence", type=_positive_int)
-    opt("--batch-size", "global sequences per optimizer step", type=_positive_int)
-    opt("--grad-accum", "micro-batches accumulated per optimizer step", type=_positive_int)
-    opt("--steps", f"optimizer steps (default: {DEFAULT_STEPS})", type=_positive_int)
-    opt("--tokens", "training tokens instead of --steps (rounded up to whole steps)", type=_positive_int)
+    opt("--val-fraction", "fraction of the data held out for validation", type=probability)
+    opt("--seq-len", "tokens per training sequence", type=positive_int)
+    opt("--batch-size", "global sequences per optimizer step", type=positive_int)
+    opt("--grad-accum", "micro-batches accumulated per optimizer step", type=positive_int)
+    opt("--steps", f"optimizer steps (default: {DEFAULT_STEPS})", type=positive_int)
+    opt("--tokens", "training tokens instead of --steps (rounded up to whole steps)", type=positive_int)
     opt("--lr", "peak learning rate", type=float)
     opt("--min-lr-ratio", "final learning rate as a fraction of --lr (cosine schedule)", type=float)
-    opt("--warmup-steps", "linear warm-up steps (default: 5%% of the steps)", type=_non_negative_int)
-    opt("--weight-decay", "decoupled weight decay on matrices", type=_non_negative_float)
-    opt("--grad-clip", "clip the global gradient norm to this (0: off)", type=_non_negative_float)
+    opt("--warmup-steps", "linear warm-up steps (default: 5%% of the steps)", type=non_negative_int)
+    opt("--weight-decay", "decoupled weight decay on matrices", type=non_negative_float)
+    opt("--grad-clip", "clip the global gradient norm to this (0: off)", type=non_negative_float)
     opt(
         "--optimizer",
         "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim); their "
@@ -132,16 +89,16 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     opt("--compile", "torch.compile the model", action="store_true")
     opt("--fsdp", "under torchrun, shard with FSDP2 instead of DDP", action="store_true")
     opt("--device", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    opt("--eval-every", "validate every N steps (0: only at the end)", type=_non_negative_int)
-    opt("--eval-batches", "validation batches per evaluation", type=_positive_int)
-    opt("--save-every", "checkpoint every N steps (0: only at the end)", type=_non_negative_int)
-    opt("--keep-checkpoints", "how many recent checkpoints to keep", type=_positive_int)
-    opt("--log-every", "write metrics every N steps", type=_positive_int)
+    opt("--eval-every", "validate every N steps (0: only at the end)", type=non_negative_int)
+    opt("--eval-batches", "validation batches per evaluation", type=positive_int)
+    opt("--save-every", "checkpoint every N steps (0: only at the end)", type=non_negative_int)
+    opt("--keep-checkpoints", "how many recent checkpoints to keep", type=positive_int)
+    opt("--log-every", "write metrics every N steps", type=positive_int)
     opt("--sample-prompt", "prompt for the sample printed after training")
-    opt("--sample-tokens", "tokens to sample after training (0: none)", type=_non_negative_int)
+    opt("--sample-tokens", "tokens to sample after training (0: none)", type=non_negative_int)
     opt("--out", "run directory (default: runs/<date>-<time>-<preset>, and runs/latest points to it)")
     opt("--resume", "continue the run in this directory from its newest checkpoint", metavar="RUN_DIR")
-    opt("--seed", "random seed (model init, data order, sampling)", type=_non_negative_int)
+    opt("--seed", "random seed (model init, data order, sampling)", type=non_negative_int)
     return p
 
 
@@ -302,7 +259,7 @@ def _cmd_eval_lm(parser, args) -> int:
 
 
 def _int_list(text: str) -> list[int]:
-    values = [_non_negative_int(v) for v in text.split(",") if v]
+    values = [non_negative_int(v) for v in text.split(",") if v]
     if not values:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0, got {text!r}")
     return values
@@ -375,11 +332,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     )
     g.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
     g.add_argument("--prompt", required=True, help="text to continue")
-    g.add_argument("--max-tokens", type=_positive_int, default=300, help="tokens to generate (default: 300)")
-    g.add_argument("--temperature", type=_non_negative_float, default=0.8, help="0 is greedy (default: 0.8)")
-    g.add_argument("--top-k", type=_positive_int, default=None, help="sample from the k most likely tokens")
-    g.add_argument("--top-p", type=_probability, default=None, help="nucleus sampling mass (e.g. 0.95)")
-    g.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed (default: 0)")
+    g.add_argument("--max-tokens", type=positive_int, default=300, help="tokens to generate (default: 300)")
+    g.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 is greedy (default: 0.8)")
+    g.add_argument("--top-k", type=positive_int, default=None, help="sample from the k most likely tokens")
+    g.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (e.g. 0.95)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default: 0)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     parsers["generate"] = g
 
@@ -399,11 +356,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         metavar="PATH",
         help="builtin, .txt/.jsonl or pre-tokenised .bin files, or globs",
     )
-    lm.add_argument("--seq-len", type=_positive_int, default=None, help="window length (default: the run's)")
+    lm.add_argument("--seq-len", type=positive_int, default=None, help="window length (default: the run's)")
     lm.add_argument(
-        "--batch-size", type=_positive_int, default=8, help="windows per forward pass (default: 8)"
+        "--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)"
     )
-    lm.add_argument("--max-batches", type=_positive_int, default=None, help="stop after this many batches")
+    lm.add_argument("--max-batches", type=positive_int, default=None, help="stop after this many batches")
     lm.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
     lm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     parsers["eval"], parsers["eval lm"] = e, lm
@@ -423,13 +380,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         default=[0, 256, 1024, 4096, 16384, 65536],
         help="distractor lengths N, comma-separated (default: 0,256,1024,4096,16384,65536)",
     )
-    r.add_argument("--pairs", type=_positive_int, default=16, help="key=value pairs written (default: 16)")
+    r.add_argument("--pairs", type=positive_int, default=16, help="key=value pairs written (default: 16)")
     r.add_argument(
-        "--piece", type=_positive_int, default=1024, help="tokens per streamed call (default: 1024)"
+        "--piece", type=positive_int, default=1024, help="tokens per streamed call (default: 1024)"
     )
-    r.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="pairs and fresh-model seed (default: 0)"
-    )
+    r.add_argument("--seed", type=non_negative_int, default=0, help="pairs and fresh-model seed (default: 0)")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     r.add_argument("--out", default="runs/retention", help="output directory (default: runs/retention)")
     parsers["retention"] = r

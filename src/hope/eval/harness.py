@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 import hope
-from hope.cli import _positive_int
+from hope.argtypes import positive_int
 from hope.config import PRESETS, SIZES, ModelConfig
 from hope.data.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.tokenizer import ByteTokenizer, Tokenizer
@@ -1008,7 +1008,7 @@ def plot_results(results: dict, out: Path) -> Path:
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(_positive_int(part) for part in text.split(",") if part.strip()) or _empty(text)
+        return tuple(positive_int(part) for part in text.split(",") if part.strip()) or _empty(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"must be a comma-separated list of positive integers, got {text!r}"
@@ -1056,11 +1056,11 @@ def _common_options(p: argparse.ArgumentParser, suites: Sequence[str]) -> None:
         + ")",
     )
     p.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="examples per forward pass (default: 32)"
+        "--batch-size", type=positive_int, default=32, help="examples per forward pass (default: 32)"
     )
     p.add_argument(
         "--piece",
-        type=_positive_int,
+        type=positive_int,
         default=2048,
         help="tokens per streamed piece of a long prompt (default: 2048)",
     )
@@ -1086,7 +1086,7 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         p.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
         _common_options(p, [name])
         p.add_argument(
-            "--n", type=_positive_int, default=50, help="examples per task and length (default: 50)"
+            "--n", type=positive_int, default=50, help="examples per task and length (default: 50)"
         )
         p.add_argument("--seed", type=int, default=TEST_SEED, help=f"example seed (default: {TEST_SEED})")
         parsers[f"eval {name}"] = p
@@ -1106,19 +1106,19 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         default=("hope", "transformer", "titans"),
         help=f"comma-separated presets (default: hope,transformer,titans; any of {', '.join(PRESETS)})",
     )
-    b.add_argument("--steps", type=_positive_int, default=200, help="training steps per model (default: 200)")
-    b.add_argument("--seeds", type=_positive_int, default=3, help="seeds per preset (default: 3)")
+    b.add_argument("--steps", type=positive_int, default=200, help="training steps per model (default: 200)")
+    b.add_argument("--seeds", type=positive_int, default=3, help="seeds per preset (default: 3)")
     b.add_argument("--size", choices=tuple(SIZES), default="tiny", help="model size preset (default: tiny)")
     b.add_argument(
         "--train-length",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="training length (default: "
         + "; ".join(f"{s}: {PROTOCOLS[s].train_length}" for s in BENCH_SUITES if PROTOCOLS[s].train_length)
         + "; mad trains at each --lengths)",
     )
     b.add_argument(
-        "--n-test", type=_positive_int, default=100, help="test examples per task and length (default: 100)"
+        "--n-test", type=positive_int, default=100, help="test examples per task and length (default: 100)"
     )
     b.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 0.001)")
     b.add_argument(
@@ -1144,7 +1144,7 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
     )
     b.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="models trained at once, one process each; small models share a GPU well (default: 1)",
     )
