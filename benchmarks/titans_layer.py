@@ -12,6 +12,7 @@ first --check-len tokens. Writes results.json and results.md into --out. Not a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -34,15 +35,32 @@ def _time(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _relative_error(layer, x, impl: str) -> tuple[float, float]:
+def _relative_error(layer, x, impl: str) -> dict:
+    """Max relative distance from `chunked` (IEEE float32) of the outputs, end weights and the
+    gradients of the input and every parameter under a random output cotangent."""
+
+    def run(path):
+        layer.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_()
+        y, s = layer(xg, None, impl=path)
+        (y * cotangent).sum().backward()
+        grads = [xg.grad] + [p.grad for p in layer.parameters() if p.grad is not None]
+        return y.detach(), [w.detach() for w in s["weights"]], grads
+
+    def distance(a, b):
+        return max(float((u - v).abs().max() / v.abs().max().clamp_min(1e-30)) for u, v in zip(a, b))
+
     torch.set_float32_matmul_precision("highest")
-    with torch.no_grad():
-        y_ref, s_ref = layer(x, None, impl="chunked")
-        y, s = layer(x, None, impl=impl)
+    cotangent = torch.randn(*x.shape, device=x.device)
+    y_ref, w_ref, g_ref = run("chunked")
+    y, w, g = run(impl)
     torch.set_float32_matmul_precision("high")
-    err_y = float((y - y_ref).abs().max() / y_ref.abs().max())
-    err_w = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(s["weights"], s_ref["weights"]))
-    return err_y, err_w
+    layer.zero_grad(set_to_none=True)
+    return {
+        "rel_err_y": distance([y], [y_ref]),
+        "rel_err_weights": distance(w, w_ref),
+        "rel_err_grads": distance(g, g_ref),
+    }
 
 
 def _forward(layer, x, impl):
@@ -55,6 +73,18 @@ def _forward_backward(layer, x, impl):
     y.square().mean().backward()
 
 
+@contextlib.contextmanager
+def variant(layer, impl: str):
+    """impl "triton-eager-bwd" is triton with `titans.cuda_graphs` off: its backward's per-chunk
+    recompute launches the compiled graph's kernels instead of replaying a CUDA graph."""
+    graphs = layer.tc.cuda_graphs
+    layer.tc.cuda_graphs = impl != "triton-eager-bwd"
+    try:
+        yield impl.removesuffix("-eager-bwd")
+    finally:
+        layer.tc.cuda_graphs = graphs
+
+
 def measure(layer, x, impl: str, args) -> dict:
     try:
         row = {
@@ -62,10 +92,34 @@ def measure(layer, x, impl: str, args) -> dict:
             "fwd_bwd_ms": 1e3 * _time(partial(_forward_backward, layer, x.clone().requires_grad_(), impl), 1),
         }
         if impl != "chunked":
-            row["rel_err_y"], row["rel_err_weights"] = _relative_error(layer, x[:, : args.check_len], impl)
+            row.update(_relative_error(layer, x[:, : args.check_len], impl))
     except (ValueError, torch.OutOfMemoryError) as err:
         row = {"error": str(err).splitlines()[0]}
     return row
+
+
+def profile(layer, x, impl: str, path: str) -> dict:
+    """One forward + backward under torch.profiler: GPU-busy time against wall time, the top kernels."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    x = x.clone().requires_grad_()
+    _forward_backward(layer, x, impl)  # compiled and captured before the profile
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        _forward_backward(layer, x, impl)
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in events) / 1e6
+    launches = sum(e.count for e in events)
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+    with open(path, "w") as f:
+        f.write(
+            f"wall {wall * 1e3:.1f} ms (profiled), GPU busy {busy * 1e3:.1f} ms, {launches} kernels\n\n{table}\n"
+        )
+    return {"profiled_wall_ms": wall * 1e3, "gpu_busy_ms": busy * 1e3, "kernels": launches}
 
 
 def main() -> None:
@@ -75,9 +129,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=4096)
     p.add_argument("--check-len", type=int, default=1024)
-    p.add_argument("--impls", default="triton,chunked")
+    p.add_argument("--impls", default="triton,chunked", help="also: triton-eager-bwd (no CUDA graphs)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="runs/titans_layer")
+    p.add_argument("--profile", action="store_true", help="also profile one fwd+bwd per row")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/titans_layer.py measures a GPU; no CUDA device is visible")
@@ -90,7 +145,12 @@ def main() -> None:
         layer = SelfReferentialTitans(cfg).cuda()
         x = torch.randn(args.batch_size, args.seq_len, cfg.d_model, device="cuda")
         for impl in args.impls.split(","):
-            row = {"preset": preset, "impl": impl, **measure(layer, x, impl, args)}
+            with variant(layer, impl) as path:
+                row = {"preset": preset, "impl": impl, **measure(layer, x, path, args)}
+                if args.profile and "error" not in row:
+                    row.update(
+                        profile(layer, x, path, os.path.join(args.out, f"profile_{preset}_{impl}.txt"))
+                    )
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {
@@ -110,16 +170,21 @@ def main() -> None:
             f"B = {args.batch_size}, T = {args.seq_len}, float32 with TF32 products."
         ),
         "",
-        "| preset | impl | forward ms | fwd+bwd ms | rel. error y / weights vs chunked |",
-        "|---|---|---|---|---|",
+        "| preset | impl | forward ms | fwd+bwd ms | rel. error y / weights / grads vs chunked | GPU busy / wall |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['preset']} | {r['impl']} | {r['error']} | | |")
+            lines.append(f"| {r['preset']} | {r['impl']} | {r['error']} | | | |")
             continue
-        err = f"{r['rel_err_y']:.1e} / {r['rel_err_weights']:.1e}" if "rel_err_y" in r else "–"
+        err = (
+            f"{r['rel_err_y']:.1e} / {r['rel_err_weights']:.1e} / {r['rel_err_grads']:.1e}"
+            if "rel_err_y" in r
+            else "–"
+        )
+        busy = f"{r['gpu_busy_ms']:.0f} / {r['profiled_wall_ms']:.0f} ms" if "gpu_busy_ms" in r else "–"
         lines.append(
-            f"| {r['preset']} | {r['impl']} | {r['forward_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {err} |"
+            f"| {r['preset']} | {r['impl']} | {r['forward_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {err} | {busy} |"
         )
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -72,7 +72,8 @@ class TitansConfig:
     without a bound a trained model can diverge inside one sequence. `checkpoint_chunks` recomputes
     each chunk in the backward pass instead of storing its activations (memory ∝ chunk states only).
     `boundary_every` (impl="triton"): keep the memories at every k-th chunk boundary for the backward
-    and let the kernel replay the chunks between (memory ∝ T / (C·k), one extra forward launch).
+    and let the kernel replay the chunks between (memory ∝ T / (C·k), one extra forward launch);
+    `cuda_graphs` replays that backward's per-chunk recompute as one captured CUDA graph per layer.
 
     Retention: α_t starts at 1 − 1/τ_h with the horizons τ_h of the heads spaced log-uniformly over
     `decay_horizon` (tokens), so a layer holds both short- and long-lived memories from the first
@@ -107,6 +108,7 @@ class TitansConfig:
     error_clip: float = 1.0
     checkpoint_chunks: bool = False
     boundary_every: int = 1
+    cuda_graphs: bool = True
     surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
 
     def validate(self, owner: str = "titans") -> None:
@@ -141,9 +143,10 @@ class TitansConfig:
         _check_choice(owner, "decay_to", self.decay_to, DECAY_TARGETS)
         _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
         _check_choice(owner, "init", self.init, INITS)
-        for name in ("decay", "learn_eta"):
+        for name in ("decay", "learn_eta", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{owner}.{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
+        for name in ("decay", "learn_eta"):
             if not getattr(self, name) and self.self_modifying:
                 raise ValueError(
                     f"{owner}.{name}=False needs {owner}.self_modifying=False (static projections)"

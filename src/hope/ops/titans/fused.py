@@ -5,14 +5,16 @@ at every `titans.boundary_every`-th chunk boundary (and each token's surprise ga
 by group in reverse, the kernel replays the group from its kept boundary with the forward's gate to
 recover the boundaries inside it; then chunk by chunk, the layer's own PyTorch `_segment` recomputes
 one chunk from its start state with that gate, and autograd carries the output and end-state
-gradients back to the chunk's start. Memory grows with T / (C · boundary_every), not with the
-chunks' activations.
+gradients back to the chunk's start (on CUDA: one captured graph replayed per chunk,
+`titans.cuda_graphs`). Memory grows with T / (C · boundary_every), not with the chunks' activations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +203,7 @@ class _FusedTitans(torch.autograd.Function):
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
         grad_x = torch.zeros_like(xc)
         grad_params = [None] * len(params)
-        segment = layer.chunk_step(compiled=xc.is_cuda)
+        chunk_backward = _chunk_backward_for(layer, xc.is_cuda)
         for first in reversed(range(0, n_chunks, every)):
             last = min(first + every, n_chunks)
             span = slice(first * chunk, last * chunk)
@@ -213,20 +215,70 @@ class _FusedTitans(torch.autograd.Function):
                 bounds = [kept]
             for c in reversed(range(first, last)):
                 piece = slice(c * chunk, (c + 1) * chunk)
-                grad_x[:, piece], grad_s, grads = _chunk_backward(
-                    layer,
-                    segment,
-                    xc[:, piece],
-                    bounds[c - first],
-                    gate[..., piece],
-                    grad_o[:, :, piece],
-                    grad_s,
-                    params,
+                grad_x[:, piece], grad_s, grads = chunk_backward(
+                    xc[:, piece], bounds[c - first], gate[..., piece], grad_o[:, :, piece], grad_s, params
                 )
                 for i, g in enumerate(grads):
                     if g is not None:
-                        grad_params[i] = g if grad_params[i] is None else grad_params[i] + g
-        return (None, None, None, None, grad_x, *grad_s, *grad_params)
+                        grad_params[i] = g.clone() if grad_params[i] is None else grad_params[i].add_(g)
+        # a graph's outputs are its static buffers, overwritten by its next replay
+        return (None, None, None, None, grad_x, *(g.clone() for g in grad_s), *grad_params)
+
+
+def _chunk_backward_for(layer, cuda: bool):
+    """The per-chunk backward: `_segment` through autograd, compiled on CUDA and there replayed from
+    one captured CUDA graph per layer and chunk shape (`titans.cuda_graphs`)."""
+    backward = partial(_chunk_backward, layer, layer.chunk_step(compiled=cuda))
+    if not (cuda and layer.tc.cuda_graphs):
+        return backward
+    graphs = _GRAPHS.setdefault(layer, {})
+
+    def replay(x_c, start, gate, grad_o, grad_end, params):
+        key = (x_c.shape, x_c.dtype, x_c.device, tuple(p.data_ptr() for p in params))
+        if key not in graphs:
+            graphs.clear()  # parameters moved (or a new shape): the old capture points at stale memory
+            graphs[key] = _ChunkGraph(backward, x_c, start, gate, grad_o, grad_end, params)
+        return graphs[key](x_c, start, gate, grad_o, grad_end)
+
+    return replay
+
+
+# per layer: {(chunk shape, dtype, device, parameter addresses): its captured chunk backward}
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# One memory pool for every capture. Safe because the backward replays one graph at a time and
+# reads each replay's outputs before the next: a capture may reuse only what others freed.
+_POOLS: dict = {}
+
+
+class _ChunkGraph:
+    """One chunk's recompute + autograd captured as a CUDA graph: a replay per chunk instead of the
+    compiled graph's few hundred launches and autograd's Python. Inputs are copied into static
+    buffers; the outputs are static buffers too, valid until the next replay."""
+
+    def __init__(self, backward, x_c, start, gate, grad_o, grad_end, params):
+        self.inputs = [t.detach().clone() for t in (x_c, gate, grad_o, *start, *grad_end)]
+        self.n_state = len(start)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up off the capture: compilation, lazy backward graphs
+            for _ in range(2):
+                self._call(backward, params)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        pool = _POOLS.setdefault(x_c.device, torch.cuda.graph_pool_handle())
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.outputs = self._call(backward, params)
+
+    def _call(self, backward, params):
+        x_c, gate, grad_o, *rest = self.inputs
+        start, grad_end = rest[: self.n_state], rest[self.n_state :]
+        return backward(x_c, start, gate, grad_o, grad_end, params)
+
+    def __call__(self, x_c, start, gate, grad_o, grad_end):
+        for static, value in zip(self.inputs, (x_c, gate, grad_o, *start, *grad_end)):
+            static.copy_(value)
+        self.graph.replay()
+        return self.outputs
 
 
 def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params):
