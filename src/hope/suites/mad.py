@@ -18,7 +18,7 @@ memorization              256   32      one fixed key->value map (MAD's seed 123
 :data:`SWEEPS` lists the difficulty levels MAD varies (vocabulary, length, training-set size, noise,
 tokens to copy); a MAD score averages accuracy over them.
 
-Every example is a per-position task (see ``hope.eval.common``): ``prompt`` is the input sequence,
+Every example is a per-position task (see ``hope.suites.common``): ``prompt`` is the input sequence,
 ``targets[t]`` what the model must output after reading ``prompt[:t+1]`` (``IGNORE`` = unscored) and
 ``answers`` the scored targets in order. As in MAD:
 
@@ -30,7 +30,7 @@ Every example is a per-position task (see ``hope.eval.common``): ``prompt`` is t
 * compression reconstructs the whole input (``targets == prompt``) from the state at the final
   compression token (``meta["readout"] == "final-state"``): MAD's auto-encoder decodes the backbone's
   output at that one position through an MLP, the same one-vector bottleneck for every architecture
-  (``hope.eval.harness.BottleneckReadout``).
+  (``hope.bench.readout.BottleneckReadout``).
 
 Scoring is accuracy over scored positions (``accuracy``, micro-averaged) and, as MAD reports it via
 ``torchmetrics.MulticlassAccuracy``'s default, the mean of per-class accuracies (``macro_accuracy``).
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hope.eval.common import (
+from hope.suites.common import (
     IGNORE,
     Example,
     check_choice,

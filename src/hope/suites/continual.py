@@ -32,7 +32,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import (
+from hope.suites.common import (
     Example,
     check_choice,
     check_fraction,
@@ -40,7 +40,7 @@ from hope.eval.common import (
     check_predictions,
     check_seed,
 )
-from hope.eval.haystack import real_haystack
+from hope.suites.haystack import real_haystack
 
 name = "continual"
 tasks = ("class-incremental", "domain-lm")

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hope.eval.common import LazyText, check_fraction
+from hope.suites.common import LazyText, check_fraction
 
 FALLBACK_TEXT = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be "

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from hope.eval import babi
-from hope.eval.haystack import FALLBACK_TEXT
+from hope.suites import babi
+from hope.suites.haystack import FALLBACK_TEXT
 
 ROOMS = "bathroom|bedroom|garden|hallway|kitchen|office"
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_positive, check_predictions, check_seed
+from hope.suites.common import Example, check_choice, check_positive, check_predictions, check_seed
 
 name = "formal"
 tasks = ("parity", "mod3", "dyck-1", "dyck-2", "anbn", "anbncn", "shuffle-2", "aa-star", "abab-star")

@@ -1,5 +1,5 @@
 """The ``hope`` command: ``train``, ``generate``, ``eval lm``, ``retention``, ``eval SUITE`` and ``bench-suite``
-(the last two live in ``hope.eval.harness``).
+(the last two in ``hope.cli.suites``).
 
 Model fields are overridden with dotted options after the subcommand, mapped onto
 ``ModelConfig.preset(name, size, **overrides)``: ``--titans.chunk_size 16``, ``--model.d_model 64``,
@@ -388,9 +388,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     r.add_argument("--out", default="runs/retention", help="output directory (default: runs/retention)")
     parsers["retention"] = r
-    from hope.eval import harness
+    from hope.cli import suites
 
-    parsers.update(harness.add_parsers(sub, esub))
+    parsers.update(suites.add_parsers(sub, esub))
     return parser, parsers
 
 
@@ -407,9 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_retention(parsers["retention"], args)
     if args.command == "eval" and args.suite == "lm":
         return _cmd_eval_lm(parsers["eval lm"], args)
-    from hope.eval import harness
+    from hope.cli import suites
 
-    return harness.main(parsers, args)
+    return suites.main(parsers, args)
 
 
 if __name__ == "__main__":

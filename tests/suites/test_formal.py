@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from hope.eval import formal
+from hope.suites import formal
 
 
 def _dyck_by_reduction(s: str, pairs: tuple[str, ...]) -> bool:

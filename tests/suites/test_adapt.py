@@ -1,6 +1,6 @@
 import random
 
-from hope.eval import adapt
+from hope.suites import adapt
 
 
 def test_answer_follows_from_the_demonstrations():

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from hope.eval import SUITES, get_suite
-from hope.eval.common import Example
+from hope.suites import SUITES, get_suite
+from hope.suites.common import Example
 
 # (suite, task, small generate() arguments): one case per task, sized to keep the folder fast.
 CASES = (

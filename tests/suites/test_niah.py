@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from hope.eval import niah
-from hope.eval.haystack import FALLBACK_TEXT, NOISE_TEXT
+from hope.suites import niah
+from hope.suites.haystack import FALLBACK_TEXT, NOISE_TEXT
 
 HAY = FALLBACK_TEXT  # fixed background text, so these tests never depend on the built-in corpus
 

@@ -20,7 +20,7 @@ mv-niah    real text    number 1 key with 4 values       [niah_multivalue]
 Keys are adjective-noun words (RULER draws them from the ``wonderwords`` lists; ours are built in),
 numbers have 7 digits, UUIDs are version-4. ``length`` is the length of the whole prompt in
 **characters** (= bytes = byte-level tokens, the text is ASCII), from 1K to 1M and beyond: prompts
-are :class:`~hope.eval.common.LazyText` recipes, streamed with ``Example.pieces``. ``depth`` is the
+are :class:`~hope.suites.common.LazyText` recipes, streamed with ``Example.pieces``. ``depth`` is the
 position of the first answer needle as a fraction of the haystack (0 = start, 1 = end), snapped to
 the nearest sentence start; other needles, or all of them when ``depth`` is None, go to distinct
 depths drawn from RULER's 40-point grid ``round(linspace(0, 100, 40))`` %.
@@ -35,7 +35,7 @@ import random
 import uuid
 from collections.abc import Sequence
 
-from hope.eval.common import (
+from hope.suites.common import (
     Example,
     check_choice,
     check_fraction,
@@ -43,7 +43,7 @@ from hope.eval.common import (
     check_predictions,
     check_seed,
 )
-from hope.eval.haystack import layout, noise_haystack, real_haystack
+from hope.suites.haystack import layout, noise_haystack, real_haystack
 
 name = "niah"
 tasks = ("s-niah-1", "s-niah-2", "s-niah-3", "mk-niah", "mq-niah", "mv-niah")

@@ -1,6 +1,6 @@
 import pytest
 
-from hope.eval import IGNORE, mad
+from hope.suites import IGNORE, mad
 
 
 def test_baselines_are_mads_published_settings():

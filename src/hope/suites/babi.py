@@ -36,8 +36,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_positive, check_predictions, check_seed
-from hope.eval.haystack import layout, real_haystack
+from hope.suites.common import Example, check_choice, check_positive, check_predictions, check_seed
+from hope.suites.haystack import layout, real_haystack
 
 name = "babi"
 tasks = ("qa1", "qa2", "qa3", "qa4", "qa5")

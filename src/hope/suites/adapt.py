@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.eval.common import Example, check_choice, check_positive, check_predictions, check_seed
+from hope.suites.common import Example, check_choice, check_positive, check_predictions, check_seed
 
 name = "adapt"
 tasks = ("substitution",)

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from hope.eval import continual
-from hope.eval.haystack import FALLBACK_TEXT, real_haystack
+from hope.suites import continual
+from hope.suites.haystack import FALLBACK_TEXT, real_haystack
 
 # Scores R[i][j] on task j after learning tasks 0..i, worked by hand below.
 R = [

@@ -1,0 +1,434 @@
+"""``hope bench-suite``: per preset and seed, train a parameter-matched model on a suite's training
+distribution (:data:`~hope.bench.protocols.PROTOCOLS`), test it on the test distribution, and write
+``config.json``, ``results.json``, ``results.md`` and a plot. Models train one after another or, with
+``jobs > 1``, in a pool of processes.
+
+Everything is deterministic for a seed: data comes from the suites' seeded generators and the models
+from ``torch.manual_seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import hope
+from hope.bench.protocols import (
+    BENCH_SUITES,
+    PROTOCOLS,
+    TEST_SEED,
+    TRAIN_SEED_BASE,
+    eval_examples,
+    label,
+    length_points,
+    train_examples,
+)
+from hope.bench.readout import BottleneckReadout
+from hope.bench.report import plot_results, results_markdown, summarise, to_json
+from hope.config import PRESETS, SIZES, ModelConfig
+from hope.data.atomic import write_text_atomic
+from hope.data.tokenizer import ByteTokenizer
+from hope.eval.predict import autocast, evaluate, pad, suite_vocab, training_pair
+from hope.optim import build_optimizer
+from hope.suites import get_suite
+from hope.suites.common import IGNORE, Example
+
+
+@dataclass
+class BenchConfig:
+    """One ``hope bench-suite`` run; validated on creation (ValueError naming the field)."""
+
+    suite: str
+    presets: tuple[str, ...] = ("hope", "transformer", "titans")
+    tasks: tuple[str, ...] | None = None  # None: every task of the suite
+    steps: int = 200
+    seeds: int = 3
+    size: str = "tiny"
+    lengths: tuple[int, ...] | None = None  # None: the protocol's test lengths
+    train_length: int | None = None  # None: the protocol's
+    batch_size: int = 32
+    n_test: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    device: str = "auto"
+    piece: int = 2048
+    match: str = "hope"
+    out: str | None = None
+    max_minutes: float | None = None  # start no model past this wall time; None: run everything
+    jobs: int = 1  # models trained at once, each in its own process
+    overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every preset
+
+    def __post_init__(self) -> None:
+        self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
+        self.lengths = None if self.lengths is None else tuple(self.lengths)
+        self.validate()
+
+    def validate(self) -> None:
+        _check_in("suite", self.suite, BENCH_SUITES)
+        if not self.presets or len(set(self.presets)) != len(self.presets):
+            raise ValueError(
+                f"bench.presets must be distinct names from {sorted(PRESETS)}; got {self.presets}"
+            )
+        for preset in self.presets:
+            _check_in("presets", preset, sorted(PRESETS))
+        for task in self.tasks or ():
+            _check_in("tasks", task, get_suite(self.suite).tasks)
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("bench.tasks must not be empty")
+        _check_in("size", self.size, list(SIZES))
+        _check_in("precision", self.precision, ["fp32", "bf16"])
+        _check_in("device", self.device, ["auto", "cpu", "cuda"])
+        _check_in("match", self.match, ["hope", "none"])
+        for name in ("steps", "seeds", "batch_size", "n_test", "piece", "jobs"):
+            _check_positive(name, getattr(self, name))
+        if self.train_length is not None:
+            _check_positive("train_length", self.train_length)
+        if self.lengths is not None:
+            if not self.lengths:
+                raise ValueError("bench.lengths must not be empty")
+            for length in self.lengths:
+                _check_positive("lengths", length)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
+                raise ValueError(f"bench.{name} must be a finite number >= 0; got {value!r}")
+        if self.lr == 0:
+            raise ValueError("bench.lr must be > 0")
+        if self.max_minutes is not None and not (
+            isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0
+        ):
+            raise ValueError(f"bench.max_minutes must be a number > 0; got {self.max_minutes!r}")
+        ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
+        protocol = PROTOCOLS[self.suite]
+        if self.train_length is not None and protocol.train_length is None:
+            raise ValueError(
+                f"bench.train_length does not apply to {self.suite} (it trains at each of --lengths)"
+            )
+
+    @property
+    def resolved_tasks(self) -> tuple[str, ...]:
+        return self.tasks or get_suite(self.suite).tasks
+
+    @property
+    def resolved_lengths(self) -> tuple[int | None, ...]:
+        return self.lengths or PROTOCOLS[self.suite].lengths
+
+    @property
+    def resolved_train_length(self) -> int | None:
+        return self.train_length or PROTOCOLS[self.suite].train_length
+
+
+def _check_in(name: str, value: Any, accepted: Sequence[Any]) -> None:
+    if value not in accepted:
+        raise ValueError(f"bench.{name} must be one of {', '.join(map(str, accepted))}; got {value!r}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"bench.{name} must be a positive integer; got {value!r}")
+
+
+def _match_width(cfg: ModelConfig, goal: int, tolerance: float = 0.05) -> ModelConfig:
+    """``cfg`` at the width (a multiple of 2 * n_heads) whose parameter count is closest to ``goal``;
+    unchanged when already within ``tolerance``. Counts grow with the width, so a bisection suffices."""
+    if abs(hope.count_parameters(cfg) - goal) <= tolerance * goal:
+        return cfg
+    step = 2 * cfg.n_heads
+    lo, hi = 1, 8 * cfg.d_model // step
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if hope.count_parameters(dataclasses.replace(cfg, d_model=mid * step)) < goal:
+            lo = mid + 1
+        else:
+            hi = mid
+    candidates = [dataclasses.replace(cfg, d_model=k * step) for k in {max(1, lo - 1), lo}]
+    return min(candidates, key=lambda c: abs(hope.count_parameters(c) - goal))
+
+
+def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
+    """Each preset at ``cfg.size``; with ``match="hope"`` resized to the ``hope`` preset's parameter count
+    (the transformer by ``hope.matched_transformer``, the others by width)."""
+    reference = ModelConfig.preset("hope", cfg.size, vocab_size=vocab, **cfg.overrides)
+    goal = hope.count_parameters(reference)
+    out = {}
+    for preset in cfg.presets:
+        base = ModelConfig.preset(preset, cfg.size, vocab_size=vocab, **cfg.overrides)
+        if cfg.match == "none" or preset == "hope":
+            out[preset] = base
+        elif preset == "transformer":
+            out[preset] = hope.matched_transformer(reference, **cfg.overrides)
+        else:
+            out[preset] = _match_width(base, goal)
+    return out
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5% of the steps, then cosine decay to 10% (as ``hope train``)."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_model(
+    model, cfg: BenchConfig, task: str, length: int | None, seed: int, device: torch.device
+) -> dict:
+    """Trains ``model`` for ``cfg.steps`` AdamW steps on fresh batches of the suite's training distribution
+    (loss only where :func:`training_pair` asks something). Returns the final loss and skipped steps."""
+    optimizer = build_optimizer("adamw", model, cfg.lr, cfg.weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    tokenizer = ByteTokenizer()
+    losses, skipped = [], 0
+    model.train()
+    for step in range(cfg.steps):
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * _lr_factor(step, cfg.steps)
+        examples = train_examples(
+            cfg.suite, task, cfg.batch_size, length, TRAIN_SEED_BASE * (seed + 1) + step
+        )
+        pairs = [training_pair(cfg.suite, ex, tokenizer) for ex in examples]
+        inputs = pad([p[0] for p in pairs], 0).to(device)
+        targets = pad([p[1] for p in pairs], IGNORE).to(device)
+        with autocast(device, cfg.precision):
+            logits, _ = model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        # A non-finite step is skipped, not applied: the run goes on and the count is reported.
+        if math.isfinite(loss.item()) and math.isfinite(float(norm)):
+            optimizer.step()
+        else:
+            skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    tail = [x for x in losses[-10:] if math.isfinite(x)]
+    return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "skipped_steps": skipped}
+
+
+@dataclass
+class _Setting:
+    """One training distribution (a task, and for MAD a length) with its test sets."""
+
+    task: str
+    train_length: int | None
+    tests: list[tuple[int | None, int | None, list[Example]]]
+    vocab: int
+
+    @property
+    def bottleneck(self) -> bool:
+        """MAD compression: read out through :class:`BottleneckReadout`."""
+        return self.tests[0][2][0].meta.get("readout") == "final-state"
+
+
+def _settings(cfg: BenchConfig) -> list[_Setting]:
+    """Every setting's test sets and vocabulary, built (and so validated) before any model trains."""
+    protocol = PROTOCOLS[cfg.suite]
+    out = []
+    for task in cfg.resolved_tasks:
+        if protocol.per_length:
+            plan = [(length, [(None, length)]) for length in cfg.resolved_lengths]
+        else:
+            plan = [(cfg.resolved_train_length, length_points(cfg.suite, cfg.resolved_lengths))]
+        for train_length, points in plan:
+            probe = train_examples(cfg.suite, task, 1, train_length, TRAIN_SEED_BASE)
+            if protocol.per_length and train_length is None:  # name MAD's default length in the results
+                train_length = probe[0].meta["seq_len"]
+                points = [(None, train_length)]
+            tests = [
+                (lo, hi, eval_examples(cfg.suite, task, cfg.n_test, lo, hi, TEST_SEED)) for lo, hi in points
+            ]
+            vocab = suite_vocab(probe + [ex for *_, examples in tests for ex in examples])
+            out.append(_Setting(task, train_length, tests, vocab))
+    return out
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+    """Trains and tests every preset x seed x setting; writes ``config.json``, then ``results.json`` after
+    every model (a run cut short keeps what it finished), and finally ``results.md`` and the plot."""
+    from hope.train.distributed import pick_device
+
+    device = pick_device(cfg.device)
+    out = Path(cfg.out or f"bench/{cfg.suite}-{datetime.now():%Y%m%d-%H%M%S}")
+    if (out / "results.json").exists():
+        raise FileExistsError(f"{out} already holds results; pick another --out")
+    settings = _settings(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = {s.vocab: model_configs(cfg, s.vocab) for s in settings}
+    resolved = {
+        **dataclasses.asdict(cfg),
+        "out": str(out),
+        "tasks": list(cfg.resolved_tasks),
+        "lengths": list(cfg.resolved_lengths),
+        "train_length": cfg.resolved_train_length,
+        "test_seed": TEST_SEED,
+        "models": {
+            str(v): {p: c.to_dict() for p, c in by_preset.items()} for v, by_preset in configs.items()
+        },
+    }
+    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+    header = {
+        "suite": cfg.suite,
+        "metric": PROTOCOLS[cfg.suite].metric,
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "hope": hope.__version__,
+        "config": resolved,
+    }
+    # Seed-major order: a run stopped by --max-minutes still holds every preset on the seeds it finished.
+    plan = [
+        (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
+    ]
+    finished: dict[int, dict] = {}
+    start = time.perf_counter()
+
+    def may_start(preset: str) -> bool:
+        # A model may start if one like it (same preset, else any) would end before --max-minutes.
+        if cfg.max_minutes is None or not finished:
+            return True
+        same = [r["seconds"] for r in finished.values() if r["preset"] == preset] or [
+            r["seconds"] for r in finished.values()
+        ]
+        return time.perf_counter() - start + sum(same) / len(same) <= 60 * cfg.max_minutes
+
+    def record(index: int, run: dict) -> None:
+        finished[index] = run
+        runs = [finished[i] for i in sorted(finished)]
+        write_text_atomic(out / "results.json", to_json({**header, "complete": False, "runs": runs}))
+        done, elapsed = len(finished), time.perf_counter() - start
+        log(
+            f"[{done}/{len(plan)}] {run['preset']} seed {run['seed']} {run['task']}: "
+            + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in run["results"])
+            + f" ({run['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
+        )
+
+    failed: list[dict] = []
+
+    def fail(index: int, error: BaseException) -> None:
+        # One model running out of memory should not cost the others' results.
+        seed, setting, preset = plan[index]
+        failed.append({"preset": preset, "seed": seed, "task": setting.task, "error": repr(error)[:500]})
+        log(f"FAILED {preset} seed {seed} {setting.task}: {error!r}"[:500])
+
+    jobs = [
+        (i, (cfg, setting, preset, configs[setting.vocab][preset], seed, device))
+        for i, (seed, setting, preset) in enumerate(plan)
+    ]
+    if cfg.jobs == 1:
+        for index, args in jobs:
+            if not may_start(args[2]):
+                break
+            try:
+                run = _one_run(*args)
+            except RuntimeError as error:  # e.g. CUDA out of memory
+                fail(index, error)
+            else:
+                record(index, run)
+    else:
+        _run_parallel(jobs, cfg.jobs, may_start, record, fail)
+    if len(finished) + len(failed) < len(plan):
+        log(
+            f"stopped after {len(finished) + len(failed)}/{len(plan)} models: the next would pass --max-minutes"
+        )
+    runs = [finished[i] for i in sorted(finished)]
+    summary = summarise(runs, header["metric"])
+    results = {
+        **header,
+        "complete": len(runs) == len(plan),
+        "runs": runs,
+        "failed": failed,
+        "summary": summary,
+    }
+    write_text_atomic(out / "results.json", to_json(results))
+    write_text_atomic(out / "results.md", results_markdown(results))
+    plot = plot_results(results, out)
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {plot}")
+    return results
+
+
+def _run_parallel(
+    jobs: list, workers: int, may_start: Callable[[str], bool], record: Callable, fail: Callable
+) -> None:
+    """Runs ``_one_run(*args)`` for each ``(index, args)`` in ``workers`` spawned processes, in order,
+    starting none that ``may_start`` refuses; ``record`` gets each result, ``fail`` each RuntimeError.
+    Small models leave a GPU idle between kernel launches, so processes sharing it train several models
+    in little more than the time of one."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    queue, running = list(jobs), {}
+    with futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
+    ) as pool:
+        while queue or running:
+            while queue and len(running) < workers:
+                index, args = queue.pop(0)
+                if not may_start(args[2]):
+                    queue.clear()
+                    break
+                running[pool.submit(_one_run, *args)] = index
+            if not running:
+                break
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                index, error = running.pop(future), future.exception()
+                if error is None:
+                    record(index, future.result())
+                elif isinstance(error, RuntimeError):
+                    fail(index, error)
+                else:
+                    raise error
+
+
+def _one_run(
+    cfg: BenchConfig, setting: _Setting, preset: str, model_cfg: ModelConfig, seed: int, device
+) -> dict:
+    torch.manual_seed(seed)
+    model = hope.build_model(model_cfg)
+    if setting.bottleneck:
+        model = BottleneckReadout(model, setting.train_length)
+    model = model.to(device)
+    began = time.perf_counter()
+    trained = train_model(model, cfg, setting.task, setting.train_length, seed, device)
+    results = []
+    for lo, hi, examples in setting.tests:
+        metrics = evaluate(
+            model,
+            cfg.suite,
+            examples,
+            device=device,
+            batch_size=cfg.batch_size,
+            piece=cfg.piece,
+            precision=cfg.precision,
+        )
+        results.append({"min_length": lo, "length": hi, "label": label(lo, hi), **metrics})
+    return {
+        "preset": preset,
+        "seed": seed,
+        "task": setting.task,
+        "train_length": setting.train_length,
+        "params": model.num_parameters(),
+        "d_model": model_cfg.d_model,
+        "n_layers": model_cfg.n_layers,
+        "seconds": time.perf_counter() - began,
+        **trained,
+        "results": results,
+    }

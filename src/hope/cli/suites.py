@@ -1,0 +1,252 @@
+"""``hope eval SUITE`` (zero-shot evaluation of a trained run) and ``hope bench-suite`` (train and compare
+presets on a suite): their options and commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hope.argtypes import positive_int
+from hope.bench.protocols import BENCH_SUITES, PROTOCOLS, TEST_SEED, eval_examples, label, length_points
+from hope.bench.report import to_json
+from hope.bench.run import BenchConfig, run_bench
+from hope.config import PRESETS, SIZES
+from hope.eval.predict import evaluate
+from hope.suites import SUITES, get_suite
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(positive_int(part) for part in text.split(",") if part.strip()) or _empty(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of positive integers, got {text!r}"
+        ) from None
+
+
+def _override(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE``: JSON where it parses (32, 0.5, true, [16, 64]), a comma list (16,64), else a string."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"must be FIELD=VALUE (e.g. titans.chunk_size=32), got {text!r}")
+
+    def parse(part: str) -> Any:
+        try:
+            return json.loads(part)
+        except json.JSONDecodeError:
+            return part
+
+    parsed = parse(value)
+    if isinstance(parsed, str) and "," in parsed:
+        parsed = [parse(part) for part in parsed.split(",")]
+    return key.removeprefix("model."), parsed
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip()) or _empty(text)
+
+
+def _empty(text: str):
+    raise argparse.ArgumentTypeError(f"must name at least one item, got {text!r}")
+
+
+def _common_options(p: argparse.ArgumentParser, suites: Sequence[str]) -> None:
+    tasks = "; ".join(f"{s}: {', '.join(get_suite(s).tasks)}" for s in suites)
+    p.add_argument(
+        "--tasks", type=_name_list, default=None, help=f"comma-separated tasks (default: all; {tasks})"
+    )
+    p.add_argument(
+        "--lengths",
+        type=_int_list,
+        default=None,
+        help="comma-separated test lengths: characters for niah/babi, letters per word for adapt, "
+        "upper edges of string-length bins for formal, seq_len for mad (default: "
+        + "; ".join(f"{s}: {_show(PROTOCOLS[s].lengths)}" for s in suites)
+        + ")",
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=32, help="examples per forward pass (default: 32)"
+    )
+    p.add_argument(
+        "--piece",
+        type=positive_int,
+        default=2048,
+        help="tokens per streamed piece of a long prompt (default: 2048)",
+    )
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+
+
+def _show(lengths: Sequence[int | None]) -> str:
+    return ",".join("MAD baseline" if x is None else str(x) for x in lengths)
+
+
+def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
+    """Adds ``eval SUITE`` (for every suite) under ``eval_sub`` and ``bench-suite`` under ``sub``."""
+    parsers = {}
+    for name in SUITES:
+        p = eval_sub.add_parser(
+            name,
+            help=f"zero-shot {name} benchmark of a trained run",
+            description=f"Zero-shot {name} evaluation of a run's newest checkpoint: prompts are streamed "
+            "through the model state in pieces; answers are generated greedily, chosen among candidates or "
+            "read per position, as the suite defines. Prints JSON (stdout) and a table (stderr).",
+        )
+        p.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+        _common_options(p, [name])
+        p.add_argument(
+            "--n", type=positive_int, default=50, help="examples per task and length (default: 50)"
+        )
+        p.add_argument("--seed", type=int, default=TEST_SEED, help=f"example seed (default: {TEST_SEED})")
+        parsers[f"eval {name}"] = p
+
+    b = sub.add_parser(
+        "bench-suite",
+        help="train and compare presets on a benchmark suite",
+        description="Per preset and seed: train a parameter-matched model on the suite's training "
+        "distribution, test it on the test distribution (longer strings for formal, longer contexts for "
+        "niah/babi, longer words for adapt), and write results.json, results.md (mean ± std over seeds), "
+        "a plot and config.json into --out.",
+    )
+    b.add_argument("suite", choices=BENCH_SUITES, metavar="SUITE", help=f"one of {', '.join(BENCH_SUITES)}")
+    b.add_argument(
+        "--presets",
+        type=_name_list,
+        default=("hope", "transformer", "titans"),
+        help=f"comma-separated presets (default: hope,transformer,titans; any of {', '.join(PRESETS)})",
+    )
+    b.add_argument("--steps", type=positive_int, default=200, help="training steps per model (default: 200)")
+    b.add_argument("--seeds", type=positive_int, default=3, help="seeds per preset (default: 3)")
+    b.add_argument("--size", choices=tuple(SIZES), default="tiny", help="model size preset (default: tiny)")
+    b.add_argument(
+        "--train-length",
+        type=positive_int,
+        default=None,
+        help="training length (default: "
+        + "; ".join(f"{s}: {PROTOCOLS[s].train_length}" for s in BENCH_SUITES if PROTOCOLS[s].train_length)
+        + "; mad trains at each --lengths)",
+    )
+    b.add_argument(
+        "--n-test", type=positive_int, default=100, help="test examples per task and length (default: 100)"
+    )
+    b.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 0.001)")
+    b.add_argument(
+        "--match",
+        choices=("hope", "none"),
+        default="hope",
+        help="resize every preset to the hope preset's parameter count, or not (default: hope)",
+    )
+    b.add_argument("--out", default=None, help="output directory (default: bench/<suite>-<date>-<time>)")
+    b.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no model that would end past this wall time; the tables cover what finished",
+    )
+    b.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        type=_override,
+        help="model field for every preset, e.g. --override titans.chunk_size=32 (repeatable)",
+    )
+    b.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="models trained at once, one process each; small models share a GPU well (default: 1)",
+    )
+    _common_options(b, BENCH_SUITES)
+    parsers["bench-suite"] = b
+    return parsers
+
+
+def main(parsers: dict[str, argparse.ArgumentParser], args: argparse.Namespace) -> int:
+    """Runs ``hope eval SUITE`` or ``hope bench-suite`` from parsed arguments."""
+    if args.command == "bench-suite":
+        return _bench_command(parsers["bench-suite"], args)
+    return _eval_command(parsers[f"eval {args.suite}"], args)
+
+
+def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        cfg = BenchConfig(
+            suite=args.suite,
+            presets=args.presets,
+            tasks=args.tasks,
+            steps=args.steps,
+            seeds=args.seeds,
+            size=args.size,
+            lengths=args.lengths,
+            train_length=args.train_length,
+            batch_size=args.batch_size,
+            n_test=args.n_test,
+            lr=args.lr,
+            precision=args.precision,
+            device=args.device,
+            piece=args.piece,
+            match=args.match,
+            out=args.out,
+            max_minutes=args.max_minutes,
+            jobs=args.jobs,
+            overrides=dict(args.override),
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        results = run_bench(cfg)
+    except (ValueError, FileExistsError) as e:
+        print(f"hope bench-suite: error: {e}", file=sys.stderr)
+        return 1
+    return 1 if results["failed"] else 0
+
+
+def _eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hope.train import load_for_inference
+    from hope.train.distributed import pick_device
+
+    suite = get_suite(args.suite)
+    tasks = args.tasks or suite.tasks
+    try:
+        for task in tasks:
+            if task not in suite.tasks:
+                raise ValueError(f"--tasks must be from {', '.join(suite.tasks)}; got {task!r}")
+        device = pick_device(args.device)
+        model, tokenizer, _, step = load_for_inference(args.run, device)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    results = []
+    for task in tasks:
+        for lo, hi in length_points(args.suite, args.lengths or PROTOCOLS[args.suite].lengths):
+            try:
+                examples = eval_examples(args.suite, task, args.n, lo, hi, args.seed)
+                metrics = evaluate(
+                    model,
+                    args.suite,
+                    examples,
+                    tokenizer=tokenizer,
+                    device=device,
+                    batch_size=args.batch_size,
+                    piece=args.piece,
+                    precision=args.precision,
+                )
+            except ValueError as e:
+                parser.error(f"{task} at length {label(lo, hi)}: {e}")
+            hi = hi or examples[0].meta.get("seq_len")  # MAD's default length, named
+            results.append({"task": task, "label": label(lo, hi), "min_length": lo, "length": hi, **metrics})
+            shown = {k: v for k, v in metrics.items() if k != "n"}
+            print(
+                f"{task:>24} {label(lo, hi):>8}  " + "  ".join(f"{k} {v:.4g}" for k, v in shown.items()),
+                file=sys.stderr,
+            )
+    print(
+        to_json(
+            {"run": str(args.run), "step": step, "suite": args.suite, "seed": args.seed, "results": results}
+        ),
+        end="",
+    )
+    return 0

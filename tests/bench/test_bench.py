@@ -1,0 +1,145 @@
+"""The bench runner: deterministic runs, parameter matching by width, --max-minutes, parallel jobs,
+a failing model reported beside the others, and MAD's bottleneck read-out."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hope
+from hope.bench import run as R
+from hope.bench.readout import BottleneckReadout
+from hope.bench.run import BenchConfig
+from hope.data.tokenizer import ByteTokenizer
+from hope.eval.predict import evaluate, training_pair
+from hope.suites import get_suite
+from hope.suites.common import IGNORE
+
+
+def _mad_bench(out, **changes) -> BenchConfig:
+    """Transformer and Titans on MAD compression, as small as a bench run gets."""
+    settings = {
+        "suite": "mad",
+        "presets": ("transformer", "titans"),
+        "tasks": ("compression",),
+        "steps": 2,
+        "seeds": 2,
+        "batch_size": 4,
+        "n_test": 4,
+        "device": "cpu",
+        "out": str(out),
+    }
+    return BenchConfig(**{**settings, **changes})
+
+
+def test_bench_runs_are_deterministic_and_titans_is_matched_by_width(tmp_path):
+    cfg = _mad_bench(tmp_path, steps=3, seeds=1)
+    (setting,) = R._settings(cfg)
+    assert setting.train_length == 32 and [t[:2] for t in setting.tests] == [
+        (None, 32)
+    ]  # MAD's default, named
+    configs = R.model_configs(cfg, setting.vocab)
+    goal = hope.count_parameters(hope.ModelConfig.preset("hope", "tiny", vocab_size=setting.vocab))
+    assert abs(hope.count_parameters(configs["titans"]) - goal) <= 0.05 * goal
+    first, second = (
+        R._one_run(cfg, setting, "transformer", configs["transformer"], 0, torch.device("cpu"))
+        for _ in range(2)
+    )
+    assert first["train_loss"] == second["train_loss"] and first["results"] == second["results"]
+
+
+def test_max_minutes_stops_early_and_still_writes_the_tables(tmp_path):
+    cfg = _mad_bench(tmp_path, max_minutes=1e-6)
+    results = R.run_bench(cfg, log=lambda _: None)
+    assert not results["complete"] and len(results["runs"]) == 1
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is False
+    row = next(
+        line
+        for line in (tmp_path / "results.md").read_text().splitlines()
+        if line.startswith("| transformer |")
+    )
+    assert "(1 seed)" in row and "±" not in row  # one seed has no spread to report
+
+
+def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
+    serial = R.run_bench(_mad_bench(tmp_path / "serial"), log=lambda _: None)
+    parallel = R.run_bench(_mad_bench(tmp_path / "parallel", jobs=2), log=lambda _: None)
+    assert parallel["complete"]
+    key = [(r["preset"], r["seed"]) for r in serial["runs"]]
+    assert (
+        key
+        == [(r["preset"], r["seed"]) for r in parallel["runs"]]
+        == [
+            ("transformer", 0),
+            ("titans", 0),
+            ("transformer", 1),
+            ("titans", 1),
+        ]
+    )
+    for a, b in zip(serial["runs"], parallel["runs"]):
+        assert a["train_loss"] == b["train_loss"] and a["results"] == b["results"]
+
+
+def test_a_model_that_fails_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    real = R._one_run
+
+    def flaky(cfg, setting, preset, model_cfg, seed, device):
+        if preset == "titans" and seed == 0:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(cfg, setting, preset, model_cfg, seed, device)
+
+    monkeypatch.setattr(R, "_one_run", flaky)
+    cfg = _mad_bench(tmp_path)
+    results = R.run_bench(cfg, log=lambda _: None)
+    assert not results["complete"]
+    assert [(r["preset"], r["seed"]) for r in results["runs"]] == [
+        ("transformer", 0),
+        ("transformer", 1),
+        ("titans", 1),
+    ]
+    assert [(f["preset"], f["seed"]) for f in results["failed"]] == [("titans", 0)]
+    assert "simulated" in results["failed"][0]["error"]
+    assert "titans seed 0 compression: `OutOfMemoryError" in (tmp_path / "results.md").read_text()
+
+
+def _compression_batch(n, length, seed):
+    examples = get_suite("mad").generate("compression", n, length, seed)
+    pairs = [training_pair("mad", ex, ByteTokenizer()) for ex in examples]
+    return examples, *(torch.from_numpy(np.stack([p[i] for p in pairs])) for i in (0, 1))
+
+
+def test_compression_reads_the_prompt_only_through_the_final_hidden_state():
+    torch.manual_seed(0)
+    lm = hope.build_model(hope.ModelConfig.preset("transformer", "tiny", vocab_size=16))
+    readout = BottleneckReadout(lm, prompt_length=8)
+    _, inputs, targets = _compression_batch(3, 8, 0)
+    logits, _ = readout(inputs)
+    # h is what the LM head reads at the compression token.
+    h = readout.encode(inputs[:, :8])
+    torch.testing.assert_close(lm.head(h), lm(inputs[:, :8])[0][:, -1])
+    # Logits only where the targets ask, and the teacher-forced tokens (everything a transformer could
+    # copy from) change nothing.
+    assert (logits[targets == IGNORE] == 0).all() and (logits[targets != IGNORE] != 0).any()
+    shuffled = inputs.clone()
+    shuffled[:, 8:] = torch.randint(0, 15, shuffled[:, 8:].shape)
+    torch.testing.assert_close(readout(shuffled)[0], logits)
+    # Reconstruction logits are a function of h alone.
+    torch.testing.assert_close(logits[:, 7:], readout.decoder(h[:, None] + readout.positions))
+    with pytest.raises(ValueError, match="15 tokens"):
+        readout(inputs[:, :10])
+
+
+def test_an_encoder_and_its_decoder_learn_to_reconstruct_a_fixed_batch():
+    torch.manual_seed(0)
+    lm = hope.build_model(hope.ModelConfig.preset("transformer", "tiny", vocab_size=16))
+    readout = BottleneckReadout(lm, prompt_length=4)
+    examples, inputs, targets = _compression_batch(8, 4, 1)
+    optimizer = torch.optim.Adam(readout.parameters(), lr=3e-3)
+    for _ in range(300):
+        logits, _ = readout(inputs)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert evaluate(readout, "mad", examples, batch_size=8)["accuracy"] == 1.0
