@@ -7,14 +7,16 @@ loss_curves.png. Model: `hope.build_model(ModelConfig.preset("transformer", size
 package provides it, else a small built-in causal transformer. Data: the built-in Shakespeare corpus of
 `hope.data` as bytes (90% train / 10% validation), else a seeded synthetic sequence task.
 Every optimizer gets the same initial weights and batch order per seed; the non-matrix parameters
-inside Muon/M3/DGD (embeddings, norms, biases) use AdamW at --adamw-lr. Each run: linear warm-up over
-the first 5% of steps, cosine decay to 10%. "step ms" is the whole training step (forward, backward,
-optimizer); "opt ms" is `optimizer.step()` alone; overhead is relative to AdamW's.
+inside Muon/M3/DGD (embeddings, norms, biases) use AdamW at --adamw-lr. Each run: `hope train`'s step
+(`hope.train.step`; a non-finite step is skipped), linear warm-up over the first 5% of steps, cosine
+decay to 10%. "step ms" is the whole training step (forward, backward, optimizer); "opt ms" is
+`optimizer.step()` alone; overhead is relative to AdamW's.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -27,6 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from hope.optim import build_optimizer
+from hope.train.step import lr_factor, train_step
 
 # name -> (build_optimizer name, extra hyper-parameters, default LR sweep)
 OPTIMIZERS = {
@@ -129,6 +132,11 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _clock(device: str, times: list[float]) -> None:
+    sync(device)
+    times.append(time.perf_counter())
+
+
 def run(name: str, lr: float, seed: int, train_ids, val_batches, vocab, args) -> dict:
     opt_name, extra, _ = OPTIMIZERS[name]
     torch.manual_seed(seed)
@@ -138,34 +146,31 @@ def run(name: str, lr: float, seed: int, train_ids, val_batches, vocab, args) ->
     if opt_name != "adamw":
         hparams["adamw_lr"] = args.adamw_lr
     opt = build_optimizer(opt_name, model, lr=lr, weight_decay=args.weight_decay, **hparams)
+    base_lrs = [group["lr"] for group in opt.param_groups]
     warmup = max(1, args.steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, args.steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    device = torch.device(args.device)
     g = torch.Generator().manual_seed(seed)
     train_curve, val_curve, step_times, opt_times = [], [], [], []
     for step in range(args.steps):
         x, y = batch(train_ids, g, args.batch_size, args.seq_len, args.device)
         sync(args.device)
+        backward_done = []
         t0 = time.perf_counter()
-        loss = lm_loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sync(args.device)
-        t1 = time.perf_counter()
-        opt.step()
+        loss, _ = train_step(
+            model,
+            opt,
+            lambda x=x, y=y: (x, y),
+            base_lrs,
+            lr_factor(step, args.steps, warmup, 0.1),
+            device,
+            after_backward=functools.partial(_clock, args.device, backward_done),
+        )
         sync(args.device)
         t2 = time.perf_counter()
-        scheduler.step()
         if step >= min(5, args.steps // 10):  # skip warm-up iterations (allocator, kernels)
             step_times.append(t2 - t0)
-            opt_times.append(t2 - t1)
-        train_curve.append(loss.item())
+            opt_times.append(t2 - backward_done[0])
+        train_curve.append(loss)
         if not math.isfinite(train_curve[-1]):
             break
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:

@@ -6,8 +6,8 @@ import torch.distributed as td
 import torch.nn.functional as F
 
 import hope
+from hope import distributed as dist
 from hope.config import PRESETS
-from hope.train import distributed as dist
 
 # Tiny's CMS chunks are (16, 64): at 16 no level steps inside the sequence, at 32 and 64 the slower
 # one does not (at 64 it steps after the last token), at 65 both do.

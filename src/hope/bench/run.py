@@ -10,6 +10,7 @@ from ``torch.manual_seed``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import hope
 from hope.bench.protocols import (
@@ -42,10 +42,12 @@ from hope.bench.report import plot_results, results_markdown, summarise, to_json
 from hope.config import PRESETS, SIZES, ModelConfig
 from hope.data.atomic import write_text_atomic
 from hope.data.tokenizer import ByteTokenizer
-from hope.eval.predict import autocast, evaluate, pad, suite_vocab, training_pair
+from hope.distributed import pick_device
+from hope.eval.predict import evaluate, pad, suite_vocab, training_pair
 from hope.optim import build_optimizer
 from hope.suites import get_suite
 from hope.suites.common import IGNORE, Example
+from hope.train.step import lr_factor, train_step
 
 
 @dataclass
@@ -178,48 +180,48 @@ def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
     return out
 
 
-def _lr_factor(step: int, steps: int) -> float:
-    """Linear warm-up over the first 5% of the steps, then cosine decay to 10% (as ``hope train``)."""
-    warmup = max(1, steps // 20)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_model(
     model, cfg: BenchConfig, task: str, length: int | None, seed: int, device: torch.device
 ) -> dict:
     """Trains ``model`` for ``cfg.steps`` AdamW steps on fresh batches of the suite's training distribution
-    (loss only where :func:`training_pair` asks something). Returns the final loss and skipped steps."""
+    (loss only where :func:`training_pair` asks something), warming up over the first 5% of the steps and
+    decaying to 10% (as ``hope train``). Returns the final loss and the skipped (non-finite) steps."""
     optimizer = build_optimizer("adamw", model, cfg.lr, cfg.weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     tokenizer = ByteTokenizer()
     losses, skipped = [], 0
     model.train()
     for step in range(cfg.steps):
-        for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * _lr_factor(step, cfg.steps)
-        examples = train_examples(
-            cfg.suite, task, cfg.batch_size, length, TRAIN_SEED_BASE * (seed + 1) + step
+        batch = functools.partial(
+            _train_batch,
+            cfg.suite,
+            task,
+            cfg.batch_size,
+            length,
+            TRAIN_SEED_BASE * (seed + 1) + step,
+            tokenizer,
         )
-        pairs = [training_pair(cfg.suite, ex, tokenizer) for ex in examples]
-        inputs = pad([p[0] for p in pairs], 0).to(device)
-        targets = pad([p[1] for p in pairs], IGNORE).to(device)
-        with autocast(device, cfg.precision):
-            logits, _ = model(inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        factor = lr_factor(step, cfg.steps, max(1, cfg.steps // 20), 0.1)
+        loss, norm = train_step(
+            model,
+            optimizer,
+            batch,
+            base_lrs,
+            factor,
+            device,
+            precision=cfg.precision,
+            grad_clip=cfg.grad_clip,
+        )
         # A non-finite step is skipped, not applied: the run goes on and the count is reported.
-        if math.isfinite(loss.item()) and math.isfinite(float(norm)):
-            optimizer.step()
-        else:
-            skipped += 1
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        skipped += not (math.isfinite(loss) and math.isfinite(norm))
+        losses.append(loss)
     tail = [x for x in losses[-10:] if math.isfinite(x)]
     return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "skipped_steps": skipped}
+
+
+def _train_batch(suite, task, n, length, seed, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [training_pair(suite, ex, tokenizer) for ex in train_examples(suite, task, n, length, seed)]
+    return pad([p[0] for p in pairs], 0), pad([p[1] for p in pairs], IGNORE)
 
 
 @dataclass
@@ -262,8 +264,6 @@ def _settings(cfg: BenchConfig) -> list[_Setting]:
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Trains and tests every preset x seed x setting; writes ``config.json``, then ``results.json`` after
     every model (a run cut short keeps what it finished), and finally ``results.md`` and the plot."""
-    from hope.train.distributed import pick_device
-
     device = pick_device(cfg.device)
     out = Path(cfg.out or f"bench/{cfg.suite}-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "results.json").exists():

@@ -185,9 +185,9 @@ def _cmd_train(parser, args, extra) -> int:
 def _cmd_generate(parser, args) -> int:
     import torch
 
+    from hope.distributed import pick_device
     from hope.generate import stream
     from hope.train import load_for_inference
-    from hope.train.distributed import pick_device
 
     try:
         device = pick_device(args.device)
@@ -222,9 +222,9 @@ def _cmd_eval_lm(parser, args) -> int:
     from hope.data.loader import check_long_enough
     from hope.data.tokenizer import token_byte_lengths
     from hope.data.tokens import read_text, read_token_file, resolve_sources
+    from hope.distributed import pick_device
     from hope.eval.lm import evaluate_lm
     from hope.train import load_for_inference
-    from hope.train.distributed import pick_device
 
     try:
         device = pick_device(args.device)
@@ -270,7 +270,7 @@ def _cmd_retention(parser, args) -> int:
     import time
 
     from hope.analysis import retention
-    from hope.train.distributed import pick_device
+    from hope.distributed import pick_device
 
     presets = [p for p in args.presets.split(",") if p]
     runs = [r for r in args.runs.split(",") if r]

@@ -206,8 +206,8 @@ def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hope.distributed import pick_device
     from hope.train import load_for_inference
-    from hope.train.distributed import pick_device
 
     suite = get_suite(args.suite)
     tasks = args.tasks or suite.tasks

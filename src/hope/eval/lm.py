@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hope import distributed as dist
 from hope.data.loader import eval_batches
-from hope.train import distributed as dist
 
 
 @torch.no_grad()

@@ -99,7 +99,7 @@ def pad(rows: Sequence[np.ndarray], value: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -108,7 +108,7 @@ def stream_pieces(model, ids: torch.Tensor, piece: int, device: torch.device, pr
     Calls ``on_logits(start, logits)`` per piece; returns the last position's logits and the state."""
     state = logits = None
     for start in range(0, ids.shape[1], piece):
-        with autocast(device, precision):
+        with _autocast(device, precision):
             logits, state = model(ids[:, start : start + piece].to(device), state)
         if on_logits is not None:
             on_logits(start, logits.float())
@@ -240,7 +240,7 @@ def _generate(model, suite, examples, tokenizer, device, batch_size, piece, prec
                 next_id = last.argmax(-1)
                 tokens.append(next_id.cpu())
                 if step + 1 < budget:
-                    with autocast(device, precision):
+                    with _autocast(device, precision):
                         logits, state = model(next_id[:, None], state)
                     last = logits[:, -1].float()
             generated = torch.stack(tokens, dim=1).tolist()

@@ -1,4 +1,4 @@
-"""Training harness: `TrainConfig`, the loop, checkpoints, distributed plumbing and run logging."""
+"""Training: `TrainConfig`, the loop, checkpoints and run logging (process groups: `hope.distributed`)."""
 
 from hope.train.config import TrainConfig
 from hope.train.loop import TrainingDiverged, TrainResult, load_for_inference, load_train_config, train

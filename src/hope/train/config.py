@@ -7,6 +7,7 @@ from typing import Any
 
 from hope.data.corpus import BUILTIN
 from hope.data.tokenizer import validate_spec
+from hope.train.step import lr_factor
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -117,8 +118,10 @@ class TrainConfig:
         accepted = set(OPTIMIZER_DEFAULTS[self.optimizer]) - {"lr", "weight_decay"}
         unknown = sorted(set(self.optimizer_args) - accepted)
         if unknown:
-            raise ValueError(f"train.optimizer_args {unknown} are not hyper-parameters of {self.optimizer}; "
-                             f"accepted: {sorted(accepted)} (lr and weight_decay have their own options)")
+            raise ValueError(
+                f"train.optimizer_args {unknown} are not hyper-parameters of {self.optimizer}; "
+                f"accepted: {sorted(accepted)} (lr and weight_decay have their own options)"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.device not in DEVICES:
@@ -156,14 +159,13 @@ class TrainConfig:
 
         return ModelConfig.preset(self.preset, self.size, vocab_size=vocab_size, **self.model_overrides)
 
+    def lr_factor(self, step: int) -> float:
+        """``lr``'s multiplier at 0-based ``step``: linear warm-up, then cosine decay to ``min_lr_ratio``."""
+        return lr_factor(step, self.total_steps, self.total_warmup, self.min_lr_ratio)
+
     def lr_at(self, step: int) -> float:
-        """Learning rate for 0-based ``step``: linear warm-up, then cosine decay to ``lr * min_lr_ratio``."""
-        warmup, total = self.total_warmup, self.total_steps
-        if step < warmup:
-            return self.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        floor = self.lr * self.min_lr_ratio
-        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        """Learning rate at 0-based ``step``."""
+        return self.lr * self.lr_factor(step)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,7 +5,6 @@ checkpoint, bit for bit on CPU: the checkpoint holds the weights, optimizer stat
 loader's position, and the learning rate is a pure function of the step.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -16,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import hope
+from hope import distributed as dist
 from hope.data.atomic import write_text_atomic
 from hope.data.loader import TokenLoader, check_long_enough
 from hope.data.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths
@@ -27,10 +26,10 @@ from hope.data.tokens import prepare_tokens
 from hope.eval.lm import evaluate_lm
 from hope.generate import stream
 from hope.optim import build_optimizer
-from hope.train import distributed as dist
 from hope.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hope.train.config import TrainConfig
 from hope.train.metrics import MetricsLogger, plot_losses
+from hope.train.step import train_step
 
 CONFIG = "config.json"
 LATEST = "latest"
@@ -213,7 +212,17 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         window_time, window_steps = 0.0, 0
         while step < total:
             started = time.perf_counter()
-            loss, grad_norm = _train_step(cfg, model, optimizer, loader, base_lrs, step, device)
+            loss, grad_norm = train_step(
+                model,
+                optimizer,
+                loader.next_batch,
+                base_lrs,
+                cfg.lr_factor(step),
+                device,
+                cfg.grad_accum,
+                cfg.precision,
+                cfg.grad_clip,
+            )
             window_time += time.perf_counter() - started
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(run_dir)
@@ -269,57 +278,6 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         print(f"run directory: {run_dir}", file=sys.stderr)
     dist.barrier()
     return TrainResult(run_dir, step, val, sample)
-
-
-def _train_step(cfg, model, optimizer, loader, base_lrs, step, device) -> tuple[float, float]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the all-process mean loss, grad norm."""
-    factor = cfg.lr_at(step) / cfg.lr
-    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-        group["lr"] = base * factor
-    loss_sum = torch.zeros((), device=device)
-    for micro in range(cfg.grad_accum):
-        inputs, targets = (t.to(device, non_blocking=True) for t in loader.next_batch())
-        with (
-            _grad_sync(model, micro == cfg.grad_accum - 1),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
-        ):
-            logits, _ = model(inputs)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-            (loss / cfg.grad_accum).backward()
-        loss_sum += loss.detach()
-    mean_loss = dist.all_reduce_sum(loss_sum / cfg.grad_accum).item() / dist.world_size()
-    # With clipping off the norm is still computed (for the log and the NaN check): an infinite max_norm
-    # never rescales. The norm is global, so every process takes the same decision below.
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-    if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
-        grad_norm = grad_norm.full_tensor()
-    grad_norm = float(grad_norm)
-    # A finite loss can still come with NaN gradients (overflow inside the backward pass): skip both.
-    if math.isfinite(mean_loss) and math.isfinite(grad_norm):
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return mean_loss, grad_norm
-
-
-def _grad_sync(model, sync: bool):
-    """Skips the gradient all-reduce on all but the last micro-batch of an accumulated step."""
-    inner = getattr(model, "_orig_mod", model)
-    if sync:
-        return contextlib.nullcontext()
-    if hasattr(inner, "no_sync"):  # DDP
-        return inner.no_sync()
-    if hasattr(inner, "set_requires_gradient_sync"):  # FSDP2
-        inner.set_requires_gradient_sync(False)
-        return _restore_gradient_sync(inner)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _restore_gradient_sync(module):
-    try:
-        yield
-    finally:
-        module.set_requires_gradient_sync(True)
 
 
 def _print_sample(cfg: TrainConfig, model, tokenizer, device) -> str:
