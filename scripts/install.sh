@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch==${HOPE_TORCH_VERSION:-2.13.0}"
 fi
-"$PY" -m pip install -q -e ".[dev]"
+# The hf extra (transformers, lm-eval) is installed too, so the tests of hope.hf run everywhere.
+"$PY" -m pip install -q -e ".[dev,hf]"
 # CUDA builds of torch bring their own Triton. Without one, the tests run the Triton kernels in
 # Triton's interpreter: 3.6 is the GPU machine's version, and its interpreter needs NumPy < 2.3.
 if ! "$PY" -c "import triton" >/dev/null 2>&1; then

@@ -317,6 +317,15 @@ def _device_name(device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _cmd_export(parser, args) -> int:
+    """`hope export`: the command lives in hope.hf (imported only here, as it needs the hf extra)."""
+    try:
+        from hope.hf import export
+    except ImportError as e:
+        parser.error(str(e))
+    return export.cmd_export(parser, args)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Nested Learning / HOPE in PyTorch: train, sample, evaluate."
@@ -388,6 +397,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     r.add_argument("--out", default="runs/retention", help="output directory (default: runs/retention)")
     parsers["retention"] = r
+
+    x = sub.add_parser(
+        "export",
+        help="a run as a Hugging Face save_pretrained folder (needs the hf extra)",
+        description="Write a run's newest checkpoint as a transformers save_pretrained folder: HopeConfig, "
+        "safetensors weights and the tokenizer as a PreTrainedTokenizerFast (see hope.hf).",
+    )
+    x.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+    x.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    parsers["export"] = x
     from hope.cli import suites
 
     parsers.update(suites.add_parsers(sub, esub))
@@ -407,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_retention(parsers["retention"], args)
     if args.command == "eval" and args.suite == "lm":
         return _cmd_eval_lm(parsers["eval lm"], args)
+    if args.command == "export":
+        return _cmd_export(parsers["export"], args)
     from hope.cli import suites
 
     return suites.main(parsers, args)
