@@ -13,6 +13,7 @@ context would learn the pad tokens), so batch only prompts of equal length.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,6 +47,7 @@ class HopeConfig(PreTrainedConfig):
             raise ValueError(
                 f"hope config: preset {self.preset!r} does not match the model's own name {resolved.name!r}"
             )
+        self.model = json.loads(json.dumps(resolved.to_dict()))  # as config.json holds it (tuples: lists)
         super().__post_init__(**kwargs)
 
     @classmethod
