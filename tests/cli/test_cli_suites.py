@@ -44,8 +44,8 @@ def test_bench_suite_formal_end_to_end(tmp_path, capsys):
         "cpu",
         "--out",
         str(out),
-        "--override",
-        "titans.chunk_size=4",
+        "--titans.chunk_size",
+        "4",
     ]
     assert main(argv) == 0
     assert "[4/4]" in capsys.readouterr().err
@@ -147,10 +147,12 @@ def test_eval_suite_on_a_trained_run(tmp_path, capsys):
         (["bench-suite", "niah", "--size", "huge"], "invalid choice: 'huge'"),
         (["bench-suite", "niah", "--steps", "0"], "--steps: must be a positive integer"),
         (
-            ["bench-suite", "niah", "--override", "titans.chunk_sise=8"],
+            ["bench-suite", "niah", "--titans.chunk_sise", "8"],
             "unknown config field 'titans.chunk_sise'",
         ),
-        (["bench-suite", "niah", "--override", "chunk"], "must be FIELD=VALUE"),
+        (["bench-suite", "niah", "--titans.chunk_size"], "--titans.chunk_size needs a value"),
+        (["bench-suite", "niah", "--chunk", "8"], "unrecognized argument '--chunk'"),
+        (["eval", "formal", "--run", "nowhere", "--titans.chunk_size", "8"], "unrecognized arguments"),
         (["eval", "formal", "--run", "nowhere"], "no run directory at nowhere"),
         (["eval", "mad", "--run", "nowhere", "--tasks", "recall"], "--tasks must be from in-context-recall"),
     ],

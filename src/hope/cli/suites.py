@@ -4,63 +4,26 @@ presets on a suite): their options and commands."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from hope.argtypes import positive_int
 from hope.bench.protocols import BENCH_SUITES, PROTOCOLS, TEST_SEED, eval_examples, label, length_points
 from hope.bench.report import to_json
 from hope.bench.run import BenchConfig, run_bench
+from hope.cli.args import dotted_options, int_list, name_list, positive_int
 from hope.config import PRESETS, SIZES
 from hope.eval.predict import evaluate
 from hope.suites import SUITES, get_suite
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(positive_int(part) for part in text.split(",") if part.strip()) or _empty(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"must be a comma-separated list of positive integers, got {text!r}"
-        ) from None
-
-
-def _override(text: str) -> tuple[str, Any]:
-    """``FIELD=VALUE``: JSON where it parses (32, 0.5, true, [16, 64]), a comma list (16,64), else a string."""
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise argparse.ArgumentTypeError(f"must be FIELD=VALUE (e.g. titans.chunk_size=32), got {text!r}")
-
-    def parse(part: str) -> Any:
-        try:
-            return json.loads(part)
-        except json.JSONDecodeError:
-            return part
-
-    parsed = parse(value)
-    if isinstance(parsed, str) and "," in parsed:
-        parsed = [parse(part) for part in parsed.split(",")]
-    return key.removeprefix("model."), parsed
-
-
-def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip()) or _empty(text)
-
-
-def _empty(text: str):
-    raise argparse.ArgumentTypeError(f"must name at least one item, got {text!r}")
-
-
 def _common_options(p: argparse.ArgumentParser, suites: Sequence[str]) -> None:
     tasks = "; ".join(f"{s}: {', '.join(get_suite(s).tasks)}" for s in suites)
     p.add_argument(
-        "--tasks", type=_name_list, default=None, help=f"comma-separated tasks (default: all; {tasks})"
+        "--tasks", type=name_list, default=None, help=f"comma-separated tasks (default: all; {tasks})"
     )
     p.add_argument(
         "--lengths",
-        type=_int_list,
+        type=int_list(1),
         default=None,
         help="comma-separated test lengths: characters for niah/babi, letters per word for adapt, "
         "upper edges of string-length bins for formal, seq_len for mad (default: "
@@ -109,12 +72,13 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         description="Per preset and seed: train a parameter-matched model on the suite's training "
         "distribution, test it on the test distribution (longer strings for formal, longer contexts for "
         "niah/babi, longer words for adapt), and write results.json, results.md (mean ± std over seeds), "
-        "a plot and config.json into --out.",
+        "a plot and config.json into --out. Model fields for every preset are dotted options after SUITE, "
+        "as for train: --titans.chunk_size 32 --model.impl chunked.",
     )
     b.add_argument("suite", choices=BENCH_SUITES, metavar="SUITE", help=f"one of {', '.join(BENCH_SUITES)}")
     b.add_argument(
         "--presets",
-        type=_name_list,
+        type=name_list,
         default=("hope", "transformer", "titans"),
         help=f"comma-separated presets (default: hope,transformer,titans; any of {', '.join(PRESETS)})",
     )
@@ -147,14 +111,6 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         help="start no model that would end past this wall time; the tables cover what finished",
     )
     b.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        type=_override,
-        help="model field for every preset, e.g. --override titans.chunk_size=32 (repeatable)",
-    )
-    b.add_argument(
         "--jobs",
         type=positive_int,
         default=1,
@@ -165,14 +121,9 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
     return parsers
 
 
-def main(parsers: dict[str, argparse.ArgumentParser], args: argparse.Namespace) -> int:
-    """Runs ``hope eval SUITE`` or ``hope bench-suite`` from parsed arguments."""
-    if args.command == "bench-suite":
-        return _bench_command(parsers["bench-suite"], args)
-    return _eval_command(parsers[f"eval {args.suite}"], args)
-
-
-def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
+    """``hope bench-suite``: model fields for every preset come as dotted options (``--titans.chunk_size 32``)."""
+    args.overrides = dotted_options(parser, extra)
     try:
         cfg = BenchConfig(
             suite=args.suite,
@@ -193,7 +144,7 @@ def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             out=args.out,
             max_minutes=args.max_minutes,
             jobs=args.jobs,
-            overrides=dict(args.override),
+            overrides=args.overrides,
         )
     except ValueError as e:
         parser.error(str(e))
@@ -205,7 +156,8 @@ def _bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return 1 if results["failed"] else 0
 
 
-def _eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def eval_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``hope eval SUITE``: zero-shot evaluation of a run's newest checkpoint."""
     from hope.distributed import pick_device
     from hope.train import load_for_inference
 

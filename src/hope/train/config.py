@@ -28,42 +28,81 @@ def _check_float(name: str, value: Any, lo: float, hi: float = math.inf, lo_open
         raise ValueError(f"train.{name} must be a finite number {bound}, got {value!r}")
 
 
+def _option(default: Any, help: str, resumable: bool = False, **bounds: Any) -> Any:
+    """A field that is also a ``hope train`` option: its help, whether ``--resume`` may change it, and
+    its bounds (``lo`` with ``lo_open`` and ``hi`` for numbers; ints: ``lo`` is the minimum)."""
+    return field(default=default, metadata=_about(help, resumable, **bounds))
+
+
+def _about(help: str, resumable: bool = False, **bounds: Any) -> dict[str, Any]:
+    return {"help": help, "resumable": resumable, **bounds}
+
+
 @dataclass
 class TrainConfig:
     """A training run. ``batch_size`` is the *global* batch: sequences per optimizer step summed over
-    processes and gradient-accumulation micro-steps, so results do not depend on how many GPUs ran it."""
+    processes and gradient-accumulation micro-steps, so results do not depend on how many GPUs ran it.
 
-    preset: str = "hope"
-    size: str = "tiny"
+    Every field but the two dictionaries is a ``hope train`` option of the same name (``seq_len``:
+    ``--seq-len``), with the help text, bounds and ``--resume`` rule kept here."""
+
+    preset: str = _option(
+        "hope",
+        "architecture preset: hope, hope-no-cms, hope-no-selfmod, hope-no-surprise, hope-attention, "
+        "titans, transformer, linear-attention, deltanet, gated-deltanet",
+    )
+    size: str = _option("tiny", "size preset: tiny, small, 125m, 350m, 760m")
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"titans.chunk_size": 16}
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"betas": [0.9, 0.99, 0.9]}
-    data: list[str] = field(default_factory=lambda: [BUILTIN])
-    tokenizer: str = "byte"
-    val_fraction: float = 0.05
-    seq_len: int = 128
-    batch_size: int = 16
-    grad_accum: int = 1
-    steps: int | None = None  # give steps or tokens; neither means DEFAULT_STEPS
-    tokens: int | None = None
-    lr: float = 1e-3  # at 3e-3 the tiny HOPE preset reached NaN near step 77 in our runs; 1e-3 trains cleanly
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int | None = None  # None: 5% of the steps
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0  # 0 disables clipping
-    optimizer: str = "adamw"
-    precision: str = "fp32"
-    compile: bool = False
-    fsdp: bool = False
-    device: str = "auto"
-    eval_every: int = 100  # 0: evaluate only at the end
-    eval_batches: int = 8
-    save_every: int = 100  # 0: save only at the end
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    sample_prompt: str = "ROMEO:"
-    sample_tokens: int = 200
-    out: str | None = None  # run directory; None: runs/<time>-<preset>
-    seed: int = 0
+    data: list[str] = field(
+        default_factory=lambda: [BUILTIN],
+        metadata=_about(
+            "training text: builtin, .txt/.jsonl files, pre-tokenised .bin (uint16) files, or globs"
+        ),
+    )
+    tokenizer: str = _option(
+        "byte", "byte, bpe:N (trained on the training text, saved in the run), or a tokenizer.json"
+    )
+    val_fraction: float = _option(
+        0.05, "fraction of the data held out for validation", lo=0.0, lo_open=True, hi=0.5
+    )
+    seq_len: int = _option(128, "tokens per training sequence", lo=1)
+    batch_size: int = _option(16, "global sequences per optimizer step", lo=1)
+    grad_accum: int = _option(1, "micro-batches accumulated per optimizer step", lo=1)
+    # Give steps or tokens; neither means DEFAULT_STEPS.
+    steps: int | None = _option(None, f"optimizer steps (default: {DEFAULT_STEPS})", resumable=True, lo=1)
+    tokens: int | None = _option(
+        None, "training tokens instead of --steps (rounded up to whole steps)", resumable=True, lo=1
+    )
+    # At 3e-3 the tiny HOPE preset reached NaN near step 77 in our runs; 1e-3 trains cleanly.
+    lr: float = _option(1e-3, "peak learning rate", lo=0.0, lo_open=True)
+    min_lr_ratio: float = _option(
+        0.1, "final learning rate as a fraction of --lr (cosine schedule)", lo=0.0, hi=1.0
+    )
+    warmup_steps: int | None = _option(None, "linear warm-up steps (default: 5%% of the steps)", lo=0)
+    weight_decay: float = _option(0.1, "decoupled weight decay on matrices", lo=0.0)
+    grad_clip: float = _option(1.0, "clip the global gradient norm to this (0: off)", lo=0.0)
+    optimizer: str = _option(
+        "adamw",
+        "adamw, muon, m3, dgd, delta_momentum or deep_momentum (hope.optim); their "
+        "hyper-parameters as dotted options, e.g. --optim.betas 0.9,0.999,0.9 --optim.frequency 10 "
+        "--optim.alpha 0.5 for m3 (defaults: hope.optim.OPTIMIZER_DEFAULTS)",
+    )
+    precision: str = _option("fp32", "fp32 or bf16 (autocast)", choices=PRECISIONS)
+    compile: bool = _option(False, "torch.compile the model", resumable=True)
+    fsdp: bool = _option(False, "under torchrun, shard with FSDP2 instead of DDP")
+    device: str = _option("auto", "auto, cpu or cuda", resumable=True, choices=DEVICES)
+    eval_every: int = _option(100, "validate every N steps (0: only at the end)", resumable=True, lo=0)
+    eval_batches: int = _option(8, "validation batches per evaluation", resumable=True, lo=1)
+    save_every: int = _option(100, "checkpoint every N steps (0: only at the end)", resumable=True, lo=0)
+    keep_checkpoints: int = _option(2, "how many recent checkpoints to keep", resumable=True, lo=1)
+    log_every: int = _option(10, "write metrics every N steps", resumable=True, lo=1)
+    sample_prompt: str = _option("ROMEO:", "prompt for the sample printed after training", resumable=True)
+    sample_tokens: int = _option(200, "tokens to sample after training (0: none)", resumable=True, lo=0)
+    out: str | None = _option(
+        None, "run directory (default: runs/<date>-<time>-<preset>, and runs/latest points to it)"
+    )
+    seed: int = _option(0, "random seed (model init, data order, sampling)", lo=0)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,34 +126,26 @@ class TrainConfig:
             validate_spec(self.tokenizer)
         except ValueError as e:
             raise ValueError(f"train.{e}") from None
-        _check_float("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
-        for name in ("seq_len", "batch_size", "grad_accum", "eval_batches", "keep_checkpoints", "log_every"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("eval_every", "save_every", "sample_tokens", "seed"):
-            _check_int(name, getattr(self, name), 0)
+        for f in dataclasses.fields(self):
+            value, bounds = getattr(self, f.name), f.metadata
+            if "lo" not in bounds or value is None:
+                continue
+            if f.type is float:
+                _check_float(
+                    f.name, value, bounds["lo"], bounds.get("hi", math.inf), bounds.get("lo_open", False)
+                )
+            else:
+                _check_int(f.name, value, bounds["lo"])
         if self.steps is not None and self.tokens is not None:
             raise ValueError("train.steps and train.tokens are alternatives; give one")
-        if self.steps is not None:
-            _check_int("steps", self.steps, 1)
-        if self.tokens is not None:
-            _check_int("tokens", self.tokens, 1)
-        if self.warmup_steps is not None:
-            _check_int("warmup_steps", self.warmup_steps, 0)
-            if self.warmup_steps >= self.total_steps:
-                raise ValueError(
-                    f"train.warmup_steps ({self.warmup_steps}) must be below the step count "
-                    f"({self.total_steps})"
-                )
-        _check_float("lr", self.lr, 0.0, lo_open=True)
-        _check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _check_float("weight_decay", self.weight_decay, 0.0)
-        _check_float("grad_clip", self.grad_clip, 0.0)
-        from hope.optim import OPTIMIZERS
+        if self.warmup_steps is not None and self.warmup_steps >= self.total_steps:
+            raise ValueError(
+                f"train.warmup_steps ({self.warmup_steps}) must be below the step count ({self.total_steps})"
+            )
+        from hope.optim import OPTIMIZER_DEFAULTS, OPTIMIZERS
 
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        from hope.optim import OPTIMIZER_DEFAULTS
-
         accepted = set(OPTIMIZER_DEFAULTS[self.optimizer]) - {"lr", "weight_decay"}
         unknown = sorted(set(self.optimizer_args) - accepted)
         if unknown:
@@ -122,15 +153,15 @@ class TrainConfig:
                 f"train.optimizer_args {unknown} are not hyper-parameters of {self.optimizer}; "
                 f"accepted: {sorted(accepted)} (lr and weight_decay have their own options)"
             )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"train.device must be one of {list(DEVICES)}, got {self.device!r}")
+        for f in dataclasses.fields(self):
+            if "choices" in f.metadata and getattr(self, f.name) not in f.metadata["choices"]:
+                raise ValueError(
+                    f"train.{f.name} must be one of {list(f.metadata['choices'])}, got {getattr(self, f.name)!r}"
+                )
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"train.batch_size ({self.batch_size}) must be divisible by train.grad_accum "
-                f"({self.grad_accum}): "
-                "batch_size is the global batch per optimizer step"
+                f"({self.grad_accum}): batch_size is the global batch per optimizer step"
             )
 
     @property
