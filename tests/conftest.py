@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 # Tiny tensors gain nothing from intra-op threads, and oversubscribed threads make CPU runs crawl.
@@ -9,3 +10,9 @@ torch.set_num_threads(1)
 # Set before any kernel module is imported: `triton.jit` reads it when it decorates a kernel.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    # One token cache per test session: tests share the tokenised corpus and never touch ~/.cache.
+    monkeypatch.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))

@@ -5,33 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from tiny_run import train_argv
 
 from hope.cli import main
 from hope.data import builtin_text
 
-TINY = [
-    "--preset",
-    "transformer",
-    "--model.d_model",
-    "32",
-    "--model.n_layers",
-    "1",
-    "--seq-len",
-    "32",
-    "--batch-size",
-    "4",
-    "--eval-batches",
-    "2",
-    "--sample-tokens",
-    "10",
-    "--device",
-    "cpu",
-]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))
+TINY = train_argv(sample_tokens=10)
 
 
 @pytest.fixture

@@ -5,16 +5,12 @@ import math
 import statistics
 
 import pytest
+from tiny_run import train_argv
 
 from hope.bench.run import BenchConfig
 from hope.cli import main
 from hope.data import builtin_text
 from hope.suites import get_suite
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))
 
 
 def test_bench_suite_formal_end_to_end(tmp_path, capsys):
@@ -89,36 +85,7 @@ def test_eval_suite_on_a_trained_run(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(builtin_text()[:20_000])
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "transformer",
-                "--model.d_model",
-                "32",
-                "--model.n_layers",
-                "1",
-                "--seq-len",
-                "32",
-                "--batch-size",
-                "4",
-                "--steps",
-                "2",
-                "--eval-batches",
-                "1",
-                "--sample-tokens",
-                "0",
-                "--device",
-                "cpu",
-                "--data",
-                str(corpus),
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", *train_argv(steps=2, eval_batches=1, data=[str(corpus)], out=str(run))]) == 0
     capsys.readouterr()
     for argv, labels in [
         (["formal", "--tasks", "parity,dyck-1", "--lengths", "10,20"], ["1-10", "11-20", "1-10", "11-20"]),

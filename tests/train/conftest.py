@@ -1,13 +1,8 @@
 import pytest
+from tiny_run import TINY
 
 from hope.data import builtin_text
 from hope.train import TrainConfig
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    # One token cache per test session: tests share the tokenised corpus and never touch ~/.cache.
-    monkeypatch.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -23,19 +18,14 @@ def tiny_cfg(corpus, tmp_path):
 
     def make(out="run", **changes) -> TrainConfig:
         fields = {
-            "preset": "transformer",
-            "model_overrides": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+            **TINY,
+            "model_overrides": dict(TINY["model_overrides"]),
             "data": [str(corpus)],
-            "seq_len": 32,
-            "batch_size": 4,
             "steps": 8,
             "lr": 3e-3,
             "eval_every": 4,
-            "eval_batches": 2,
             "save_every": 4,
             "log_every": 1,
-            "sample_tokens": 0,
-            "device": "cpu",
             "out": str(tmp_path / out),
         }
         fields.update(changes)

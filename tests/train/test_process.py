@@ -10,31 +10,13 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_run import train_argv
 
 from hope.train import load_for_inference, train
 from hope.train.checkpoint import latest_checkpoint, list_checkpoints
 from hope.train.metrics import read_metrics
 
-TINY = [
-    "--model.d_model",
-    "32",
-    "--model.n_layers",
-    "1",
-    "--seq-len",
-    "32",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "0",
-    "--eval-batches",
-    "2",
-    "--sample-tokens",
-    "0",
-    "--device",
-    "cpu",
-    "--log-every",
-    "1",
-]
+TINY = train_argv(eval_every=0, log_every=1)
 
 
 def _hope(*args, **kw):
@@ -51,8 +33,6 @@ def test_sigkill_mid_run_then_resume(corpus, tmp_path):
             "-m",
             "hope",
             "train",
-            "--preset",
-            "transformer",
             *TINY,
             "--data",
             str(corpus),
@@ -98,7 +78,6 @@ def test_sigkill_mid_run_then_resume(corpus, tmp_path):
     [("transformer", "ddp"), ("transformer", "fsdp"), ("hope", "ddp"), ("hope", "fsdp")],
 )
 def test_two_processes_match_one(preset, sharding, corpus, tmp_path, tiny_cfg):
-    steps = ["--preset", preset, "--steps", "4", "--save-every", "0", "--lr", "1e-2"]
     single = train(tiny_cfg("single", preset=preset, steps=4, save_every=0, eval_every=0, lr=1e-2))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -109,8 +88,7 @@ def test_two_processes_match_one(preset, sharding, corpus, tmp_path, tiny_cfg):
         "-m",
         "hope",
         "train",
-        *TINY,
-        *steps,
+        *train_argv(preset=preset, eval_every=0, log_every=1, steps=4, save_every=0, lr=1e-2),
         "--data",
         str(corpus),
         "--out",
