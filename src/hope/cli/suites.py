@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from hope.bench.protocols import BENCH_SUITES, PROTOCOLS, TEST_SEED, eval_examples, label, length_points
 from hope.bench.report import to_json
 from hope.bench.run import BenchConfig, run_bench
+from hope.cli import continual
 from hope.cli.args import dotted_options, int_list, name_list, positive_int
 from hope.config import PRESETS, SIZES
 from hope.eval.predict import evaluate
@@ -75,7 +76,8 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         "a plot and config.json into --out. Model fields for every preset are dotted options after SUITE, "
         "as for train: --titans.chunk_size 32 --model.impl chunked.",
     )
-    b.add_argument("suite", choices=BENCH_SUITES, metavar="SUITE", help=f"one of {', '.join(BENCH_SUITES)}")
+    suites = (*BENCH_SUITES, continual.SUITE)
+    b.add_argument("suite", choices=suites, metavar="SUITE", help=f"one of {', '.join(suites)}")
     b.add_argument(
         "--presets",
         type=name_list,
@@ -117,12 +119,15 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         help="models trained at once, one process each; small models share a GPU well (default: 1)",
     )
     _common_options(b, BENCH_SUITES)
+    continual.add_options(b)
     parsers["bench-suite"] = b
     return parsers
 
 
 def bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
     """``hope bench-suite``: model fields for every preset come as dotted options (``--titans.chunk_size 32``)."""
+    if args.suite == continual.SUITE:
+        return continual.command(parser, args, extra)
     args.overrides = dotted_options(parser, extra)
     try:
         cfg = BenchConfig(
