@@ -1,6 +1,8 @@
 """HopeForCausalLM: Auto classes, save/load round trip, generate() == our streaming generation."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from hope.config import PRESETS
 from hope.data.tokenizer import ByteTokenizer
 from hope.generate import stream
-from hope.hf import HopeConfig, HopeForCausalLM, byte_tokenizer
+from hope.hf import HopeConfig, HopeForCausalLM, byte_tokenizer, hf_tokenizer
 
 SMALL = {"d_model": 32, "n_layers": 1}
 
@@ -76,6 +78,8 @@ def test_greedy_generate_equals_our_streaming_generation(preset):
     for row, prompt in zip(out, prompts):
         assert row[: len(prompt)].tolist() == list(prompt.encode())
         assert row[len(prompt) :].tolist() == ours(model, prompt, 12, temperature=0)
+    # Without the cache every step re-reads the whole sequence: the same tokens.
+    assert torch.equal(model.generate(**batch, max_new_tokens=12, do_sample=False, use_cache=False), out)
 
 
 def test_sampling_generate_equals_our_streaming_generation_with_the_same_seed():
@@ -86,6 +90,21 @@ def test_sampling_generate_equals_our_streaming_generation_with_the_same_seed():
     expected = ours(model, "ROMEO:", 12, temperature=0.8, generator=torch.Generator().manual_seed(7))
     assert out[0, 6:].tolist() == expected
     assert len(set(expected)) > 1  # sampled, not a constant
+
+
+def test_a_run_byte_tokenizer_file_becomes_the_byte_tokenizer(tmp_path):
+    ByteTokenizer().save(tmp_path / "tokenizer.json")
+    assert hf_tokenizer(tmp_path / "tokenizer.json")("é!", add_special_tokens=False)["input_ids"] == [
+        195,
+        169,
+        33,
+    ]
+
+
+def test_the_core_package_does_not_import_transformers():
+    code = "import sys, hope, hope.cli; hope.cli.build_parser(); print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_byte_tokenizer_has_our_ids():
