@@ -4,11 +4,6 @@ from hope.data import builtin_text
 from hope.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))
-
-
 @pytest.fixture(scope="session")
 def bpe_run(tmp_path_factory):
     """A one-step tiny Transformer++ run with a BPE tokeniser (a run directory as `hope train` writes it)."""
@@ -28,5 +23,9 @@ def bpe_run(tmp_path_factory):
         device="cpu",
         out=str(root / "run"),
     )
-    train(cfg)
+    with (
+        pytest.MonkeyPatch.context() as mp
+    ):  # session-scoped: tests/conftest.py's cache fixture is not yet set
+        mp.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))
+        train(cfg)
     return root / "run"
