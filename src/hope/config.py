@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hope.checks import check_choice, check_int, check_number
+
 IMPLS = ("reference", "chunked", "triton", "auto")
 BLOCKS = ("hope", "hope_attention", "transformer", "titans")
 MEMORY_KINDS = ("mlp", "matrix")
@@ -23,24 +25,6 @@ DECAY_TARGETS = ("init", "zero")
 SURPRISE_MODES = ("none", "absolute", "relative")
 CMS_ERRORS = ("lm", "local", "none")
 CMS_VARIANTS = ("sequential", "nested", "independent")
-
-
-def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _check_positive(owner: str, name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}.{name} must be a finite number {bound}, got {value!r}")
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass
@@ -57,10 +41,10 @@ class SurpriseConfig:
     window: int = 64
 
     def validate(self, owner: str = "titans.surprise") -> None:
-        _check_choice(owner, "mode", self.mode, SURPRISE_MODES)
+        check_choice(f"{owner}.mode", self.mode, SURPRISE_MODES)
         if not isinstance(self.threshold, (int, float)) or not math.isfinite(self.threshold):
             raise ValueError(f"{owner}.threshold must be a finite number, got {self.threshold!r}")
-        _check_int(owner, "window", self.window, 2)
+        check_int(f"{owner}.window", self.window, 2)
 
 
 @dataclass
@@ -112,21 +96,19 @@ class TitansConfig:
     surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
 
     def validate(self, owner: str = "titans") -> None:
-        _check_int(owner, "chunk_size", self.chunk_size, 1)
-        _check_choice(owner, "memory", self.memory, MEMORY_KINDS)
-        _check_int(owner, "memory_depth", self.memory_depth, 1)
+        check_int(f"{owner}.chunk_size", self.chunk_size, 1)
+        check_choice(f"{owner}.memory", self.memory, MEMORY_KINDS)
+        check_int(f"{owner}.memory_depth", self.memory_depth, 1)
         if self.memory == "mlp" and self.memory_depth < 2:
             raise ValueError(f"{owner}.memory_depth must be >= 2 for memory='mlp', got {self.memory_depth}")
-        _check_positive(owner, "hidden_mult", self.hidden_mult)
-        _check_choice(owner, "activation", self.activation, ACTIVATIONS)
-        _check_choice(owner, "objective", self.objective, OBJECTIVES)
-        _check_choice(owner, "update_rule", self.update_rule, UPDATE_RULES)
-        _check_int(owner, "conv_size", self.conv_size, 0)
-        _check_positive(owner, "eta_max", self.eta_max)
+        check_number(f"{owner}.hidden_mult", self.hidden_mult, lo_open=True)
+        check_choice(f"{owner}.activation", self.activation, ACTIVATIONS)
+        check_choice(f"{owner}.objective", self.objective, OBJECTIVES)
+        check_choice(f"{owner}.update_rule", self.update_rule, UPDATE_RULES)
+        check_int(f"{owner}.conv_size", self.conv_size, 0)
+        check_number(f"{owner}.eta_max", self.eta_max, lo_open=True)
         for name in ("eta_init", "momentum_init"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-                raise ValueError(f"{owner}.{name} must lie in (0, 1), got {value!r}")
+            check_number(f"{owner}.{name}", getattr(self, name), 0.0, 1.0, lo_open=True, hi_open=True)
         if self.eta_init >= self.eta_max:
             raise ValueError(f"{owner}.eta_init must be < eta_max={self.eta_max}, got {self.eta_init}")
         horizon = self.decay_horizon
@@ -140,9 +122,9 @@ class TitansConfig:
                 f"{owner}.decay_horizon must be (shortest, longest) in tokens with 1 < shortest <= longest"
                 f" < 1e9, got {horizon!r}"
             )
-        _check_choice(owner, "decay_to", self.decay_to, DECAY_TARGETS)
-        _check_choice(owner, "retrieval", self.retrieval, RETRIEVALS)
-        _check_choice(owner, "init", self.init, INITS)
+        check_choice(f"{owner}.decay_to", self.decay_to, DECAY_TARGETS)
+        check_choice(f"{owner}.retrieval", self.retrieval, RETRIEVALS)
+        check_choice(f"{owner}.init", self.init, INITS)
         for name in ("decay", "learn_eta", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{owner}.{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
@@ -151,8 +133,8 @@ class TitansConfig:
                 raise ValueError(
                     f"{owner}.{name}=False needs {owner}.self_modifying=False (static projections)"
                 )
-        _check_positive(owner, "error_clip", self.error_clip, allow_zero=True)
-        _check_int(owner, "boundary_every", self.boundary_every, 1)
+        check_number(f"{owner}.error_clip", self.error_clip)
+        check_int(f"{owner}.boundary_every", self.boundary_every, 1)
         self.surprise.validate(f"{owner}.surprise")
 
 
@@ -182,11 +164,11 @@ class CMSConfig:
                 f"{owner}.chunk_sizes must all be multiples of the smallest ({smallest}), "
                 f"got {self.chunk_sizes!r}"
             )
-        _check_positive(owner, "expansion", self.expansion)
-        _check_choice(owner, "activation", self.activation, ACTIVATIONS)
-        _check_choice(owner, "error", self.error, CMS_ERRORS)
-        _check_choice(owner, "variant", self.variant, CMS_VARIANTS)
-        _check_positive(owner, "lr", self.lr, allow_zero=True)
+        check_number(f"{owner}.expansion", self.expansion, lo_open=True)
+        check_choice(f"{owner}.activation", self.activation, ACTIVATIONS)
+        check_choice(f"{owner}.error", self.error, CMS_ERRORS)
+        check_choice(f"{owner}.variant", self.variant, CMS_VARIANTS)
+        check_number(f"{owner}.lr", self.lr)
 
 
 @dataclass
@@ -220,22 +202,22 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     def validate(self) -> None:
-        _check_choice("model", "block", self.block, BLOCKS)
-        _check_choice("model", "impl", self.impl, IMPLS)
-        _check_int("model", "vocab_size", self.vocab_size, 2)
-        _check_int("model", "d_model", self.d_model, 2)
-        _check_int("model", "n_layers", self.n_layers, 1)
-        _check_int("model", "n_heads", self.n_heads, 1)
+        check_choice("model.block", self.block, BLOCKS)
+        check_choice("model.impl", self.impl, IMPLS)
+        check_int("model.vocab_size", self.vocab_size, 2)
+        check_int("model.d_model", self.d_model, 2)
+        check_int("model.n_layers", self.n_layers, 1)
+        check_int("model.n_heads", self.n_heads, 1)
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
             )
         if self.block in ("transformer", "hope_attention") and self.head_dim % 2:
             raise ValueError(f"model.head_dim (d_model / n_heads = {self.head_dim}) must be even for RoPE")
-        _check_positive("model", "mlp_mult", self.mlp_mult)
-        _check_positive("model", "norm_eps", self.norm_eps)
-        _check_positive("model", "rope_theta", self.rope_theta)
-        _check_positive("model", "init_std", self.init_std)
+        check_number("model.mlp_mult", self.mlp_mult, lo_open=True)
+        check_number("model.norm_eps", self.norm_eps, lo_open=True)
+        check_number("model.rope_theta", self.rope_theta, lo_open=True)
+        check_number("model.init_std", self.init_std, lo_open=True)
         self.titans.validate()
         self.cms.validate()
 

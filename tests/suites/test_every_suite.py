@@ -130,11 +130,11 @@ def test_bad_arguments_name_the_field(suite):
     length = 2000 if suite in ("niah", "babi") else 20
     with pytest.raises(ValueError, match=r"task must be one of .*" + s.tasks[-1]):
         s.generate("no-such-task", 2, length, 0)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
         s.generate(task, 0, length, 0)
-    with pytest.raises(ValueError, match="length must be a positive integer"):
+    with pytest.raises(ValueError, match="length must be an integer >= 1"):
         s.generate(task, 2, -5, 0)
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         s.generate(task, 2, length, -1)
     examples = s.generate(task, 2, length, 0)
     with pytest.raises(ValueError, match="one entry per example"):

@@ -114,7 +114,7 @@ def test_empty_length_ranges_and_bad_bounds_raise():
         formal.generate("anbncn", 4, 5, 0, min_length=5)
     with pytest.raises(ValueError, match="min_length must be <= length"):
         formal.generate("parity", 4, 10, 0, min_length=20)
-    with pytest.raises(ValueError, match="min_length must be a positive integer"):
+    with pytest.raises(ValueError, match="min_length must be an integer >= 1"):
         formal.generate("parity", 4, 10, 0, min_length=0)
     with pytest.raises(ValueError, match="predictions must be label token ids"):
         formal.score(formal.generate("parity", 2, 10, 0), ["yes", "no"])

@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +39,7 @@ from hope.bench.protocols import (
 )
 from hope.bench.readout import BottleneckReadout
 from hope.bench.report import plot_results, results_markdown, summarise, to_json
+from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS, SIZES, ModelConfig
 from hope.data.atomic import write_text_atomic
 from hope.data.tokenizer import ByteTokenizer
@@ -82,40 +83,35 @@ class BenchConfig:
         self.validate()
 
     def validate(self) -> None:
-        _check_in("suite", self.suite, BENCH_SUITES)
+        check_choice("bench.suite", self.suite, BENCH_SUITES)
         if not self.presets or len(set(self.presets)) != len(self.presets):
             raise ValueError(
                 f"bench.presets must be distinct names from {sorted(PRESETS)}; got {self.presets}"
             )
         for preset in self.presets:
-            _check_in("presets", preset, sorted(PRESETS))
+            check_choice("bench.presets", preset, sorted(PRESETS))
         for task in self.tasks or ():
-            _check_in("tasks", task, get_suite(self.suite).tasks)
+            check_choice("bench.tasks", task, get_suite(self.suite).tasks)
         if self.tasks is not None and not self.tasks:
             raise ValueError("bench.tasks must not be empty")
-        _check_in("size", self.size, list(SIZES))
-        _check_in("precision", self.precision, ["fp32", "bf16"])
-        _check_in("device", self.device, ["auto", "cpu", "cuda"])
-        _check_in("match", self.match, ["hope", "none"])
+        check_choice("bench.size", self.size, SIZES)
+        check_choice("bench.precision", self.precision, ["fp32", "bf16"])
+        check_choice("bench.device", self.device, ["auto", "cpu", "cuda"])
+        check_choice("bench.match", self.match, ["hope", "none"])
         for name in ("steps", "seeds", "batch_size", "n_test", "piece", "jobs"):
-            _check_positive(name, getattr(self, name))
+            check_int(f"bench.{name}", getattr(self, name))
         if self.train_length is not None:
-            _check_positive("train_length", self.train_length)
+            check_int("bench.train_length", self.train_length)
         if self.lengths is not None:
             if not self.lengths:
                 raise ValueError("bench.lengths must not be empty")
             for length in self.lengths:
-                _check_positive("lengths", length)
-        for name in ("lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-                raise ValueError(f"bench.{name} must be a finite number >= 0; got {value!r}")
-        if self.lr == 0:
-            raise ValueError("bench.lr must be > 0")
-        if self.max_minutes is not None and not (
-            isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0
-        ):
-            raise ValueError(f"bench.max_minutes must be a number > 0; got {self.max_minutes!r}")
+                check_int("bench.lengths", length)
+        check_number("bench.lr", self.lr, lo_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            check_number(f"bench.{name}", getattr(self, name))
+        if self.max_minutes is not None:
+            check_number("bench.max_minutes", self.max_minutes, lo_open=True)
         ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
         protocol = PROTOCOLS[self.suite]
         if self.train_length is not None and protocol.train_length is None:
@@ -134,16 +130,6 @@ class BenchConfig:
     @property
     def resolved_train_length(self) -> int | None:
         return self.train_length or PROTOCOLS[self.suite].train_length
-
-
-def _check_in(name: str, value: Any, accepted: Sequence[Any]) -> None:
-    if value not in accepted:
-        raise ValueError(f"bench.{name} must be one of {', '.join(map(str, accepted))}; got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"bench.{name} must be a positive integer; got {value!r}")
 
 
 def _match_width(cfg: ModelConfig, goal: int, tolerance: float = 0.05) -> ModelConfig:

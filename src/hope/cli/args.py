@@ -53,6 +53,19 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+_SHARED = {
+    "run": {"required": True, "help": "run directory (e.g. runs/latest)"},
+    "precision": {"choices": ("fp32", "bf16"), "default": "fp32", "help": "(default: fp32)"},
+    "device": {"choices": ("auto", "cpu", "cuda"), "default": "auto", "help": "(default: auto)"},
+}
+
+
+def add_shared(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Adds the options several commands share, by name: ``run``, ``precision``, ``device``."""
+    for name in names:
+        parser.add_argument(f"--{name}", **_SHARED[name])
+
+
 def int_list(minimum: int):
     """A comma-separated list of integers >= ``minimum`` (0 or 1), as a tuple."""
     item, what = (positive_int, "positive integers") if minimum == 1 else (non_negative_int, "integers >= 0")

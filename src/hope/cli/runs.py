@@ -4,7 +4,14 @@ import argparse
 import json
 import sys
 
-from hope.cli.args import int_list, non_negative_float, non_negative_int, positive_int, probability
+from hope.cli.args import (
+    add_shared,
+    int_list,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    probability,
+)
 
 
 def add_parsers(sub, parsers: dict[str, argparse.ArgumentParser]):
@@ -16,14 +23,14 @@ def add_parsers(sub, parsers: dict[str, argparse.ArgumentParser]):
         description="Stream text from a run's newest checkpoint: the prompt is read once, then "
         "each token is fed back with the model's state.",
     )
-    g.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+    add_shared(g, "run")
     g.add_argument("--prompt", required=True, help="text to continue")
     g.add_argument("--max-tokens", type=positive_int, default=300, help="tokens to generate (default: 300)")
     g.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 is greedy (default: 0.8)")
     g.add_argument("--top-k", type=positive_int, default=None, help="sample from the k most likely tokens")
     g.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (e.g. 0.95)")
     g.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default: 0)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    add_shared(g, "device")
     parsers["generate"] = g
 
     e = sub.add_parser("eval", help="evaluate a trained run", description="Evaluate a trained run.")
@@ -34,7 +41,7 @@ def add_parsers(sub, parsers: dict[str, argparse.ArgumentParser]):
         description="Language-model evaluation of a run's newest checkpoint on local data "
         "(the whole file, non-overlapping windows): loss, perplexity, bits per byte, tokens/s.",
     )
-    lm.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+    add_shared(lm, "run")
     lm.add_argument(
         "--data",
         required=True,
@@ -47,8 +54,7 @@ def add_parsers(sub, parsers: dict[str, argparse.ArgumentParser]):
         "--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)"
     )
     lm.add_argument("--max-batches", type=positive_int, default=None, help="stop after this many batches")
-    lm.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
-    lm.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    add_shared(lm, "precision", "device")
     parsers["eval"], parsers["eval lm"] = e, lm
 
     r = sub.add_parser(
@@ -71,7 +77,7 @@ def add_parsers(sub, parsers: dict[str, argparse.ArgumentParser]):
         "--piece", type=positive_int, default=1024, help="tokens per streamed call (default: 1024)"
     )
     r.add_argument("--seed", type=non_negative_int, default=0, help="pairs and fresh-model seed (default: 0)")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    add_shared(r, "device")
     r.add_argument("--out", default="runs/retention", help="output directory (default: runs/retention)")
     parsers["retention"] = r
     return esub

@@ -11,7 +11,7 @@ from hope.bench.protocols import BENCH_SUITES, PROTOCOLS, TEST_SEED, eval_exampl
 from hope.bench.report import to_json
 from hope.bench.run import BenchConfig, run_bench
 from hope.cli import continual
-from hope.cli.args import dotted_options, int_list, name_list, positive_int
+from hope.cli.args import add_shared, dotted_options, int_list, name_list, positive_int
 from hope.config import PRESETS, SIZES
 from hope.eval.predict import evaluate
 from hope.suites import SUITES, get_suite
@@ -40,8 +40,7 @@ def _common_options(p: argparse.ArgumentParser, suites: Sequence[str]) -> None:
         default=2048,
         help="tokens per streamed piece of a long prompt (default: 2048)",
     )
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default: fp32)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    add_shared(p, "precision", "device")
 
 
 def _show(lengths: Sequence[int | None]) -> str:
@@ -59,7 +58,7 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
             "through the model state in pieces; answers are generated greedily, chosen among candidates or "
             "read per position, as the suite defines. Prints JSON (stdout) and a table (stderr).",
         )
-        p.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
+        add_shared(p, "run")
         _common_options(p, [name])
         p.add_argument(
             "--n", type=positive_int, default=50, help="examples per task and length (default: 50)"

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hope.checks import check_int
 from hope.data.tokenizer import ByteTokenizer, Tokenizer
 from hope.suites import get_suite
 from hope.suites.common import IGNORE, Example
@@ -137,9 +138,8 @@ def predict(
     """
     if not examples:
         raise ValueError("examples must not be empty")
-    for name, value in (("batch_size", batch_size), ("piece", piece)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    check_int("batch_size", batch_size)
+    check_int("piece", piece)
     modes = {answer_mode(ex) for ex in examples}
     if len(modes) != 1:
         raise ValueError(f"examples must share one answer mode; got {sorted(modes)}")

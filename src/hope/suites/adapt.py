@@ -18,7 +18,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.suites.common import Example, check_choice, check_positive, check_predictions, check_seed
+from hope.checks import check_choice, check_int
+from hope.suites.common import Example, check_predictions
 
 name = "adapt"
 tasks = ("substitution",)
@@ -31,10 +32,10 @@ CHAR_CHANCE = 1 / len(LETTERS)
 def generate(task: str, n: int, length: int, seed: int, *, k: int = 4) -> list[Example]:
     """``n`` prompts with ``k`` demonstrations of a fresh substitution each, words of ``length`` letters."""
     check_choice("task", task, tasks)
-    check_positive("n", n)
-    check_seed(seed)
-    check_positive("length", length)
-    check_positive("k", k)
+    check_int("n", n)
+    check_int("seed", seed, 0)
+    check_int("length", length)
+    check_int("k", k)
     examples = []
     for i in range(n):
         rng = random.Random(f"adapt/{task}/{seed}/{i}")

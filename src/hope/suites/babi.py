@@ -36,7 +36,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.suites.common import Example, check_choice, check_positive, check_predictions, check_seed
+from hope.checks import check_choice, check_int
+from hope.suites.common import Example, check_predictions
 from hope.suites.haystack import layout, real_haystack
 
 name = "babi"
@@ -217,12 +218,12 @@ def generate(
         haystack: background text for BABILong (default: the built-in corpus, else a vendored passage).
     """
     check_choice("task", task, tasks)
-    check_positive("n", n)
-    check_seed(seed)
+    check_int("n", n)
+    check_int("seed", seed, 0)
     if length is not None:
-        check_positive("length", length)
+        check_int("length", length)
     if facts is not None:
-        check_positive("facts", facts)
+        check_int("facts", facts)
     hay = real_haystack(haystack) if length is not None else None
     examples = []
     for i in range(n):

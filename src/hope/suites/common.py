@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hope.checks import check_int
+
 IGNORE = -100
 """Target value for positions that are not scored (the PyTorch ``ignore_index`` convention, as in MAD)."""
 
@@ -74,7 +76,7 @@ class LazyText:
 
     def pieces(self, size: int = PIECE_CHARS) -> Iterator[str]:
         """Yield the text in consecutive pieces of exactly ``size`` characters (the last may be shorter)."""
-        check_positive("size", size)
+        check_int("size", size)
         buf: list[str] = []
         held = 0
         for raw in self._raw_pieces():
@@ -132,7 +134,7 @@ class Example:
         if isinstance(self.prompt, LazyText):
             yield from self.prompt.pieces(size)
             return
-        check_positive("size", size)
+        check_int("size", size)
         for i in range(0, len(self.prompt), size):
             yield self.prompt[i : i + size]
 
@@ -148,33 +150,6 @@ class Suite(Protocol):
     def score(self, examples: Sequence[Example], predictions: Sequence[Any]) -> dict[str, float]: ...
 
     def chance(self, examples: Sequence[Example]) -> float: ...
-
-
-def check_choice(name: str, value: Any, accepted: Sequence[Any]) -> None:
-    """Raise ValueError naming the field and the accepted values unless ``value`` is one of them."""
-    if value not in accepted:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}")
-
-
-def check_positive(name: str, value: Any) -> None:
-    """Raise ValueError unless ``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
-def check_seed(value: Any) -> None:
-    """Raise ValueError unless ``value`` is a non-negative int (what both Python and NumPy RNGs accept)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {value!r}")
-
-
-def check_fraction(name: str, value: Any, *, closed_right: bool = True) -> None:
-    """Raise ValueError unless ``value`` is a number in [0, 1] (or [0, 1) when ``closed_right`` is False)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value
-    ok = ok and (value <= 1 if closed_right else value < 1)
-    if not ok:
-        interval = "[0, 1]" if closed_right else "[0, 1)"
-        raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
 
 
 def check_predictions(examples: Sequence[Example], predictions: Sequence[Any]) -> None:

@@ -32,14 +32,8 @@ import math
 import random
 from collections.abc import Sequence
 
-from hope.suites.common import (
-    Example,
-    check_choice,
-    check_fraction,
-    check_positive,
-    check_predictions,
-    check_seed,
-)
+from hope.checks import check_choice, check_int, check_number
+from hope.suites.common import Example, check_predictions
 from hope.suites.haystack import real_haystack
 
 name = "continual"
@@ -127,16 +121,16 @@ def generate(
     symbols/characters; the other options apply to the scenario named in the module docstring."""
     check_choice("task", task, tasks)
     check_choice("split", split, splits)
-    check_positive("n", n)
-    check_seed(seed)
-    check_positive("length", length)
+    check_int("n", n)
+    check_int("seed", seed, 0)
+    check_int("length", length)
     if task == "domain-lm":
         return _domain_lm(n, length, seed, split, haystack)
-    check_positive("n_tasks", n_tasks)
-    check_positive("classes_per_task", classes_per_task)
+    check_int("n_tasks", n_tasks)
+    check_int("classes_per_task", classes_per_task)
     if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
         raise ValueError(f"vocab must be an integer >= 2; got {vocab!r}")
-    check_fraction("noise", noise, closed_right=False)
+    check_number("noise", noise, 0, 1, hi_open=True)
     return _class_incremental(n, length, seed, split, n_tasks, classes_per_task, vocab, noise)
 
 

@@ -37,7 +37,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from hope.suites.common import Example, check_choice, check_positive, check_predictions, check_seed
+from hope.checks import check_choice, check_int
+from hope.suites.common import Example, check_predictions
 
 name = "formal"
 tasks = ("parity", "mod3", "dyck-1", "dyck-2", "anbn", "anbncn", "shuffle-2", "aa-star", "abab-star")
@@ -220,10 +221,10 @@ def generate(task: str, n: int, length: int, seed: int, *, min_length: int = 1) 
     length-generalisation test.
     """
     check_choice("task", task, tasks)
-    check_positive("n", n)
-    check_seed(seed)
-    check_positive("length", length)
-    check_positive("min_length", min_length)
+    check_int("n", n)
+    check_int("seed", seed, 0)
+    check_int("length", length)
+    check_int("min_length", min_length)
     if min_length > length:
         raise ValueError(f"min_length must be <= length; got min_length={min_length}, length={length}")
     pos_lengths, neg_lengths = _length_sets(task, min_length, length)

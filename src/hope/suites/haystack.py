@@ -16,7 +16,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hope.suites.common import LazyText, check_fraction
+from hope.checks import check_number
+from hope.suites.common import LazyText
 
 FALLBACK_TEXT = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be "
@@ -114,7 +115,7 @@ def layout(
     same boundary keep their given order, so sorted depths keep a story in order.
     """
     for depth in depths:
-        check_fraction("depth", depth)
+        check_number("depth", depth, 0, 1)
     fixed = len(prefix) + len(suffix) + sum(len(s) for s in inserts)
     if length < fixed + 1:
         raise ValueError(f"length must be at least {fixed + 1} characters for this example; got {length}")

@@ -43,15 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from hope.suites.common import (
-    IGNORE,
-    Example,
-    check_choice,
-    check_fraction,
-    check_positive,
-    check_predictions,
-    check_seed,
-)
+from hope.checks import check_choice, check_int, check_number
+from hope.suites.common import IGNORE, Example, check_predictions
 
 name = "mad"
 tasks = (
@@ -249,20 +242,20 @@ def generate(
     """
     check_choice("task", task, tasks)
     check_choice("split", split, splits)
-    check_positive("n", n)
-    check_seed(seed)
+    check_int("n", n)
+    check_int("seed", seed, 0)
     base = BASELINES[task]
     seq_len = base["seq_len"] if length is None else length
     vocab = base["vocab_size"] if vocab_size is None else vocab_size
-    check_positive("length", seq_len)
-    check_positive("vocab_size", vocab)
+    check_int("length", seq_len)
+    check_int("vocab_size", vocab)
     noise = base.get("frac_noise", 0.0) if frac_noise is None else frac_noise
-    check_fraction("frac_noise", noise, closed_right=False)
+    check_number("frac_noise", noise, 0, 1, hi_open=True)
     if noise and task != "noisy-in-context-recall":
         raise ValueError(f"frac_noise applies only to noisy-in-context-recall; got {noise} for {task}")
     n_copy = base.get("num_tokens_to_copy", 0) if num_tokens_to_copy is None else num_tokens_to_copy
     if task == "selective-copying":
-        check_positive("num_tokens_to_copy", n_copy)
+        check_int("num_tokens_to_copy", n_copy)
     train = split == "train"
     facts = memorization_map(vocab, map_seed) if task == "memorization" else {}
     if task == "memorization" and len(facts) < 1:

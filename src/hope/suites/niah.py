@@ -35,14 +35,8 @@ import random
 import uuid
 from collections.abc import Sequence
 
-from hope.suites.common import (
-    Example,
-    check_choice,
-    check_fraction,
-    check_positive,
-    check_predictions,
-    check_seed,
-)
+from hope.checks import check_choice, check_int, check_number
+from hope.suites.common import Example, check_predictions
 from hope.suites.haystack import layout, noise_haystack, real_haystack
 
 name = "niah"
@@ -185,11 +179,11 @@ def generate(
             vendored public-domain passage). Ignored by ``s-niah-1``, whose haystack is RULER's noise.
     """
     check_choice("task", task, tasks)
-    check_positive("n", n)
-    check_seed(seed)
-    check_positive("length", length)
+    check_int("n", n)
+    check_int("seed", seed, 0)
+    check_int("length", length)
     if depth is not None:
-        check_fraction("depth", depth)
+        check_number("depth", depth, 0, 1)
     hay_kind, kind, n_keys, n_asked, n_values = _SPEC[task]
     hay = noise_haystack() if hay_kind == "noise" else real_haystack(haystack)
     examples = []

@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from hope.checks import check_choice, check_int, check_number
 from hope.data.corpus import BUILTIN
 from hope.data.tokenizer import validate_spec
 from hope.train.step import lr_factor
@@ -13,19 +14,6 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 # Sized so that `hope train` with no arguments finishes within ~5 minutes on 2 CPU cores (tiny HOPE).
 DEFAULT_STEPS = 150
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"train.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        bound = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-        raise ValueError(f"train.{name} must be a finite number {bound}, got {value!r}")
 
 
 def _option(default: Any, help: str, resumable: bool = False, **bounds: Any) -> Any:
@@ -110,10 +98,8 @@ class TrainConfig:
     def validate(self) -> None:
         from hope.config import PRESETS, SIZES
 
-        if self.preset not in PRESETS:
-            raise ValueError(f"train.preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        if self.size not in SIZES:
-            raise ValueError(f"train.size must be one of {list(SIZES)}, got {self.size!r}")
+        check_choice("train.preset", self.preset, sorted(PRESETS))
+        check_choice("train.size", self.size, SIZES)
         if not isinstance(self.model_overrides, dict):
             raise ValueError(  # noqa: TRY004 - every config error is a ValueError naming the field
                 f"train.model_overrides must be a dict of model fields, got {self.model_overrides!r}"
@@ -127,15 +113,14 @@ class TrainConfig:
         except ValueError as e:
             raise ValueError(f"train.{e}") from None
         for f in dataclasses.fields(self):
-            value, bounds = getattr(self, f.name), f.metadata
-            if "lo" not in bounds or value is None:
-                continue
-            if f.type is float:
-                _check_float(
-                    f.name, value, bounds["lo"], bounds.get("hi", math.inf), bounds.get("lo_open", False)
-                )
-            else:
-                _check_int(f.name, value, bounds["lo"])
+            value, about = getattr(self, f.name), f.metadata
+            if "choices" in about:
+                check_choice(f"train.{f.name}", value, about["choices"])
+            elif "lo" in about and value is not None and f.type is float:
+                hi = about.get("hi", math.inf)
+                check_number(f"train.{f.name}", value, about["lo"], hi, about.get("lo_open", False))
+            elif "lo" in about and value is not None:
+                check_int(f"train.{f.name}", value, about["lo"])
         if self.steps is not None and self.tokens is not None:
             raise ValueError("train.steps and train.tokens are alternatives; give one")
         if self.warmup_steps is not None and self.warmup_steps >= self.total_steps:
@@ -144,8 +129,7 @@ class TrainConfig:
             )
         from hope.optim import OPTIMIZER_DEFAULTS, OPTIMIZERS
 
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         accepted = set(OPTIMIZER_DEFAULTS[self.optimizer]) - {"lr", "weight_decay"}
         unknown = sorted(set(self.optimizer_args) - accepted)
         if unknown:
@@ -153,11 +137,6 @@ class TrainConfig:
                 f"train.optimizer_args {unknown} are not hyper-parameters of {self.optimizer}; "
                 f"accepted: {sorted(accepted)} (lr and weight_decay have their own options)"
             )
-        for f in dataclasses.fields(self):
-            if "choices" in f.metadata and getattr(self, f.name) not in f.metadata["choices"]:
-                raise ValueError(
-                    f"train.{f.name} must be one of {list(f.metadata['choices'])}, got {getattr(self, f.name)!r}"
-                )
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"train.batch_size ({self.batch_size}) must be divisible by train.grad_accum "
