@@ -51,16 +51,14 @@ from safetensors.torch import save_model
 import hope
 from hope.bench.protocols import TEST_SEED, TRAIN_SEED_BASE
 from hope.bench.report import to_json
-from hope.bench.run import model_configs
+from hope.bench.run import fit, model_configs
 from hope.config import PRESETS, SIZES, ModelConfig
 from hope.data.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.tokenizer import ByteTokenizer
 from hope.distributed import pick_device
 from hope.eval.predict import evaluate, pad, suite_vocab, training_pair
-from hope.optim import build_optimizer
 from hope.suites import continual
 from hope.suites.common import IGNORE, Example
-from hope.train.step import lr_factor, train_step
 
 SUITE = "continual"
 SCENARIOS = continual.tasks
@@ -78,7 +76,7 @@ class ContinualConfig:
     n_tasks: int = 5  # class-incremental tasks (domain-lm always has A then B)
     classes_per_task: int = 2
     length: int = 16  # symbols per class-incremental example
-    lm_length: int = 64  # characters per domain-lm segment
+    lm_length: int = 32  # characters per domain-lm segment
     steps: int = 40  # optimizer steps per stage
     seeds: int = 3
     size: str = "tiny"
@@ -200,8 +198,6 @@ def train_stage(model, cfg: ContinualConfig, examples: Sequence[Example], seed: 
     """``cfg.steps`` AdamW steps on batches of ``examples`` (shuffled epochs, seeded by ``seed``), with a
     fresh optimizer warming up over the first 5% of the steps and decaying to 10%. Returns the mean loss
     of the last 10 steps and the number of skipped (non-finite) steps."""
-    optimizer = build_optimizer("adamw", model, cfg.lr, cfg.weight_decay)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
     tokenizer = ByteTokenizer()
     pairs = [training_pair(SUITE, ex, tokenizer) for ex in examples]
     generator = torch.Generator().manual_seed(seed)
@@ -213,24 +209,16 @@ def train_stage(model, cfg: ContinualConfig, examples: Sequence[Example], seed: 
         batch = [pairs[order.pop(0)] for _ in range(cfg.batch_size)]
         return pad([p[0] for p in batch], 0), pad([p[1] for p in batch], IGNORE)
 
-    losses, skipped = [], 0
-    model.train()
-    for step in range(cfg.steps):
-        factor = lr_factor(step, cfg.steps, max(1, cfg.steps // 20), 0.1)
-        loss, norm = train_step(
-            model,
-            optimizer,
-            next_batch,
-            base_lrs,
-            factor,
-            device,
-            precision=cfg.precision,
-            grad_clip=cfg.grad_clip,
-        )
-        skipped += not (math.isfinite(loss) and math.isfinite(norm))
-        losses.append(loss)
-    tail = [x for x in losses[-10:] if math.isfinite(x)]
-    return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "skipped_steps": skipped}
+    return fit(
+        model,
+        lambda step: next_batch(),
+        cfg.steps,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.grad_clip,
+        cfg.precision,
+        device,
+    )
 
 
 def scores(model, cfg: ContinualConfig, sc: Scenario, device) -> list[float]:
