@@ -20,7 +20,9 @@ for stage in $stages; do
             -k "${TESTS_K:-hope or titans-lmm or gated-deltanet or every or whole_model}" >"$out/tests.txt" 2>&1
         tail -8 "$out/tests.txt" ;;
     layer)
-        timeout "${LAYER_S:-300}" python3 benchmarks/titans_layer.py --presets "${LAYER_PRESETS:-hope}" \
+        # SIGABRT on time-out: PYTHONFAULTHANDLER prints where every thread was
+        TORCH_LOGS=${LAYER_LOGS:-recompiles} PYTHONFAULTHANDLER=1 timeout -s ABRT "${LAYER_S:-300}" \
+            python3 benchmarks/titans_layer.py --presets "${LAYER_PRESETS:-hope}" --seq-len "${LAYER_T:-4096}" \
             --impls "${LAYER_IMPLS:-triton,triton-eager-bwd}" --profile --out "$out/layer" >"$out/layer.txt" 2>&1
         grep -v -i warn "$out/layer.txt" | tail -8 ;;
     speed)

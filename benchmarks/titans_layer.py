@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import json
 import os
+import sys
 import time
 from functools import partial
 
@@ -25,8 +26,14 @@ from hope.config import ModelConfig
 from hope.layers.self_ref_titans import SelfReferentialTitans
 
 
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def _time(fn, repeats: int) -> float:
+    _log(f"warm-up {getattr(fn.func, '__name__', fn)}")
     fn()  # warm-up: compilation
+    _log("timing")
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
@@ -50,6 +57,7 @@ def _relative_error(layer, x, impl: str) -> dict:
     def distance(a, b):
         return max(float((u - v).abs().max() / v.abs().max().clamp_min(1e-30)) for u, v in zip(a, b))
 
+    _log("error against chunked")
     torch.set_float32_matmul_precision("highest")
     cotangent = torch.randn(*x.shape, device=x.device)
     y_ref, w_ref, g_ref = run("chunked")
@@ -91,7 +99,8 @@ def measure(layer, x, impl: str, args) -> dict:
             "forward_ms": 1e3 * _time(partial(_forward, layer, x, impl), args.repeats),
             "fwd_bwd_ms": 1e3 * _time(partial(_forward_backward, layer, x.clone().requires_grad_(), impl), 1),
         }
-        if impl != "chunked":
+        _log(f"{row['forward_ms']:.1f} ms forward, {row['fwd_bwd_ms']:.1f} ms forward + backward")
+        if impl != "chunked" and args.check_len > 0:
             row.update(_relative_error(layer, x[:, : args.check_len], impl))
     except (ValueError, torch.OutOfMemoryError) as err:
         row = {"error": str(err).splitlines()[0]}
@@ -128,7 +137,7 @@ def main() -> None:
     p.add_argument("--size", default="125m")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=4096)
-    p.add_argument("--check-len", type=int, default=1024)
+    p.add_argument("--check-len", type=int, default=1024, help="0 skips the error check")
     p.add_argument("--impls", default="triton,chunked", help="also: triton-eager-bwd (no CUDA graphs)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="runs/titans_layer")

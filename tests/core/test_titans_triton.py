@@ -187,3 +187,54 @@ def test_a_kernel_too_large_for_the_device_is_refused_by_name(monkeypatch):
     with pytest.raises(ValueError, match="more shared memory than this device has"):
         layer(x, None, impl="triton")
     assert fused.unsupported_reason(layer, x) is not None
+
+
+def test_chunk_backward_through_stand_in_parameters_equals_the_real_ones():
+    """The CUDA-graph backward differentiates one chunk with respect to detached aliases of the
+    parameters (the capture must not touch the real ones' autograd nodes): same gradients, and they
+    follow the parameters' current values because the aliases share storage."""
+    from hope.ops.titans import fused
+
+    layer = _layer("hope")
+    params = list(layer.parameters())
+    torch.manual_seed(3)
+    x_c = torch.randn(2, 16, 32, dtype=DTYPE, device=DEVICE)
+    start = [w.expand(2, *w.shape).detach().clone() for w in layer.init_weights]
+    start = [s + 0.1 * torch.randn_like(s) for s in start]
+    gate = torch.ones(2, 2, 16, dtype=DTYPE, device=DEVICE)
+    grad_o = torch.randn(2, 2, 16, layer.head_dim, dtype=DTYPE, device=DEVICE)
+    grad_end = [torch.randn_like(s) for s in start]
+    aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
+    names = [n for n, _ in layer.named_parameters()]
+    real = fused._chunk_backward(layer, layer._segment, x_c, start, gate, grad_o, grad_end, params)
+    stand = fused._chunk_backward(
+        layer,
+        layer._segment,
+        x_c,
+        start,
+        gate,
+        grad_o,
+        grad_end,
+        aliases,
+        stand_ins=dict(zip(names, aliases)),
+    )
+    torch.testing.assert_close(stand[0], real[0], atol=TOL, rtol=TOL)
+    for a, b in zip([*stand[1], *stand[2]], [*real[1], *real[2]], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
+    assert sum(g is not None for g in stand[2]) > len(layer.init_weights)
+    with torch.no_grad():  # an in-place update of the real parameter reaches the alias
+        layer.eta_readout.add_(0.5)
+    moved = fused._chunk_backward(
+        layer,
+        layer._segment,
+        x_c,
+        start,
+        gate,
+        grad_o,
+        grad_end,
+        aliases,
+        stand_ins=dict(zip(names, aliases)),
+    )
+    assert not torch.allclose(moved[0], stand[0])

@@ -187,6 +187,8 @@ class _FusedTitans(torch.autograd.Function):
         every = layer.tc.boundary_every
         o, slots, end, gate, new_hist = chunk_forward(layer, xc, state, hist, count, every)
         ctx.layer, ctx.params = layer, params
+        if xc.is_cuda and layer.tc.cuda_graphs:
+            _capture_chunk_backward(layer, xc, state, gate, params)
         ctx.save_for_backward(xc, gate, *slots)
         ctx.mark_non_differentiable(gate, new_hist)
         return (o, gate, new_hist, *(s[end] for s in slots))
@@ -227,47 +229,77 @@ class _FusedTitans(torch.autograd.Function):
 
 def _chunk_backward_for(layer, cuda: bool):
     """The per-chunk backward: `_segment` through autograd, compiled on CUDA and there replayed from
-    one captured CUDA graph per layer and chunk shape (`titans.cuda_graphs`)."""
+    the CUDA graph the forward captured for this layer and chunk shape (`titans.cuda_graphs`)."""
     backward = partial(_chunk_backward, layer, layer.chunk_step(compiled=cuda))
-    if not (cuda and layer.tc.cuda_graphs):
-        return backward
-    graphs = _GRAPHS.setdefault(layer, {})
+    graphs = _GRAPHS.get(layer, {})
 
     def replay(x_c, start, gate, grad_o, grad_end, params):
-        key = (x_c.shape, x_c.dtype, x_c.device, tuple(p.data_ptr() for p in params))
-        if key not in graphs:
-            graphs.clear()  # parameters moved (or a new shape): the old capture points at stale memory
-            graphs[key] = _ChunkGraph(backward, x_c, start, gate, grad_o, grad_end, params)
-        return graphs[key](x_c, start, gate, grad_o, grad_end)
+        graph = graphs.get(_graph_key(x_c, params))
+        if graph is None:  # the parameters moved since the forward
+            return backward(x_c, start, gate, grad_o, grad_end, params)
+        return graph(x_c, start, gate, grad_o, grad_end)
 
-    return replay
+    return replay if graphs and layer.tc.cuda_graphs else backward
+
+
+def _graph_key(x_c, params) -> tuple:
+    return (x_c.shape, x_c.dtype, x_c.device, tuple(p.data_ptr() for p in params))
+
+
+def _capture_chunk_backward(layer, xc, state, gate, params) -> None:
+    """Capture the chunk backward once per layer and chunk shape, here in the forward: a capture
+    inside autograd's backward thread would make the legacy stream wait on the capturing one."""
+    x_c = xc[:, : layer.tc.chunk_size]
+    graphs = _GRAPHS.setdefault(layer, {})
+    key = _graph_key(x_c, params)
+    if key in graphs:
+        return
+    graphs.clear()  # parameters moved (or a new shape): an old capture points at stale memory
+    grad_o = xc.new_zeros(xc.shape[0], layer.n_heads, x_c.shape[1], layer.head_dim)
+    graphs[key] = _ChunkGraph(layer, x_c, state, gate[..., : x_c.shape[1]], grad_o, params)
 
 
 # per layer: {(chunk shape, dtype, device, parameter addresses): its captured chunk backward}
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# One memory pool for every capture. Safe because the backward replays one graph at a time and
-# reads each replay's outputs before the next: a capture may reuse only what others freed.
-_POOLS: dict = {}
+
+
+def _shared_pool(device):
+    """The memory pool of any live capture on the device (a new one if none): the backward replays
+    one graph at a time and reads each replay's outputs before the next, so captures may share."""
+    for graphs in list(_GRAPHS.values()):
+        for graph in graphs.values():
+            if graph.device == device:
+                return graph.graph.pool()
+    return torch.cuda.graph_pool_handle()
 
 
 class _ChunkGraph:
     """One chunk's recompute + autograd captured as a CUDA graph: a replay per chunk instead of the
     compiled graph's few hundred launches and autograd's Python. Inputs are copied into static
-    buffers; the outputs are static buffers too, valid until the next replay."""
+    buffers; the outputs are static buffers too, valid until the next replay.
 
-    def __init__(self, backward, x_c, start, gate, grad_o, grad_end, params):
-        self.inputs = [t.detach().clone() for t in (x_c, gate, grad_o, *start, *grad_end)]
+    It differentiates with respect to detached aliases of the parameters (same storage, so a replay
+    reads their current values): the real ones carry the outer graph's AccumulateGrad nodes, and
+    touching those in a capture makes the legacy stream wait on the capturing one."""
+
+    def __init__(self, layer, x_c, start, gate, grad_end_like, params):
+        self.device = x_c.device
+        self.inputs = [t.detach().clone() for t in (x_c, gate, grad_end_like, *start, *start)]
         self.n_state = len(start)
+        aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
+        names = [name for name, _ in layer.named_parameters()]
+        backward = partial(
+            _chunk_backward, layer, layer.chunk_step(compiled=True), stand_ins=dict(zip(names, aliases))
+        )
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture: compilation, lazy backward graphs
             for _ in range(2):
-                self._call(backward, params)
+                self._call(backward, aliases)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        pool = _POOLS.setdefault(x_c.device, torch.cuda.graph_pool_handle())
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.outputs = self._call(backward, params)
+        with torch.cuda.graph(self.graph, pool=_shared_pool(self.device)):
+            self.outputs = self._call(backward, aliases)
 
     def _call(self, backward, params):
         x_c, gate, grad_o, *rest = self.inputs
@@ -281,15 +313,31 @@ class _ChunkGraph:
         return self.outputs
 
 
-def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params):
-    """One chunk recomputed from its start state with autograd: grads of its input, start state, params."""
+class _Recompute(torch.nn.Module):
+    """One chunk's `_segment` as a module call, so `torch.func.functional_call` can swap in stand-in
+    parameters (the layer is its only child)."""
+
+    def __init__(self, layer, segment):
+        super().__init__()
+        self.layer, self.segment = layer, segment
+
+    def forward(self, x_c, w_c, m_c, gate):
+        return self.segment(x_c, w_c, m_c, w_c, None, 0, True, gate=gate)
+
+
+def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params, stand_ins=None):
+    """One chunk recomputed from its start state with autograd: grads of its input, start state and
+    `params`; `stand_ins` ({parameter name: tensor}) replace the layer's parameters for the recompute."""
     n_layers = len(layer.spec.shapes)
     wanted = [p for p in params if p.requires_grad]
     with torch.enable_grad():
         x_c = x_c.detach().requires_grad_()
         s_c = [s.detach().requires_grad_() for s in start]
         w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
-        o_c, w_next, m_next, *_ = segment(x_c, w_c, m_c, w_c, None, 0, True, gate=gate)
+        swapped = {f"layer.{name}": t for name, t in (stand_ins or {}).items()}
+        o_c, w_next, m_next, *_ = torch.func.functional_call(
+            _Recompute(layer, segment), swapped, (x_c, w_c, m_c, gate)
+        )
         grads = torch.autograd.grad(
             [o_c, *w_next, *(m_next or [])], [x_c, *s_c, *wanted], [grad_o, *grad_end], allow_unused=True
         )
