@@ -205,19 +205,12 @@ def test_chunk_backward_through_stand_in_parameters_equals_the_real_ones():
     grad_o = torch.randn(2, 2, 16, layer.head_dim, dtype=DTYPE, device=DEVICE)
     grad_end = [torch.randn_like(s) for s in start]
     aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
-    names = [n for n, _ in layer.named_parameters()]
-    real = fused._chunk_backward(layer, layer._segment, x_c, start, gate, grad_o, grad_end, params)
-    stand = fused._chunk_backward(
-        layer,
-        layer._segment,
-        x_c,
-        start,
-        gate,
-        grad_o,
-        grad_end,
-        aliases,
-        stand_ins=dict(zip(names, aliases)),
-    )
+    stand_ins = dict(zip([n for n, _ in layer.named_parameters()], aliases))
+
+    def backward(wrt, **kwargs):
+        return fused._chunk_backward(layer, layer._segment, x_c, start, gate, grad_o, grad_end, wrt, **kwargs)
+
+    real, stand = backward(params), backward(aliases, stand_ins=stand_ins)
     torch.testing.assert_close(stand[0], real[0], atol=TOL, rtol=TOL)
     for a, b in zip([*stand[1], *stand[2]], [*real[1], *real[2]], strict=True):
         assert (a is None) == (b is None)
@@ -226,15 +219,4 @@ def test_chunk_backward_through_stand_in_parameters_equals_the_real_ones():
     assert sum(g is not None for g in stand[2]) > len(layer.init_weights)
     with torch.no_grad():  # an in-place update of the real parameter reaches the alias
         layer.eta_readout.add_(0.5)
-    moved = fused._chunk_backward(
-        layer,
-        layer._segment,
-        x_c,
-        start,
-        gate,
-        grad_o,
-        grad_end,
-        aliases,
-        stand_ins=dict(zip(names, aliases)),
-    )
-    assert not torch.allclose(moved[0], stand[0])
+    assert not torch.allclose(backward(aliases, stand_ins=stand_ins)[0], stand[0])
