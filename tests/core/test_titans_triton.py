@@ -220,3 +220,32 @@ def test_chunk_backward_through_stand_in_parameters_equals_the_real_ones():
     with torch.no_grad():  # an in-place update of the real parameter reaches the alias
         layer.eta_readout.add_(0.5)
     assert not torch.allclose(backward(aliases, stand_ins=stand_ins)[0], stand[0])
+
+
+def test_a_layer_whose_parameters_keep_moving_stops_capturing(monkeypatch):
+    """Each move of the parameters (FSDP resharding) forces a new CUDA-graph capture; after a few
+    the layer warns once and its backward runs without graphs, instead of capturing every step."""
+    from hope.ops.titans import fused
+
+    captured = []
+    monkeypatch.setattr(fused, "_ChunkGraph", lambda layer, *args: captured.append(layer) or object())
+    layer = _layer("hope")
+    xc = torch.randn(1, 32, 32, dtype=DTYPE, device=DEVICE)
+    state = [w.expand(1, *w.shape) for w in layer.init_weights]
+    gate = torch.ones(1, 2, 32, dtype=DTYPE, device=DEVICE)
+    params = list(layer.parameters())
+    fused._capture_chunk_backward(layer, xc, state, gate, params)
+    fused._capture_chunk_backward(layer, xc, state, gate, params)  # same addresses: kept
+    assert len(captured) == 1
+
+    def moved():
+        return [p.detach().clone() for p in params]  # the same values at new addresses
+
+    for _ in range(fused._MAX_CAPTURES - 2):
+        fused._capture_chunk_backward(layer, xc, state, gate, moved())
+    assert len(captured) == fused._MAX_CAPTURES - 1
+    with pytest.warns(UserWarning, match="without CUDA graphs"):
+        fused._capture_chunk_backward(layer, xc, state, gate, moved())
+    fused._capture_chunk_backward(layer, xc, state, gate, moved())
+    assert len(captured) == fused._MAX_CAPTURES - 1
+    assert not fused._GRAPHS[layer]  # the stale capture is gone and no new one is made

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 import weakref
 from functools import partial
 
@@ -252,15 +253,26 @@ def _capture_chunk_backward(layer, xc, state, gate, params) -> None:
     x_c = xc[:, : layer.tc.chunk_size]
     graphs = _GRAPHS.setdefault(layer, {})
     key = _graph_key(x_c, params)
-    if key in graphs:
+    if key in graphs or _CAPTURES.get(layer, 0) >= _MAX_CAPTURES:
         return
     graphs.clear()  # parameters moved (or a new shape): an old capture points at stale memory
+    _CAPTURES[layer] = _CAPTURES.get(layer, 0) + 1
+    if _CAPTURES[layer] == _MAX_CAPTURES:
+        warnings.warn(
+            f"the parameters of a Titans layer moved {_MAX_CAPTURES} times between steps (FSDP resharding,"
+            " or changing shapes): its backward now runs without CUDA graphs (titans.cuda_graphs)",
+            stacklevel=2,
+        )
+        return
     grad_o = xc.new_zeros(xc.shape[0], layer.n_heads, x_c.shape[1], layer.head_dim)
     graphs[key] = _ChunkGraph(layer, x_c, state, gate[..., : x_c.shape[1]], grad_o, params)
 
 
 # per layer: {(chunk shape, dtype, device, parameter addresses): its captured chunk backward}
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# per layer: how often it was captured; a layer whose parameters keep moving stops capturing
+_CAPTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAX_CAPTURES = 4
 
 
 def _shared_pool(device):
