@@ -169,36 +169,40 @@ def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
 def train_model(
     model, cfg: BenchConfig, task: str, length: int | None, seed: int, device: torch.device
 ) -> dict:
-    """Trains ``model`` for ``cfg.steps`` AdamW steps on fresh batches of the suite's training distribution
-    (loss only where :func:`training_pair` asks something), warming up over the first 5% of the steps and
-    decaying to 10% (as ``hope train``). Returns the final loss and the skipped (non-finite) steps."""
-    optimizer = build_optimizer("adamw", model, cfg.lr, cfg.weight_decay)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    """Trains ``model`` by :func:`fit` on fresh batches of the suite's training distribution (loss only
+    where :func:`training_pair` asks something)."""
     tokenizer = ByteTokenizer()
+
+    def batch_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seed_at = TRAIN_SEED_BASE * (seed + 1) + step
+        return _train_batch(cfg.suite, task, cfg.batch_size, length, seed_at, tokenizer)
+
+    return fit(model, batch_at, cfg.steps, cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.precision, device)
+
+
+def fit(
+    model,
+    batch_at: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    grad_clip: float,
+    precision: str,
+    device: torch.device,
+) -> dict:
+    """``steps`` steps of a fresh AdamW on ``batch_at(step)``, warming up over the first 5% of the steps
+    and decaying to 10% (as ``hope train``). Returns the mean loss of the last 10 steps and the number
+    of skipped steps: a non-finite step is skipped, not applied, and the run goes on."""
+    optimizer = build_optimizer("adamw", model, lr, weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     losses, skipped = [], 0
     model.train()
-    for step in range(cfg.steps):
-        batch = functools.partial(
-            _train_batch,
-            cfg.suite,
-            task,
-            cfg.batch_size,
-            length,
-            TRAIN_SEED_BASE * (seed + 1) + step,
-            tokenizer,
-        )
-        factor = lr_factor(step, cfg.steps, max(1, cfg.steps // 20), 0.1)
+    for step in range(steps):
+        factor = lr_factor(step, steps, max(1, steps // 20), 0.1)
+        batch = functools.partial(batch_at, step)
         loss, norm = train_step(
-            model,
-            optimizer,
-            batch,
-            base_lrs,
-            factor,
-            device,
-            precision=cfg.precision,
-            grad_clip=cfg.grad_clip,
+            model, optimizer, batch, base_lrs, factor, device, precision=precision, grad_clip=grad_clip
         )
-        # A non-finite step is skipped, not applied: the run goes on and the count is reported.
         skipped += not (math.isfinite(loss) and math.isfinite(norm))
         losses.append(loss)
     tail = [x for x in losses[-10:] if math.isfinite(x)]

@@ -151,7 +151,7 @@ def predict(
         model.eval()
     try:
         if mode == "generate":
-            return _generate(model, suite, examples, tokenizer, device, batch_size, piece, precision)
+            return _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piece, precision)
         return _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision)
     finally:
         if hasattr(model, "train"):
@@ -219,7 +219,7 @@ def suite_vocab(examples: Sequence[Example]) -> int:
     return max(sizes) if sizes else ByteTokenizer.vocab_size
 
 
-def _generate(model, suite, examples, tokenizer, device, batch_size, piece, precision) -> list[str]:
+def _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piece, precision) -> list[str]:
     """Greedy continuation of each prompt; rows of equal token length go through the model together."""
     ids = [prompt_ids(ex, tokenizer) for ex in examples]
     _check_vocab(model, ids)
