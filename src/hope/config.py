@@ -25,6 +25,7 @@ DECAY_TARGETS = ("init", "zero")
 SURPRISE_MODES = ("none", "absolute", "relative")
 CMS_ERRORS = ("lm", "local", "none")
 CMS_VARIANTS = ("sequential", "nested", "independent")
+CMS_LEVELS = ("residual", "swiglu")
 
 
 @dataclass
@@ -140,11 +141,17 @@ class TitansConfig:
 
 @dataclass
 class CMSConfig:
-    """Continuum Memory System (Eq. 70–73): K residual-MLP levels, level ℓ stepping every C_ℓ tokens."""
+    """Continuum Memory System (Eq. 70–73): K residual-MLP levels, level ℓ stepping every C_ℓ tokens.
+
+    `level`: `residual` M(x) = x + W_2 σ(W_1 x) (σ = `activation`), or `swiglu`
+    M(x) = x + W_d(silu(W_g x) ⊙ W_u x), the Transformer++ MLP as a level (what `hope convert` starts
+    from, §7.3; `activation` is then unused). Hidden width round(expansion · d_model) for both.
+    """
 
     chunk_sizes: tuple[int, ...] = (512, 2048, 8192)
     expansion: float = 4.0
     activation: str = "gelu"
+    level: str = "residual"
     error: str = "local"
     variant: str = "sequential"
     lr: float = 1e-2
@@ -166,6 +173,7 @@ class CMSConfig:
             )
         check_number(f"{owner}.expansion", self.expansion, lo_open=True)
         check_choice(f"{owner}.activation", self.activation, ACTIVATIONS)
+        check_choice(f"{owner}.level", self.level, CMS_LEVELS)
         check_choice(f"{owner}.error", self.error, CMS_ERRORS)
         check_choice(f"{owner}.variant", self.variant, CMS_VARIANTS)
         check_number(f"{owner}.lr", self.lr)

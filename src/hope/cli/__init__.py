@@ -1,5 +1,6 @@
 """The ``hope`` command: ``train`` (``hope.cli.train``); ``generate``, ``eval lm`` and ``retention``
-(``hope.cli.runs``); ``eval SUITE`` and ``bench-suite`` (``hope.cli.suites``).
+(``hope.cli.runs``); ``eval SUITE`` and ``bench-suite`` (``hope.cli.suites``); ``export`` (``hope.hf``);
+``convert`` (``hope.convert``).
 
 Every command that builds models (``train``, ``bench-suite``) takes config fields in one syntax, a
 dotted option after the subcommand: ``--titans.chunk_size 16``, ``--model.d_model 64`` (top-level
@@ -39,6 +40,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     x.add_argument("--run", required=True, help="run directory (e.g. runs/latest)")
     x.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
     parsers["export"] = x
+    c = sub.add_parser(
+        "convert",
+        help="a trained transformer run as a HOPE-Attention run (paper §7.3)",
+        description="Turn a Transformer++ run's newest checkpoint into a HOPE-Attention run: each block's "
+        "MLP becomes the slowest CMS level, faster levels start as the identity (see hope.convert). "
+        "cms.* fields of the result as dotted options, e.g. --cms.chunk_sizes 16,64 --cms.error none.",
+    )
+    c.add_argument("--run", required=True, help="transformer run directory (e.g. runs/latest)")
+    c.add_argument("--out", required=True, help="run directory to write (must not exist or be empty)")
+    parsers["convert"] = c
     parsers.update(suites.add_parsers(sub, esub))
     return parser, parsers
 
@@ -50,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return train.command(parsers["train"], args, extra)
     if args.command == "bench-suite":
         return suites.bench_command(parsers["bench-suite"], args, extra)
+    if args.command == "convert":
+        from hope.convert import cmd_convert
+
+        return cmd_convert(parsers["convert"], args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("generate", "retention") or (args.command == "eval" and args.suite == "lm"):

@@ -1,5 +1,9 @@
 """Continuum Memory System (Eq. 70–73): residual MLP levels that learn at their own frequency.
 
+A level is `residual`, M(x) = x + W_2 σ(W_1 x), or `swiglu`, M(x) = x + W_d(silu(W_g x) ⊙ W_u x): the
+Transformer++ MLP as a level, so that `hope convert` (§7.3) can start the slowest level as a trained
+MLP (`cms.level`).
+
 Level ℓ has slow weights θ_ℓ (parameters, the meta-learned initial state) and per-sequence fast
 weights that start at θ_ℓ and, at every C_ℓ-token boundary, take one step on the error accumulated over
 the last C_ℓ tokens (Eq. 71). Tokens read the weights of the last completed boundary: causal.
@@ -12,7 +16,7 @@ contributions summed), `nested` (Eq. 72–73: when level ℓ+1 steps it restarts
 fast weights, so the slower level is initialised by the faster one).
 
 `forward` returns the residual branch y − x, so a block adds it to its stream like any MLP; with
-K = 1 and `error="none"` this is exactly a Transformer MLP.
+K = 1, `level="swiglu"` and `error="none"` this is exactly a Transformer++ MLP.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hope.config import ModelConfig
@@ -36,6 +41,10 @@ class ContinuumMemory(nn.Module):
         self.spec = core.MemorySpec("mlp", d, d, hidden=hidden, depth=2, activation=cc.activation)
         self.chunk_sizes = cc.chunk_sizes
         self.segment = min(cc.chunk_sizes)
+        if cc.level == "swiglu":
+            self.w_gate = nn.ParameterList(
+                nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+            )
         self.w_up = nn.ParameterList(
             nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes
         )
@@ -55,22 +64,34 @@ class ContinuumMemory(nn.Module):
     def learns_in_context(self) -> bool:
         return self.cc.error != "none"
 
+    def slow_weights(self, i: int) -> list[nn.Parameter]:
+        """Level i's meta-learned initial weights, in the order the level applies them."""
+        up_down = [self.w_up[i], self.w_down[i]]
+        return [self.w_gate[i], *up_down] if self.cc.level == "swiglu" else up_down
+
     def init_state(self, batch_size: int) -> dict:
         if not self.learns_in_context:
             return {"pos": 0}
         fast = [
-            [self.w_up[i].expand(batch_size, -1, -1), self.w_down[i].expand(batch_size, -1, -1)]
-            for i in range(len(self.chunk_sizes))
+            [w.expand(batch_size, -1, -1) for w in self.slow_weights(i)] for i in range(len(self.chunk_sizes))
         ]
         return {"pos": 0, "fast": fast, "pending": [None] * len(self.chunk_sizes)}
 
     # ---- forward -------------------------------------------------------------------------------
+    def _read(self, w, z: torch.Tensor) -> torch.Tensor:
+        """M_ℓ(z) at weights w (Eq. 70's MLP^(f_ℓ))."""
+        if self.cc.level == "residual":
+            return core.read(self.spec, w, z)
+        w_gate, w_up, w_down = w
+        hidden = F.silu(z @ w_gate.transpose(-1, -2)) * (z @ w_up.transpose(-1, -2))
+        return z + hidden @ w_down.transpose(-1, -2)
+
     def _levels(self, x: torch.Tensor, weights) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Apply the levels with the given weights; returns y − x and each level's input."""
         inputs, z = [], x
         for w in weights:
             inputs.append(z if self.cc.variant != "independent" else x)
-            out = core.read(self.spec, w, inputs[-1])
+            out = self._read(w, inputs[-1])
             z = out if self.cc.variant != "independent" else z + (out - x)
         return z - x, inputs
 
@@ -79,7 +100,7 @@ class ContinuumMemory(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0])
         if not self.learns_in_context:
-            weights = [[self.w_up[i], self.w_down[i]] for i in range(len(self.chunk_sizes))]
+            weights = [self.slow_weights(i) for i in range(len(self.chunk_sizes))]
             return self._levels(x, weights)[0], {"pos": state["pos"] + x.shape[1]}
         if self.cc.error == "lm":
             pos = state["pos"]
@@ -105,6 +126,9 @@ class ContinuumMemory(nn.Module):
                 core.normalize(z @ self.key_readout[i].T),
                 core.normalize(z @ self.value_readout[i].T),
             )
+            if self.cc.level == "swiglu":
+                grads.append(_swiglu_gradients(w, keys, values))
+                continue
             out, cache = core.forward(self.spec, w, keys)
             us, gs = core.backward(self.spec, w, cache, core.objective_error("l2", out, values))
             grads.append([g.transpose(-1, -2) @ u for u, g in zip(us, gs)])
@@ -126,3 +150,19 @@ class ContinuumMemory(nn.Module):
                 fast[i] = [w - (self.cc.lr / c) * g for w, g in zip(start, pending[i])]
                 pending[i] = None
         return {"pos": pos, "fast": fast, "pending": pending}
+
+
+def _swiglu_gradients(w, keys: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
+    """Σ_t ∇(W_g, W_u, W_d) ½‖k_t + W_d(silu(W_g k_t) ⊙ W_u k_t) − v_t‖², in closed form (Eq. 71's error)."""
+    w_gate, w_up, w_down = w
+    pre_gate, up = keys @ w_gate.transpose(-1, -2), keys @ w_up.transpose(-1, -2)
+    gate = F.silu(pre_gate)
+    hidden = gate * up
+    err = keys + hidden @ w_down.transpose(-1, -2) - values
+    d_hidden = err @ w_down
+    d_pre_gate = d_hidden * up * core.activation_grad("silu", pre_gate)
+    return [
+        d_pre_gate.transpose(-1, -2) @ keys,
+        (d_hidden * gate).transpose(-1, -2) @ keys,
+        err.transpose(-1, -2) @ hidden,
+    ]
