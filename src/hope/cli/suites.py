@@ -4,6 +4,7 @@ presets on a suite): their options and commands."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -128,28 +129,10 @@ def bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ext
     if args.suite == continual.SUITE:
         return continual.command(parser, args, extra)
     args.overrides = dotted_options(parser, extra)
+    # Every BenchConfig field that bench-suite has an option for, by the same name.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if hasattr(args, f.name)}
     try:
-        cfg = BenchConfig(
-            suite=args.suite,
-            presets=args.presets,
-            tasks=args.tasks,
-            steps=args.steps,
-            seeds=args.seeds,
-            size=args.size,
-            lengths=args.lengths,
-            train_length=args.train_length,
-            batch_size=args.batch_size,
-            n_test=args.n_test,
-            lr=args.lr,
-            precision=args.precision,
-            device=args.device,
-            piece=args.piece,
-            match=args.match,
-            out=args.out,
-            max_minutes=args.max_minutes,
-            jobs=args.jobs,
-            overrides=args.overrides,
-        )
+        cfg = BenchConfig(**given)
     except ValueError as e:
         parser.error(str(e))
     try:
