@@ -16,35 +16,24 @@ Matrices with more than 2 dimensions (conv kernels, stacked heads) are treated a
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-
-def check_lr(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+from hope.checks import check_number
 
 
-def check_unit_interval(name: str, value: float, closed: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0)
-    if not ok:
-        raise ValueError(f"{name} must be a float in [0, 1{']' if closed else ')'}, got {value!r}")
-
-
-def check_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a float > 0, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
-    choices = list(choices)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+def check_adam(prefix: str, lr: float | None, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    """AdamW's hyper-parameters, named with ``prefix`` (``""`` or ``"adamw_"``); ``lr`` None: not given."""
+    if lr is not None:
+        check_number(f"{prefix}lr", lr)
+    check_number(f"{prefix}weight_decay", weight_decay)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"{prefix}betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        check_number(f"{prefix}betas[{i}]", beta, 0.0, 1.0, hi_open=True)
+    check_number(f"{prefix}eps", eps, lo_open=True)
 
 
 def embedding_weights(model: nn.Module) -> set[int]:
@@ -90,16 +79,9 @@ class MatrixOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults: dict[str, Any], adamw_lr: float | None, adamw_betas: tuple[float, float],
                  adamw_eps: float, adamw_weight_decay: float):
-        check_lr("lr", defaults["lr"])
-        check_lr("weight_decay", defaults["weight_decay"])
-        if adamw_lr is not None:
-            check_lr("adamw_lr", adamw_lr)
-        if not (isinstance(adamw_betas, (tuple, list)) and len(adamw_betas) == 2):
-            raise ValueError(f"adamw_betas must be a pair (beta1, beta2), got {adamw_betas!r}")
-        check_unit_interval("adamw_betas[0]", adamw_betas[0])
-        check_unit_interval("adamw_betas[1]", adamw_betas[1])
-        check_positive("adamw_eps", adamw_eps)
-        check_lr("adamw_weight_decay", adamw_weight_decay)
+        check_number("lr", defaults["lr"])
+        check_number("weight_decay", defaults["weight_decay"])
+        check_adam("adamw_", adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
         defaults = {**defaults, "use_adamw": False, "adamw_betas": tuple(adamw_betas), "adamw_eps": adamw_eps}
         groups = _route(params)
         for group in groups:

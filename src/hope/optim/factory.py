@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hope.optim.base import check_lr, check_positive, check_unit_interval, split_params
+from hope.optim.base import check_adam, split_params
 from hope.optim.dgd import DGD
 from hope.optim.m3 import M3
 from hope.optim.momentum import DeepMomentum, DeltaMomentum
@@ -18,13 +18,7 @@ from hope.optim.muon import Muon
 def adamw(model: nn.Module, lr: float = 3e-3, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
           eps: float = 1e-8) -> torch.optim.AdamW:
     """torch AdamW; weight decay on matrices only (embeddings, norms and biases are not decayed)."""
-    check_lr("lr", lr)
-    check_lr("weight_decay", weight_decay)
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    check_unit_interval("betas[0]", betas[0])
-    check_unit_interval("betas[1]", betas[1])
-    check_positive("eps", eps)
+    check_adam("", lr, betas, eps, weight_decay)
     matrices, others = split_params(model)
     groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), eps=eps)

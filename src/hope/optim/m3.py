@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from hope.optim.base import MatrixOptimizer, check_choice, check_positive, check_unit_interval
+from hope.checks import check_choice, check_number
+from hope.optim.base import MatrixOptimizer
 from hope.optim.newton_schulz import check_ns_args, orthogonalize
 
 
@@ -69,13 +70,13 @@ class M3(MatrixOptimizer):
         if not (isinstance(betas, (tuple, list)) and len(betas) == 3):
             raise ValueError(f"betas must be a triple (beta1, beta2, beta3), got {betas!r}")
         for i, beta in enumerate(betas):
-            check_unit_interval(f"betas[{i}]", beta)
+            check_number(f"betas[{i}]", beta, 0.0, 1.0, hi_open=True)
         if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
             raise ValueError(f"alpha must be a float >= 0, got {alpha!r}")
         if not isinstance(frequency, int) or isinstance(frequency, bool) or frequency < 1:
             raise ValueError(f"frequency must be an integer >= 1, got {frequency!r}")
         check_ns_args(ns_steps, ns_coefficients)
-        check_positive("eps", eps)
+        check_number("eps", eps, lo_open=True)
         check_choice("reading", reading, ("ema", "literal"))
         check_choice("variance", variance, ("gradient", "orthogonalized"))
         defaults = dict(lr=lr, betas=tuple(betas), alpha=alpha, frequency=frequency, ns_steps=ns_steps, eps=eps,

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from hope.optim.base import MatrixOptimizer, check_positive, check_unit_interval
+from hope.checks import check_number
+from hope.optim.base import MatrixOptimizer
 from hope.optim.newton_schulz import as_matrix, gather, scatter_like
 
 
@@ -28,9 +29,9 @@ class DeltaMomentum(MatrixOptimizer):
                  weight_decay: float = 0.0, adamw_lr: float | None = 3e-3,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0):
-        check_unit_interval("momentum", momentum)
-        check_unit_interval("delta", delta, closed=True)
-        check_positive("eps", eps)
+        check_number("momentum", momentum, 0.0, 1.0, hi_open=True)
+        check_number("delta", delta, 0.0, 1.0)
+        check_number("eps", eps, lo_open=True)
         defaults = dict(lr=lr, momentum=momentum, delta=delta, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 
@@ -72,12 +73,12 @@ class DeepMomentum(MatrixOptimizer):
                  eps: float = 1e-12, weight_decay: float = 0.0, adamw_lr: float | None = 3e-3,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0):
-        check_unit_interval("momentum", momentum)
+        check_number("momentum", momentum, 0.0, 1.0, hi_open=True)
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
             raise ValueError(f"hidden must be an integer >= 1, got {hidden!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
-        check_positive("eps", eps)
+        check_number("eps", eps, lo_open=True)
         defaults = dict(lr=lr, momentum=momentum, hidden=hidden, seed=seed, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from hope.optim.base import MatrixOptimizer, check_choice, check_unit_interval
+from hope.checks import check_choice, check_number
+from hope.optim.base import MatrixOptimizer
 from hope.optim.newton_schulz import as_matrix, check_ns_args, orthogonalize
 
 
@@ -28,7 +29,7 @@ class Muon(MatrixOptimizer):
                  weight_decay: float = 0.0, scale: str = "rms", ns_coefficients: str = "quintic",
                  adamw_lr: float | None = None, adamw_betas: tuple[float, float] = (0.9, 0.95),
                  adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0):
-        check_unit_interval("momentum", momentum)
+        check_number("momentum", momentum, 0.0, 1.0, hi_open=True)
         check_choice("nesterov", nesterov, (True, False))
         check_ns_args(ns_steps, ns_coefficients)
         check_choice("scale", scale, ("rms", "spectral"))
