@@ -12,8 +12,12 @@ pre-trained MLP weights"; where they are silent we chose:
 - the `local` error's key/value read-outs, which the Transformer has no counterpart for, start at the
   usual random fan-in scale (seeded by the run's seed);
 - the run keeps the Transformer's training step and data position, so `hope train --resume OUT --steps N`
-  continues on the same tokens and learning-rate schedule as `hope train --resume RUN --steps N`; the
-  optimizer starts from a fresh state (the parameters differ in number and shape).
+  continues on the same tokens and learning-rate schedule as `hope train --resume RUN --steps N`; every
+  parameter that *is* a trained one (embedding, norms, attention, the slowest level) keeps its optimizer
+  state (moments, step count), the new ones (faster levels, read-outs) start fresh — copies of W_g, W_u
+  too, which inheriting the MLP's momentum would push without a gradient of their own;
+- `cms.variant nested` is allowed but not function-preserving past the slowest level's first boundary:
+  there it restarts from the faster level's weights (Eq. 72–73) and gives the trained MLP up.
 
 The output is an ordinary `hope train` run directory (config.json, tokenizer, one checkpoint) that
 `hope train --resume`, `hope generate`, `hope eval` and `hope export` accept. It is written under a
@@ -30,6 +34,11 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 import hope
 from hope.config import ModelConfig
@@ -38,7 +47,13 @@ from hope.data.tokenizer import TOKENIZER_FILE
 from hope.layers.mlp import swiglu_hidden
 from hope.models.lm import LanguageModel
 from hope.optim import build_optimizer
-from hope.train.checkpoint import latest_checkpoint, load_weights, read_record, save_checkpoint
+from hope.train.checkpoint import (
+    OPTIMIZER,
+    latest_checkpoint,
+    load_weights,
+    read_record,
+    save_checkpoint,
+)
 from hope.train.loop import CONFIG, load_train_config, resolve_run_dir
 
 PRESET = "hope-attention"
@@ -89,6 +104,41 @@ def convert_model(transformer: LanguageModel, target: ModelConfig, seed: int = 0
     return model
 
 
+def _optimizer_source(name: str, levels: int) -> tuple[str, int | None] | None:
+    """The transformer parameter whose optimizer state converted parameter `name` continues (and which
+    half of `gate_up`, 0: W_g, 1: W_u), or None for a new parameter (module doc)."""
+    prefix, _, rest = name.partition(".ffn.")
+    if not rest:
+        return name, None
+    kind, _, level = rest.rpartition(".")
+    if level != str(levels - 1):
+        return None
+    sources = {
+        "w_gate": (f"{prefix}.ffn.gate_up.weight", 0),
+        "w_up": (f"{prefix}.ffn.gate_up.weight", 1),
+        "w_down": (f"{prefix}.ffn.down.weight", None),
+    }
+    return sources.get(kind)
+
+
+def carry_optimizer_state(source_state: dict, model: LanguageModel, optimizer) -> None:
+    """Loads into `optimizer` the transformer's per-parameter state (`source_state`, as a checkpoint's
+    optimizer.pt holds it) for every converted parameter that is a trained one; the rest stay fresh."""
+    options = StateDictOptions(full_state_dict=True)
+    state = get_optimizer_state_dict(model, optimizer, options=options)
+    levels = len(model.config.cms.chunk_sizes)
+    for name in state["state"]:
+        found = _optimizer_source(name, levels)
+        if found is None or found[0] not in source_state["state"]:
+            continue
+        source, half = found
+        state["state"][name] = {
+            key: value.chunk(2, dim=0)[half] if half is not None and value.dim() == 2 else value.clone()
+            for key, value in source_state["state"][source].items()
+        }
+    set_optimizer_state_dict(model, optimizer, state, options=options)
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty directory; choose another --out")
@@ -134,6 +184,9 @@ def convert_run(run: str | Path, out: str | Path, cms_overrides: dict | None = N
 
     hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in new_cfg.optimizer_args.items()}
     optimizer = build_optimizer(new_cfg.optimizer, model, new_cfg.lr, new_cfg.weight_decay, **hparams)
+    carry_optimizer_state(
+        torch.load(ckpt / OPTIMIZER, map_location="cpu", weights_only=True), model, optimizer
+    )
     record = read_record(ckpt)
     step = record["step"]
     out.parent.mkdir(parents=True, exist_ok=True)

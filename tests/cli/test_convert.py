@@ -30,6 +30,16 @@ def _logits(run, ids):
         return model(ids)[0], model, step
 
 
+def _optimizer_state(run):
+    ckpt = max((run / "checkpoints").iterdir())
+    return torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
+
+
+def _train_loss(run, step):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return next(r["loss"] for r in records if r["split"] == "train" and r["step"] == step)
+
+
 def test_converted_run_computes_the_transformers_logits_and_continues(transformer_run, tmp_path, capsys):
     out = tmp_path / "hope"
     assert main(["convert", "--run", str(transformer_run), "--out", str(out), "--cms.error", "none"]) == 0
@@ -46,9 +56,26 @@ def test_converted_run_computes_the_transformers_logits_and_continues(transforme
     record = json.loads(next((out / "checkpoints").iterdir()).joinpath("state.json").read_text())
     source = json.loads(next((transformer_run / "checkpoints").iterdir()).joinpath("state.json").read_text())
     assert record["data"] == source["data"]
+    # Trained parameters keep their optimizer state; the faster level's new W_d starts fresh.
+    moments = _optimizer_state(out)
+    trained = _optimizer_state(transformer_run)
+    torch.testing.assert_close(moments["blocks.0.mixer.qkv.weight"], trained["blocks.0.mixer.qkv.weight"])
+    gate, up = trained["blocks.0.ffn.gate_up.weight"]["exp_avg"].chunk(2)
+    assert torch.equal(moments["blocks.0.ffn.w_gate.1"]["exp_avg"], gate)
+    assert torch.equal(moments["blocks.0.ffn.w_up.1"]["exp_avg"], up)
+    assert torch.equal(
+        moments["blocks.0.ffn.w_down.1"]["exp_avg"], trained["blocks.0.ffn.down.weight"]["exp_avg"]
+    )
+    assert not moments["blocks.0.ffn.w_down.0"]["exp_avg"].any()
+    assert not moments["blocks.0.ffn.w_gate.0"]["exp_avg"].any()
 
+    # Resumed side by side, both take their next step on the same batch, at the same loss.
+    copy = tmp_path / "transformer"
+    shutil.copytree(transformer_run, copy)
+    assert main(["train", "--resume", str(copy), "--steps", "3"]) == 0
     assert main(["train", "--resume", str(out), "--steps", "3"]) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000003"]
+    assert _train_loss(out, 3) == pytest.approx(_train_loss(copy, 3), rel=1e-6)
     capsys.readouterr()
     argv = ["generate", "--run", str(out), "--prompt", "RO", "--max-tokens", "5", "--temperature", "0"]
     assert main([*argv, "--device", "cpu"]) == 0
