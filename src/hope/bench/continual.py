@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import os
 import statistics
 import sys
@@ -52,6 +51,7 @@ import hope
 from hope.bench.protocols import TEST_SEED, TRAIN_SEED_BASE
 from hope.bench.report import to_json
 from hope.bench.run import fit, model_configs
+from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS, SIZES, ModelConfig
 from hope.data.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.tokenizer import ByteTokenizer
@@ -102,23 +102,19 @@ class ContinualConfig:
     def validate(self) -> None:
         if not self.presets or len(set(self.presets)) != len(self.presets):
             raise ValueError(
-                f"continual.presets must be distinct names from {', '.join(PRESETS)}; got {self.presets}"
+                f"continual.presets must be distinct names from {list(PRESETS)}, got {self.presets}"
             )
         for preset in self.presets:
-            _check_in("presets", preset, list(PRESETS))
+            check_choice("continual.presets", preset, PRESETS)
         if self.scenarios is not None and not self.scenarios:
-            raise ValueError(f"continual.scenarios must name at least one of {', '.join(SCENARIOS)}")
+            raise ValueError(f"continual.scenarios must name at least one of {list(SCENARIOS)}")
         for scenario in self.scenarios or ():
-            _check_in("scenarios", scenario, SCENARIOS)
-        if isinstance(self.n_tasks, bool) or not isinstance(self.n_tasks, int) or self.n_tasks < 2:
-            raise ValueError(
-                "continual.n_tasks must be an integer >= 2 (a continual run learns at least two tasks "
-                f"in order); got {self.n_tasks!r}"
-            )
-        _check_in("size", self.size, list(SIZES))
-        _check_in("precision", self.precision, ["fp32", "bf16"])
-        _check_in("device", self.device, ["auto", "cpu", "cuda"])
-        _check_in("match", self.match, ["hope", "none"])
+            check_choice("continual.scenarios", scenario, SCENARIOS)
+        check_int("continual.n_tasks", self.n_tasks, 2)  # a continual run learns at least two tasks in order
+        check_choice("continual.size", self.size, SIZES)
+        check_choice("continual.precision", self.precision, ["fp32", "bf16"])
+        check_choice("continual.device", self.device, ["auto", "cpu", "cuda"])
+        check_choice("continual.match", self.match, ["hope", "none"])
         for name in (
             "classes_per_task",
             "length",
@@ -129,36 +125,17 @@ class ContinualConfig:
             "n_test",
             "piece",
         ):
-            _check_positive(name, getattr(self, name))
-        if isinstance(self.lm_length, bool) or not isinstance(self.lm_length, int) or self.lm_length < 2:
-            raise ValueError(
-                f"continual.lm_length must be an integer >= 2 (a next-character loss needs two); got {self.lm_length!r}"
-            )
-        for name in ("lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-                raise ValueError(f"continual.{name} must be a finite number >= 0; got {value!r}")
-        if self.lr == 0:
-            raise ValueError("continual.lr must be > 0")
-        if not isinstance(self.save_stages, bool):
-            raise ValueError(  # noqa: TRY004 - every config error is a ValueError naming the field
-                f"continual.save_stages must be true or false; got {self.save_stages!r}"
-            )
+            check_int(f"continual.{name}", getattr(self, name))
+        check_int("continual.lm_length", self.lm_length, 2)  # a next-character loss needs two characters
+        check_number("continual.lr", self.lr, lo_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            check_number(f"continual.{name}", getattr(self, name))
+        check_choice("continual.save_stages", self.save_stages, [False, True])
         ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
 
     @property
     def resolved_scenarios(self) -> tuple[str, ...]:
         return self.scenarios or SCENARIOS
-
-
-def _check_in(name: str, value: Any, accepted: Sequence[Any]) -> None:
-    if value not in accepted:
-        raise ValueError(f"continual.{name} must be one of {', '.join(map(str, accepted))}; got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"continual.{name} must be a positive integer; got {value!r}")
 
 
 @dataclass
