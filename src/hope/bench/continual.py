@@ -13,9 +13,10 @@ The two scenarios of :mod:`hope.suites.continual`, each a sequence of training s
 Per preset, seed and scenario one model (parameter-matched to ``hope`` as ``bench-suite`` does it,
 :func:`hope.bench.run.model_configs`) is built and evaluated on every task before any training (the
 baseline of FWT); then each stage trains ``steps`` AdamW steps on that stage's examples and every task
-is evaluated again. Each stage has its own optimizer and warm-up + cosine schedule (as
-``bench-suite``'s ``train_model``): only the weights pass from one stage to the next, so a stage's
-saved model (``save_stages``) is everything later stages and evaluations depend on.
+is evaluated again. Each stage has its own optimizer and warm-up + cosine schedule
+(:func:`hope.bench.run.fit`, as for every bench-suite model): only the weights pass from one stage to
+the next, so a stage's saved model (``save_stages``) is everything later stages and evaluations
+depend on.
 
 Each task's training set is fixed (``n_train`` examples, drawn in shuffled epochs). The data — class
 prototypes, text positions, test examples — comes from seed :data:`~hope.bench.protocols.TEST_SEED` for
@@ -172,9 +173,8 @@ def scenario(cfg: ContinualConfig, name: str) -> Scenario:
 
 
 def train_stage(model, cfg: ContinualConfig, examples: Sequence[Example], seed: int, device) -> dict:
-    """``cfg.steps`` AdamW steps on batches of ``examples`` (shuffled epochs, seeded by ``seed``), with a
-    fresh optimizer warming up over the first 5% of the steps and decaying to 10%. Returns the mean loss
-    of the last 10 steps and the number of skipped (non-finite) steps."""
+    """:func:`hope.bench.run.fit` (a fresh AdamW, ``cfg.steps`` steps, warm-up + cosine) on batches of
+    ``examples`` drawn in shuffled epochs seeded by ``seed``; returns its final loss and skipped steps."""
     tokenizer = ByteTokenizer()
     pairs = [training_pair(SUITE, ex, tokenizer) for ex in examples]
     generator = torch.Generator().manual_seed(seed)
