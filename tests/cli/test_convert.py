@@ -137,3 +137,12 @@ def test_convert_errors(transformer_run, tmp_path, capsys):
         "often",
     )
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))
+
+
+def test_convert_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and all(
+        w in out for w in ("--run", "--out", "slowest CMS level", "--cms.error")
+    )
