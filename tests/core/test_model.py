@@ -1,5 +1,7 @@
 """The language model and its presets: causality, streaming, reference equality, gradients, learning."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,10 +149,23 @@ def test_matched_transformer_is_within_five_percent(name):
     assert abs(ratio - 1) <= 0.05
 
 
+@pytest.mark.parametrize("name", ["hope", "titans", "transformer"])
+def test_match_width_finds_the_closest_width(name):
+    """The bisection equals a walk over every width (multiples of 2·n_heads up to 8× the width)."""
+    cfg = hope.ModelConfig.preset(name, size="tiny", vocab_size=256)
+    goal = int(1.7 * hope.count_parameters(cfg))
+    step = 2 * cfg.n_heads
+    widths = range(step, 8 * cfg.d_model + 1, step)
+    best = min(
+        widths, key=lambda w: (abs(hope.count_parameters(dataclasses.replace(cfg, d_model=w)) - goal), w)
+    )
+    assert hope.match_width(cfg, goal).d_model == best != cfg.d_model
+
+
 @pytest.mark.parametrize("size", ["125m", "350m"])
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_at_gpu_sizes_match_the_transformer(name, size):
-    """DESIGN §8: comparisons are at matched parameters, so every preset at a GPU size is within ±5%."""
+    """Comparisons are at matched parameters, so every preset at a GPU size is within ±5%."""
 
     def count(preset):
         return hope.count_parameters(hope.ModelConfig.preset(preset, size, vocab_size=32000))

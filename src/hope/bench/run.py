@@ -132,23 +132,6 @@ class BenchConfig:
         return self.train_length or PROTOCOLS[self.suite].train_length
 
 
-def _match_width(cfg: ModelConfig, goal: int, tolerance: float = 0.05) -> ModelConfig:
-    """``cfg`` at the width (a multiple of 2 * n_heads) whose parameter count is closest to ``goal``;
-    unchanged when already within ``tolerance``. Counts grow with the width, so a bisection suffices."""
-    if abs(hope.count_parameters(cfg) - goal) <= tolerance * goal:
-        return cfg
-    step = 2 * cfg.n_heads
-    lo, hi = 1, 8 * cfg.d_model // step
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if hope.count_parameters(dataclasses.replace(cfg, d_model=mid * step)) < goal:
-            lo = mid + 1
-        else:
-            hi = mid
-    candidates = [dataclasses.replace(cfg, d_model=k * step) for k in {max(1, lo - 1), lo}]
-    return min(candidates, key=lambda c: abs(hope.count_parameters(c) - goal))
-
-
 def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
     """Each preset at ``cfg.size``; with ``match="hope"`` resized to the ``hope`` preset's parameter count
     (the transformer by ``hope.matched_transformer``, the others by width)."""
@@ -161,8 +144,10 @@ def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
             out[preset] = base
         elif preset == "transformer":
             out[preset] = hope.matched_transformer(reference, **cfg.overrides)
+        elif abs(hope.count_parameters(base) - goal) <= 0.05 * goal:
+            out[preset] = base
         else:
-            out[preset] = _match_width(base, goal)
+            out[preset] = hope.match_width(base, goal)
     return out
 
 

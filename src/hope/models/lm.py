@@ -17,6 +17,8 @@ segment from there, so a boundary inside a later piece is handled exactly as in 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -199,28 +201,40 @@ def count_parameters(config: ModelConfig) -> int:
         return build_model(config).num_parameters()
 
 
+def match_width(config: ModelConfig, goal: int) -> ModelConfig:
+    """`config` at the width (a multiple of 2·n_heads, up to 8× its own) whose parameter count is
+    closest to `goal`. Counts grow with the width, so a bisection finds it."""
+    step = 2 * config.n_heads
+    lo, hi = 1, 8 * config.d_model // step
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_parameters(dataclasses.replace(config, d_model=mid * step)) < goal:
+            lo = mid + 1
+        else:
+            hi = mid
+    candidates = [dataclasses.replace(config, d_model=k * step) for k in {max(1, lo - 1), lo}]
+    return min(candidates, key=lambda c: (abs(count_parameters(c) - goal), c.d_model))
+
+
 def matched_transformer(target: ModelConfig, tolerance: float = 0.05, **overrides) -> ModelConfig:
     """A `transformer` config whose parameter count is within ±tolerance of `target`'s.
 
-    Keeps the target's depth, heads and vocabulary and searches the width (a multiple of 2·n_heads),
-    then, if no width fits, the depth as well.
+    Keeps the target's depth, heads and vocabulary and matches the width, then, if no width fits,
+    tries the other depths as well.
     """
     goal = count_parameters(target)
     base = {"vocab_size": target.vocab_size, "tie_embeddings": target.tie_embeddings, **overrides}
-    step = 2 * target.n_heads
     best = None
     for n_layers in [target.n_layers] + [
         n for n in range(1, 4 * target.n_layers + 1) if n != target.n_layers
     ]:
-        for d_model in range(step, 8 * target.d_model + step, step):
-            cfg = ModelConfig.preset(
-                "transformer", n_layers=n_layers, n_heads=target.n_heads, d_model=d_model, **base
-            )
-            gap = abs(count_parameters(cfg) - goal) / goal
-            if best is None or gap < best[0]:
-                best = (gap, cfg)
-            if count_parameters(cfg) > goal:
-                break
+        start = ModelConfig.preset(
+            "transformer", n_layers=n_layers, n_heads=target.n_heads, d_model=target.d_model, **base
+        )
+        cfg = match_width(start, goal)
+        gap = abs(count_parameters(cfg) - goal) / goal
+        if best is None or gap < best[0]:
+            best = (gap, cfg)
         if best[0] <= tolerance:
             return best[1]
     raise ValueError(f"no transformer within ±{tolerance:.0%} of {goal} parameters (closest {best[0]:.1%})")
