@@ -23,7 +23,7 @@ def _inputs(seed):
 @pytest.mark.parametrize("kind", ["matrix", "mlp"])
 @pytest.mark.parametrize("rule", ["gd", "momentum", "dgd"])
 @pytest.mark.parametrize("objective", ["l2", "dot"])
-@pytest.mark.parametrize("retrieval", ["causal", "updated", "chunk_start"])
+@pytest.mark.parametrize("retrieval", ["causal", "inclusive", "chunk_start"])
 def test_chunked_equals_reference(kind, rule, objective, retrieval):
     spec = MemorySpec(kind, D, D, hidden=5, depth=3 if kind == "mlp" else 1)
     k, v, q, alpha, eta, beta = _inputs(0)
@@ -43,7 +43,7 @@ def _matrix(impl, objective, k, v, q, alpha, eta, chunk=1):
     spec = MemorySpec("matrix", D, D)
     w0 = [torch.zeros(B, H, D, D, dtype=D64)]
     return memory_scan(
-        spec, objective, "gd", w0, k, v, q, alpha, eta, chunk_size=chunk, impl=impl, retrieval="updated"
+        spec, objective, "gd", w0, k, v, q, alpha, eta, chunk_size=chunk, impl=impl, retrieval="inclusive"
     )[0]
 
 

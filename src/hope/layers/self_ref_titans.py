@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
-from hope.memory.chunked import evolve_chunk
+from hope.memory.scan import update_segment
 from hope.ops.titans.fused import KernelTooLarge, fused_segment, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
@@ -264,46 +264,25 @@ class SelfReferentialTitans(nn.Module):
         # α, η, β are shared by all memories of the layer: broadcast them over the component axis.
         eta, log_alpha = eta[:, None], log_alpha[:, None]
         log_beta = None if log_beta is None else log_beta[:, None]
-        rule, retrieval = self.tc.update_rule, self.tc.retrieval
-        base = list(self.init_weights) if self.tc.decay_to == "init" else None
-        if retrieval == "chunk_start":
-            o = core.read(self.spec, self.component(anchor, "mem"), q)
-        if not parallel:  # one token: the literal recurrence of core.step
-            if retrieval == "causal":
-                o = core.read(self.spec, self.component(weights, "mem"), q)
-            beta = None if log_beta is None else torch.exp(log_beta[..., 0])
-            weights, momentum = core.step(
-                rule,
-                weights,
-                momentum,
-                [u[..., 0, :] for u in inputs],
-                [g[..., 0, :] for g in errors],
-                torch.exp(log_alpha[..., 0]),
-                eta[..., 0],
-                beta,
-                base,
-            )
-            if retrieval == "inclusive":
-                o = core.read(self.spec, self.component(weights, "mem"), q)
-        else:
-            reads = retrieval in ("causal", "inclusive")
-            queries = q[:, None].expand(-1, len(self.components), -1, -1, -1) if reads else None
-            out, weights, momentum = evolve_chunk(
-                self.spec,
-                rule,
-                weights,
-                momentum,
-                inputs,
-                errors,
-                log_alpha,
-                eta,
-                log_beta,
-                queries,
-                include_current=retrieval == "inclusive",
-                base=base,
-            )
-            if reads:
-                o = out[:, 0]
+        # all memories are read at q in one batched update; only M_mem's read (component 0) is the output
+        queries = q[:, None].expand(-1, len(self.components), -1, -1, -1)
+        o, weights, momentum = update_segment(
+            self.spec,
+            self.tc.update_rule,
+            weights,
+            momentum,
+            anchor,
+            inputs,
+            errors,
+            log_alpha,
+            eta,
+            log_beta,
+            queries,
+            self.tc.retrieval,
+            parallel,
+            base=list(self.init_weights) if self.tc.decay_to == "init" else None,
+        )
+        o = o[:, 0]
         rate = torch.ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate
 

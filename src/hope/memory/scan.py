@@ -13,6 +13,66 @@ from hope.memory import core
 from hope.memory.chunked import evolve_chunk
 
 
+def update_segment(
+    spec: core.MemorySpec,
+    rule: str,
+    weights: core.Weights,
+    momentum: core.Weights | None,
+    anchor: core.Weights,
+    inputs: core.Weights,
+    errors: core.Weights,
+    log_alpha: torch.Tensor,
+    eta: torch.Tensor,
+    log_beta: torch.Tensor | None,
+    queries: torch.Tensor,
+    retrieval: str,
+    parallel: bool,
+    base: core.Weights | None = None,
+):
+    """One segment of tokens sharing a chunk-start `anchor` (Eq. 90): every layer's update and the reads.
+
+    inputs/errors (*b, n, d_i) are the gradient factors at the anchor, log_alpha/eta/log_beta (*b, n),
+    queries (*b, n, d). `parallel` evolves the chunk in the UT form (`evolve_chunk`); otherwise the
+    segment is one token and takes `core.step`, Eq. 88 exactly. retrieval: `causal` reads M_{t-1}(q_t)
+    (Eq. 83), `inclusive` M_t(q_t) (Eq. 16), `chunk_start` the anchor. Returns (o, weights, momentum).
+    """
+    if retrieval == "chunk_start":
+        o = core.read(spec, anchor, queries)
+    if not parallel:
+        if retrieval == "causal":
+            o = core.read(spec, weights, queries)
+        weights, momentum = core.step(
+            rule,
+            weights,
+            momentum,
+            [u[..., 0, :] for u in inputs],
+            [g[..., 0, :] for g in errors],
+            torch.exp(log_alpha[..., 0]),
+            eta[..., 0],
+            None if log_beta is None else torch.exp(log_beta[..., 0]),
+            base,
+        )
+        if retrieval == "inclusive":
+            o = core.read(spec, weights, queries)
+        return o, weights, momentum
+    reads = retrieval != "chunk_start"
+    out, weights, momentum = evolve_chunk(
+        spec,
+        rule,
+        weights,
+        momentum,
+        inputs,
+        errors,
+        log_alpha,
+        eta,
+        log_beta,
+        queries if reads else None,
+        include_current=retrieval == "inclusive",
+        base=base,
+    )
+    return (out if reads else o), weights, momentum
+
+
 def memory_scan(
     spec: core.MemorySpec,
     objective: str,
@@ -31,56 +91,39 @@ def memory_scan(
 ):
     """Stream (*b, T, d) keys/values/queries with (*b, T) α, η (β for momentum) through a memory.
 
-    retrieval: `causal` reads M_{t-1}(q_t) (Eq. 83), `updated` reads M_t(q_t) (Eq. 16),
-    `chunk_start` reads the chunk-start memory. Returns (outputs, weights, momentum).
+    `reference` runs token by token (`core.step`, gradients at each chunk-start anchor), `chunked`
+    chunk by chunk; retrieval as in `update_segment`. Returns (outputs, weights, momentum).
     """
+    if impl not in ("reference", "chunked"):
+        raise ValueError(f"impl must be 'reference' or 'chunked', got {impl!r}")
     if rule == "momentum" and momentum is None:
         momentum = [torch.zeros_like(w) for w in weights]
-    T = keys.shape[-2]
-    outs = []
-    if impl == "reference":
-        for t in range(T):
-            if t % chunk_size == 0:
-                anchor = weights
-            tok = slice(t, t + 1)  # memories act on (*b, n, d); here n = 1
-            out, cache = core.forward(spec, anchor, keys[..., tok, :])
-            err = core.objective_error(objective, out, values[..., tok, :])
-            inputs, errors = core.backward(spec, anchor, cache, err)
-            inputs, errors = [u[..., 0, :] for u in inputs], [g[..., 0, :] for g in errors]
-            b = None if beta is None else beta[..., t]
-            if retrieval == "causal":
-                outs.append(core.read(spec, weights, queries[..., tok, :]))
-            elif retrieval == "chunk_start":
-                outs.append(core.read(spec, anchor, queries[..., tok, :]))
-            weights, momentum = core.step(
-                rule, weights, momentum, inputs, errors, alpha[..., t], eta[..., t], b
-            )
-            if retrieval == "updated":
-                outs.append(core.read(spec, weights, queries[..., tok, :]))
-        return torch.cat(outs, dim=-2), weights, momentum
-    if impl != "chunked":
-        raise ValueError(f"impl must be 'reference' or 'chunked', got {impl!r}")
     log_alpha, log_beta = torch.log(alpha), None if beta is None else torch.log(beta)
-    for s in range(0, T, chunk_size):
-        sl = slice(s, min(s + chunk_size, T))
-        anchor = weights
+    T, outs, t = keys.shape[-2], [], 0
+    while t < T:
+        if t % chunk_size == 0:
+            anchor = weights
+        n = min(chunk_size - t % chunk_size, T - t) if impl == "chunked" else 1
+        sl = slice(t, t + n)
         out, cache = core.forward(spec, anchor, keys[..., sl, :])
         inputs, errors = core.backward(
             spec, anchor, cache, core.objective_error(objective, out, values[..., sl, :])
         )
-        q = None if retrieval == "chunk_start" else queries[..., sl, :]
-        o, weights, momentum = evolve_chunk(
+        o, weights, momentum = update_segment(
             spec,
             rule,
             weights,
             momentum,
+            anchor,
             inputs,
             errors,
             log_alpha[..., sl],
             eta[..., sl],
             None if log_beta is None else log_beta[..., sl],
-            q,
-            include_current=retrieval == "updated",
+            queries[..., sl, :],
+            retrieval,
+            parallel=impl == "chunked",
         )
-        outs.append(core.read(spec, anchor, queries[..., sl, :]) if retrieval == "chunk_start" else o)
+        outs.append(o)
+        t += n
     return torch.cat(outs, dim=-2), weights, momentum
