@@ -85,12 +85,12 @@ def _forward_backward(layer, x, impl):
 def variant(layer, impl: str):
     """impl "triton-eager-bwd" is triton with `titans.cuda_graphs` off: its backward's per-chunk
     recompute launches the compiled graph's kernels instead of replaying a CUDA graph."""
-    graphs = layer.tc.cuda_graphs
-    layer.tc.cuda_graphs = impl != "triton-eager-bwd"
+    graphs = layer.titans.cuda_graphs
+    layer.titans.cuda_graphs = impl != "triton-eager-bwd"
     try:
         yield impl.removesuffix("-eager-bwd")
     finally:
-        layer.tc.cuda_graphs = graphs
+        layer.titans.cuda_graphs = graphs
 
 
 def measure(layer, x, impl: str, args) -> dict:

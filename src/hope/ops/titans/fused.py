@@ -32,7 +32,7 @@ _TOO_LARGE: set = set()
 
 
 def _key(layer, x: torch.Tensor) -> tuple:
-    return (dataclasses.astuple(layer.tc), layer.head_dim, x.dtype, x.device)
+    return (dataclasses.astuple(layer.titans), layer.head_dim, x.dtype, x.device)
 
 
 def _power_of_two(n: int) -> bool:
@@ -41,27 +41,31 @@ def _power_of_two(n: int) -> bool:
 
 def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     """Why the Triton path cannot run this layer on this input (None: it can)."""
-    tc = layer.tc
+    titans = layer.titans
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return f"tensors on {x.device.type} (Triton runs on CUDA, or on the CPU with TRITON_INTERPRET=1)"
     try:
         import triton  # noqa: F401
     except ImportError:
         return "Triton is not installed"
-    if tc.memory == "mlp" and tc.memory_depth != 2:
-        return f"titans.memory_depth={tc.memory_depth} (the kernel has 2-layer MLP memories)"
-    if tc.retrieval == "chunk_start":
+    if titans.memory == "mlp" and titans.memory_depth != 2:
+        return f"titans.memory_depth={titans.memory_depth} (the kernel has 2-layer MLP memories)"
+    if titans.retrieval == "chunk_start":
         return "titans.retrieval='chunk_start' has no Triton kernel"
-    sizes = {"titans.chunk_size": tc.chunk_size, "head_dim": layer.head_dim}
-    if tc.memory == "mlp":
+    sizes = {"titans.chunk_size": titans.chunk_size, "head_dim": layer.head_dim}
+    if titans.memory == "mlp":
         sizes["memory hidden width"] = layer.spec.hidden
     for name, n in sizes.items():
         if not _power_of_two(n):
             return f"{name}={n} (the kernel needs a power of two >= 16)"
-    window = tc.surprise.window
-    if tc.surprise.mode != "none" and window & (window - 1):
+    window = titans.surprise.window
+    if titans.surprise.mode != "none" and window & (window - 1):
         return f"titans.surprise.window={window} (the kernel needs a power of two)"
-    if tc.update_rule == "momentum" and tc.memory == "mlp" and layer.head_dim * layer.spec.hidden > 4096:
+    if (
+        titans.update_rule == "momentum"
+        and titans.memory == "mlp"
+        and layer.head_dim * layer.spec.hidden > 4096
+    ):
         # measured on the H200 (2026-12-01): 272 KB at 64 x 128, over the 227 KB a Hopper SM has
         return "titans.update_rule='momentum' with MLP memories wider than 64 x 64 exceeds shared memory"
     if layer.surprise_trace is not None:
@@ -90,25 +94,25 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
 
     from hope.ops.titans.chunk_fwd import titans_chunk_fwd_kernel
 
-    tc, spec = layer.tc, layer.spec
+    titans, spec = layer.titans, layer.spec
     b, n, _ = xc.shape
-    h, d, chunk = layer.n_heads, layer.head_dim, tc.chunk_size
+    h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
     n_chunks = n // chunk
     mlp = spec.kind == "mlp"
     f = spec.hidden if mlp else d
     n_comp = len(layer.components)
     q = core.normalize(layer._heads(layer.q_proj(xc))).contiguous()
     dummy = q.new_empty(1)
-    if tc.self_modifying:
+    if titans.self_modifying:
         xh = core.normalize(layer._heads(xc)).contiguous()
         k = v = eta = log_alpha = dummy
         readouts = [layer.eta_readout, layer.eta_bias, layer.alpha_readout, layer.alpha_bias]
     else:
         xh = dummy
-        _, k, v, eta, log_alpha, _ = layer._generate(None, xc)
+        _, k, v, eta, log_alpha, _ = layer._project(None, xc)
         k, v, eta, log_alpha = (t.contiguous() for t in (k, v, eta, log_alpha))
         readouts = [dummy] * 4
-    momentum = tc.update_rule == "momentum"
+    momentum = titans.update_rule == "momentum"
     log_beta = F.logsigmoid(layer.beta_proj(xc).transpose(1, 2)).contiguous() if momentum else dummy
     n_kept = n_chunks // keep_every + 1
     slots = [xc.new_empty(n_kept + 2, *w.shape) for w in state]
@@ -117,10 +121,12 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
     n_layers = len(layer.spec.shapes)
     w1, w2 = slots[0], (slots[1] if mlp else dummy)
     s1, s2 = (slots[n_layers], slots[n_layers + 1] if mlp else dummy) if momentum else (dummy, dummy)
-    base = [w.detach().contiguous() for w in layer.init_weights] if tc.decay_to == "init" else [dummy, dummy]
+    base = (
+        [w.detach().contiguous() for w in layer.init_weights] if titans.decay_to == "init" else [dummy, dummy]
+    )
     w1_0, w2_0 = base[0], (base[1] if mlp else dummy)
     if hist is None:  # a replay (given gate) never reads the history
-        hist = xc.new_zeros(b, h, tc.surprise.window)
+        hist = xc.new_zeros(b, h, titans.surprise.window)
     hist = hist.detach().to(xc.dtype).contiguous().clone()
     o = torch.empty(b, h, n, d, device=xc.device, dtype=xc.dtype)
     replay = gate is not None
@@ -151,24 +157,24 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
             n_chunks,
             keep_every,
             count,
-            float(tc.surprise.threshold),
-            float(tc.eta_max),
+            float(titans.surprise.threshold),
+            float(titans.eta_max),
             H=h,
             P=n_comp,
             BT=chunk,
             D=d,
             F=f,
-            SELF_MOD=tc.self_modifying,
+            SELF_MOD=titans.self_modifying,
             MLP=mlp,
-            SGV=tc.self_generated_values,
-            L2=tc.objective == "l2",
-            RULE=("gd", "dgd", "momentum").index(tc.update_rule),
-            BASE=tc.decay_to == "init",
+            SGV=titans.self_generated_values,
+            L2=titans.objective == "l2",
+            RULE=("gd", "dgd", "momentum").index(titans.update_rule),
+            BASE=titans.decay_to == "init",
             ACT=0 if spec.activation == "gelu" else 1,
-            CLIP=float(tc.error_clip),
-            MODE=3 if replay else modes[tc.surprise.mode],
-            WINDOW=tc.surprise.window,
-            READ=2 if tc.retrieval == "inclusive" else 1,
+            CLIP=float(titans.error_clip),
+            MODE=3 if replay else modes[titans.surprise.mode],
+            WINDOW=titans.surprise.window,
+            READ=2 if titans.retrieval == "inclusive" else 1,
             PREC=_dot_precision(xc.dtype),
             num_warps=4 if d * f <= 4096 else 8,
         )
@@ -185,10 +191,10 @@ class _FusedTitans(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer, hist, count, n_state, xc, *tensors):
         state, params = tensors[:n_state], tensors[n_state:]
-        every = layer.tc.boundary_every
+        every = layer.titans.boundary_every
         o, slots, end, gate, new_hist = chunk_forward(layer, xc, state, hist, count, every)
         ctx.layer, ctx.params = layer, params
-        if xc.is_cuda and layer.tc.cuda_graphs:
+        if xc.is_cuda and layer.titans.cuda_graphs:
             _capture_chunk_backward(layer, xc, state, gate, params)
         ctx.save_for_backward(xc, gate, *slots)
         ctx.mark_non_differentiable(gate, new_hist)
@@ -201,7 +207,7 @@ class _FusedTitans(torch.autograd.Function):
         recomputed through the layer's PyTorch `_segment` and differentiated, last chunk first."""
         layer, params = ctx.layer, ctx.params
         xc, gate, *slots = ctx.saved_tensors
-        chunk, every = layer.tc.chunk_size, layer.tc.boundary_every
+        chunk, every = layer.titans.chunk_size, layer.titans.boundary_every
         n_chunks = xc.shape[1] // chunk
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
         grad_x = torch.zeros_like(xc)
@@ -240,7 +246,7 @@ def _chunk_backward_for(layer, cuda: bool):
             return backward(x_c, start, gate, grad_o, grad_end, params)
         return graph(x_c, start, gate, grad_o, grad_end)
 
-    return replay if graphs and layer.tc.cuda_graphs else backward
+    return replay if graphs and layer.titans.cuda_graphs else backward
 
 
 def _graph_key(x_c, params) -> tuple:
@@ -250,7 +256,7 @@ def _graph_key(x_c, params) -> tuple:
 def _capture_chunk_backward(layer, xc, state, gate, params) -> None:
     """Capture the chunk backward once per layer and chunk shape, here in the forward: a capture
     inside autograd's backward thread would make the legacy stream wait on the capturing one."""
-    x_c = xc[:, : layer.tc.chunk_size]
+    x_c = xc[:, : layer.titans.chunk_size]
     graphs = _GRAPHS.setdefault(layer, {})
     key = _graph_key(x_c, params)
     if key in graphs or _CAPTURES.get(layer, 0) >= _MAX_CAPTURES:
@@ -372,8 +378,8 @@ def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor
         )
         end = [s[last] for s in slots]
     end_w, end_m = end[: len(weights)], (end[len(weights) :] if momentum is not None else None)
-    if layer.tc.surprise.mode == "none":
+    if layer.titans.surprise.mode == "none":
         new_hist = hist
     else:
-        count = min(count + n, layer.tc.surprise.window)
+        count = min(count + n, layer.titans.surprise.window)
     return o, end_w, end_m, new_hist.to(hist.dtype), count, gate.mean()
