@@ -119,6 +119,8 @@ def test_eval_suite_on_a_trained_run(tmp_path, capsys):
         ),
         (["bench-suite", "niah", "--titans.chunk_size"], "--titans.chunk_size needs a value"),
         (["bench-suite", "niah", "--chunk", "8"], "unrecognized argument '--chunk'"),
+        (["bench-suite", "formal", "--n-tasks", "3"], "--n-tasks applies only to bench-suite continual"),
+        (["bench-suite", "mad", "--save-stages"], "--save-stages applies only to bench-suite continual"),
         (["eval", "formal", "--run", "nowhere", "--titans.chunk_size", "8"], "unrecognized arguments"),
         (["eval", "formal", "--run", "nowhere"], "no run directory at nowhere"),
         (["eval", "mad", "--run", "nowhere", "--tasks", "recall"], "--tasks must be from in-context-recall"),

@@ -149,6 +149,15 @@ def test_matched_transformer_is_within_five_percent(name):
     assert abs(ratio - 1) <= 0.05
 
 
+def test_matched_transformer_takes_the_shared_overrides_and_chooses_its_own_shape():
+    """Overrides meant for every preset (a bench's --model.d_model) reach the matched transformer,
+    except the depth, heads and width that the matcher chooses."""
+    target = hope.ModelConfig.preset("hope", size="small", vocab_size=256, d_model=96)
+    matched = hope.matched_transformer(target, d_model=96, n_layers=1, init_std=0.01)
+    assert matched.init_std == 0.01 and matched.n_layers == target.n_layers
+    assert abs(hope.count_parameters(matched) / hope.count_parameters(target) - 1) <= 0.05
+
+
 @pytest.mark.parametrize("name", ["hope", "titans", "transformer"])
 def test_match_width_finds_the_closest_width(name):
     """The bisection equals a walk over every width (multiples of 2·n_heads up to 8× the width)."""

@@ -35,6 +35,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def refuse_outside(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The continual options name no field of the other suites: refuse them there rather than ignore them."""
+    for dest, flag in {
+        "n_tasks": "--n-tasks",
+        "n_train": "--n-train",
+        "save_stages": "--save-stages",
+    }.items():
+        if getattr(args, dest):
+            parser.error(f"{flag} applies only to bench-suite {SUITE}, not to {args.suite}")
+
+
 def command(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
     """Runs ``hope bench-suite continual`` from parsed ``bench-suite`` arguments; model fields for every
     preset come as dotted options in ``extra`` (``--model.impl chunked``), as for the other suites."""

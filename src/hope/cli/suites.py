@@ -128,6 +128,7 @@ def bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ext
     """``hope bench-suite``: model fields for every preset come as dotted options (``--titans.chunk_size 32``)."""
     if args.suite == continual.SUITE:
         return continual.command(parser, args, extra)
+    continual.refuse_outside(parser, args)
     args.overrides = dotted_options(parser, extra)
     # Every BenchConfig field that bench-suite has an option for, by the same name.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if hasattr(args, f.name)}

@@ -223,7 +223,9 @@ def matched_transformer(target: ModelConfig, tolerance: float = 0.05, **override
     tries the other depths as well.
     """
     goal = count_parameters(target)
-    base = {"vocab_size": target.vocab_size, "tie_embeddings": target.tie_embeddings, **overrides}
+    chosen = ("n_layers", "n_heads", "d_model")  # the matcher's to choose; other overrides apply
+    base = {"vocab_size": target.vocab_size, "tie_embeddings": target.tie_embeddings}
+    base.update({key: value for key, value in overrides.items() if key not in chosen})
     best = None
     for n_layers in [target.n_layers] + [
         n for n in range(1, 4 * target.n_layers + 1) if n != target.n_layers
