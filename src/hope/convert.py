@@ -59,8 +59,8 @@ from hope.train.loop import CONFIG, load_train_config, resolve_run_dir
 PRESET = "hope-attention"
 # Fixed by the conversion (the slowest level must be the trained MLP); other cms.* fields may be chosen.
 FIXED_CMS = ("cms.level", "cms.expansion")
-# Model fields the conversion changes; every other one must come out as the Transformer's.
-CHANGED = ("name", "block", "cms")
+# Model fields the conversion sets (titans: used by neither model); every other one must be the Transformer's.
+CHANGED = ("name", "block", "cms", "titans")
 
 
 def convert_model(transformer: LanguageModel, target: ModelConfig, seed: int = 0) -> LanguageModel:
@@ -75,12 +75,13 @@ def convert_model(transformer: LanguageModel, target: ModelConfig, seed: int = 0
             f"the converted model must have block 'hope_attention' and cms.level 'swiglu', got block "
             f"{target.block!r} and cms.level {target.cms.level!r}"
         )
-    same = {k: v for k, v in source.to_dict().items() if k not in CHANGED + ("titans",)}
+    same = {k: v for k, v in source.to_dict().items() if k not in CHANGED}
     differs = sorted(k for k, v in same.items() if target.to_dict()[k] != v)
     if differs:
         raise ValueError(f"the converted model must keep the transformer's {', '.join(differs)}")
-    torch.manual_seed(seed)
-    model = hope.build_model(target)
+    with torch.random.fork_rng(devices=[]):  # the new read-outs' initialisation, leaving the caller's RNG be
+        torch.manual_seed(seed)
+        model = hope.build_model(target)
     state = model.state_dict()
     levels = len(target.cms.chunk_sizes)
     for name, tensor in transformer.state_dict().items():
