@@ -202,3 +202,29 @@ def test_convert_model_refuses_what_it_cannot_convert():
         )
     with pytest.raises(ValueError, match="CMS hidden width 64 differs from the transformer MLP's 128"):
         convert_model(transformer, _target(transformer, expansion=2.0))
+
+
+def test_level_similarity_reads_swiglu_levels():
+    """hope.analysis's CMS redundancy measure applies each level's own formula."""
+    from hope.analysis.dissect import cms_level_similarity
+
+    cfg = ModelConfig.preset(
+        "hope-attention", d_model=16, n_heads=2, n_layers=1, vocab_size=32, **{"cms.level": "swiglu"}
+    )
+    torch.manual_seed(0)
+    model = hope.build_model(cfg).double()
+    ffn = model.blocks[0].ffn
+    with torch.no_grad():
+        for w in ffn.w_down:
+            w.normal_(0, 0.3)
+    ids = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(2))
+    inputs = []
+    handle = ffn.register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    with torch.no_grad():
+        model(ids)
+    handle.remove()
+    x = inputs[0]
+    first = _swiglu(ffn.slow_weights(0), x)
+    second = _swiglu(ffn.slow_weights(1), first)
+    expected = float(F.cosine_similarity(first - x, second - first, dim=-1).mean())
+    assert cms_level_similarity(model, ids) == [[pytest.approx(expected, rel=1e-9)]]

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from hope.layers.cms import ContinuumMemory
 from hope.layers.self_ref_titans import SelfReferentialTitans
-from hope.memory import core
 
 
 @torch.no_grad()
@@ -56,8 +55,8 @@ def cms_level_similarity(model, ids: torch.Tensor) -> list[list[float]]:
     out = []
     for cms, x in inputs.items():
         contributions, z = [], x
-        for up, down in zip(cms.w_up, cms.w_down):
-            y = core.read(cms.spec, [up, down], z if cms.cc.variant != "independent" else x)
+        for level in range(len(cms.chunk_sizes)):
+            y = cms.read_level(cms.slow_weights(level), z if cms.cc.variant != "independent" else x)
             contributions.append(y - (z if cms.cc.variant != "independent" else x))
             z = y if cms.cc.variant != "independent" else z
         out.append(

@@ -78,8 +78,8 @@ class ContinuumMemory(nn.Module):
         return {"pos": 0, "fast": fast, "pending": [None] * len(self.chunk_sizes)}
 
     # ---- forward -------------------------------------------------------------------------------
-    def _read(self, w, z: torch.Tensor) -> torch.Tensor:
-        """M_ℓ(z) at weights w (Eq. 70's MLP^(f_ℓ))."""
+    def read_level(self, w, z: torch.Tensor) -> torch.Tensor:
+        """M_ℓ(z) at weights w (Eq. 70's MLP^(f_ℓ)): `slow_weights(ℓ)` or a state's fast weights."""
         if self.cc.level == "residual":
             return core.read(self.spec, w, z)
         w_gate, w_up, w_down = w
@@ -91,7 +91,7 @@ class ContinuumMemory(nn.Module):
         inputs, z = [], x
         for w in weights:
             inputs.append(z if self.cc.variant != "independent" else x)
-            out = self._read(w, inputs[-1])
+            out = self.read_level(w, inputs[-1])
             z = out if self.cc.variant != "independent" else z + (out - x)
         return z - x, inputs
 
