@@ -30,7 +30,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -217,19 +216,3 @@ def convert_run(run: str | Path, out: str | Path, cms_overrides: dict | None = N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out, step
-
-
-def cmd_convert(parser, args, extra: list[str]) -> int:
-    """`hope convert`: bad input (no run, no checkpoint, not a transformer, a bad option) is one line on stderr."""
-    from hope.cli.args import dotted_options
-
-    try:
-        out, step = convert_run(args.run, args.out, dotted_options(parser, extra))
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        parser.error(str(e))
-    print(
-        f"converted {args.run} (step {step}) to the HOPE-Attention run {out}; continue it with "
-        f"hope train --resume {out} --steps N",
-        file=sys.stderr,
-    )
-    return 0

@@ -140,7 +140,7 @@ def test_each_level_steps_by_lr_times_its_chunk_mean_gradient(variant):
             nested = variant == "nested" and level > 0
             start = states[end]["fast"][level - 1] if nested else states[end - chunk]["fast"][level]
             for w_new, w_start, g in zip(states[end]["fast"][level], start, grads):
-                torch.testing.assert_close(w_new, w_start - cms.cc.lr / chunk * g, rtol=0, atol=1e-12)
+                torch.testing.assert_close(w_new, w_start - cms.cms.lr / chunk * g, rtol=0, atol=1e-12)
             checked += 1
     assert checked == 4 + 2  # level 0: boundaries 3, 6, 9, 12; level 1: 6, 12
 

@@ -1,4 +1,4 @@
-"""The associative-memory core: chunked == reference, and the textbook special cases (DESIGN §2)."""
+"""The associative-memory core: chunked == reference, and the textbook special cases."""
 
 import pytest
 import torch

@@ -53,17 +53,14 @@ def cms_level_similarity(model, ids: torch.Tensor) -> list[list[float]]:
         for h in hooks:
             h.remove()
     out = []
-    for cms, x in inputs.items():
+    for memory, x in inputs.items():
         contributions, z = [], x
-        for level in range(len(cms.chunk_sizes)):
-            y = cms.read_level(cms.slow_weights(level), z if cms.cc.variant != "independent" else x)
-            contributions.append(y - (z if cms.cc.variant != "independent" else x))
-            z = y if cms.cc.variant != "independent" else z
+        for level in range(len(memory.chunk_sizes)):
+            y = memory.read_level(memory.slow_weights(level), z if memory.cms.variant != "independent" else x)
+            contributions.append(y - (z if memory.cms.variant != "independent" else x))
+            z = y if memory.cms.variant != "independent" else z
         out.append(
-            [
-                float(F.cosine_similarity(a, b, dim=-1).mean())
-                for a, b in itertools.pairwise(contributions)
-            ]
+            [float(F.cosine_similarity(a, b, dim=-1).mean()) for a, b in itertools.pairwise(contributions)]
         )
     return out
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from hope.cli import runs, suites, train
-from hope.cli.args import PROG
+from hope.cli.args import PROG, dotted_options
 
 
 def _cmd_export(parser, args) -> int:
@@ -21,6 +21,22 @@ def _cmd_export(parser, args) -> int:
     except ImportError as e:
         parser.error(str(e))
     return export.cmd_export(parser, args)
+
+
+def _cmd_convert(parser, args, extra: list[str]) -> int:
+    """`hope convert`: bad input (no run, no checkpoint, not a transformer, a bad option) is one line on stderr."""
+    from hope.convert import convert_run
+
+    try:
+        out, step = convert_run(args.run, args.out, dotted_options(parser, extra))
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        parser.error(str(e))
+    print(
+        f"converted {args.run} (step {step}) to the HOPE-Attention run {out}; continue it with "
+        f"hope train --resume {out} --steps N",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -62,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench-suite":
         return suites.bench_command(parsers["bench-suite"], args, extra)
     if args.command == "convert":
-        from hope.convert import cmd_convert
-
-        return cmd_convert(parsers["convert"], args, extra)
+        return _cmd_convert(parsers["convert"], args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("generate", "retention") or (args.command == "eval" and args.suite == "lm"):

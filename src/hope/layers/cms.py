@@ -34,40 +34,40 @@ from hope.memory import core
 class ContinuumMemory(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        cc = config.cms
-        self.cc = cc
+        cms = config.cms
+        self.cms = cms
         d = config.d_model
-        hidden = max(1, round(cc.expansion * d))
-        self.spec = core.MemorySpec("mlp", d, d, hidden=hidden, depth=2, activation=cc.activation)
-        self.chunk_sizes = cc.chunk_sizes
-        self.segment = min(cc.chunk_sizes)
-        if cc.level == "swiglu":
+        hidden = max(1, round(cms.expansion * d))
+        self.spec = core.MemorySpec("mlp", d, d, hidden=hidden, depth=2, activation=cms.activation)
+        self.chunk_sizes = cms.chunk_sizes
+        self.segment = min(cms.chunk_sizes)
+        if cms.level == "swiglu":
             self.w_gate = nn.ParameterList(
-                nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+                nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cms.chunk_sizes
             )
         self.w_up = nn.ParameterList(
-            nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+            nn.Parameter(torch.randn(hidden, d) / math.sqrt(d)) for _ in cms.chunk_sizes
         )
         self.w_down = nn.ParameterList(
             nn.Parameter(torch.randn(d, hidden) * config.init_std / math.sqrt(2 * config.n_layers))
-            for _ in cc.chunk_sizes
+            for _ in cms.chunk_sizes
         )
-        if cc.error == "local":
+        if cms.error == "local":
             self.key_readout = nn.ParameterList(
-                nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+                nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cms.chunk_sizes
             )
             self.value_readout = nn.ParameterList(
-                nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cc.chunk_sizes
+                nn.Parameter(torch.randn(d, d) / math.sqrt(d)) for _ in cms.chunk_sizes
             )
 
     @property
     def learns_in_context(self) -> bool:
-        return self.cc.error != "none"
+        return self.cms.error != "none"
 
     def slow_weights(self, i: int) -> list[nn.Parameter]:
         """Level i's meta-learned initial weights, in the order the level applies them."""
         up_down = [self.w_up[i], self.w_down[i]]
-        return [self.w_gate[i], *up_down] if self.cc.level == "swiglu" else up_down
+        return [self.w_gate[i], *up_down] if self.cms.level == "swiglu" else up_down
 
     def init_state(self, batch_size: int) -> dict:
         if not self.learns_in_context:
@@ -80,7 +80,7 @@ class ContinuumMemory(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def read_level(self, w, z: torch.Tensor) -> torch.Tensor:
         """M_ℓ(z) at weights w (Eq. 70's MLP^(f_ℓ)): `slow_weights(ℓ)` or a state's fast weights."""
-        if self.cc.level == "residual":
+        if self.cms.level == "residual":
             return core.read(self.spec, w, z)
         w_gate, w_up, w_down = w
         hidden = F.silu(z @ w_gate.transpose(-1, -2)) * (z @ w_up.transpose(-1, -2))
@@ -90,9 +90,9 @@ class ContinuumMemory(nn.Module):
         """Apply the levels with the given weights; returns y − x and each level's input."""
         inputs, z = [], x
         for w in weights:
-            inputs.append(z if self.cc.variant != "independent" else x)
+            inputs.append(z if self.cms.variant != "independent" else x)
             out = self.read_level(w, inputs[-1])
-            z = out if self.cc.variant != "independent" else z + (out - x)
+            z = out if self.cms.variant != "independent" else z + (out - x)
         return z - x, inputs
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
@@ -102,7 +102,7 @@ class ContinuumMemory(nn.Module):
         if not self.learns_in_context:
             weights = [self.slow_weights(i) for i in range(len(self.chunk_sizes))]
             return self._levels(x, weights)[0], {"pos": state["pos"] + x.shape[1]}
-        if self.cc.error == "lm":
+        if self.cms.error == "lm":
             pos = state["pos"]
             if (pos % self.segment) + x.shape[1] > self.segment:
                 raise ValueError("cms.error='lm' needs the model to feed one segment at a time")
@@ -126,7 +126,7 @@ class ContinuumMemory(nn.Module):
                 core.normalize(z @ self.key_readout[i].T),
                 core.normalize(z @ self.value_readout[i].T),
             )
-            if self.cc.level == "swiglu":
+            if self.cms.level == "swiglu":
                 grads.append(_swiglu_gradients(w, keys, values))
                 continue
             out, cache = core.forward(self.spec, w, keys)
@@ -146,8 +146,8 @@ class ContinuumMemory(nn.Module):
         for i, c in enumerate(self.chunk_sizes):
             pending[i] = grads[i] if pending[i] is None else [p + g for p, g in zip(pending[i], grads[i])]
             if pos % c == 0:
-                start = fast[i - 1] if (self.cc.variant == "nested" and i > 0) else fast[i]
-                fast[i] = [w - (self.cc.lr / c) * g for w, g in zip(start, pending[i])]
+                start = fast[i - 1] if (self.cms.variant == "nested" and i > 0) else fast[i]
+                fast[i] = [w - (self.cms.lr / c) * g for w, g in zip(start, pending[i])]
                 pending[i] = None
         return {"pos": pos, "fast": fast, "pending": pending}
 
