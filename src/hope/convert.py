@@ -40,8 +40,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 import hope
+from hope.atomic import write_text_atomic
 from hope.config import ModelConfig
-from hope.data.atomic import write_text_atomic
 from hope.data.tokenizer import TOKENIZER_FILE
 from hope.layers.mlp import swiglu_hidden
 from hope.models.lm import LanguageModel

@@ -184,7 +184,7 @@ def write_report(results: dict, out_dir) -> None:
     import json
     from pathlib import Path
 
-    from hope.data.atomic import write_bytes_atomic, write_text_atomic
+    from hope.atomic import write_bytes_atomic, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

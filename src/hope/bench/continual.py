@@ -49,12 +49,12 @@ import torch
 from safetensors.torch import save_model
 
 import hope
+from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.bench.protocols import TEST_SEED, TRAIN_SEED_BASE
 from hope.bench.report import to_json
 from hope.bench.run import fit, model_configs
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS, SIZES, ModelConfig
-from hope.data.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.tokenizer import ByteTokenizer
 from hope.distributed import pick_device
 from hope.eval.predict import evaluate, pad, suite_vocab, training_pair

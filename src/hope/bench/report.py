@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from hope.data.atomic import write_bytes_atomic
+from hope.atomic import write_bytes_atomic
 
 
 def to_json(data: dict) -> str:

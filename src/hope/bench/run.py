@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 import hope
+from hope.atomic import write_text_atomic
 from hope.bench.protocols import (
     BENCH_SUITES,
     PROTOCOLS,
@@ -41,7 +42,6 @@ from hope.bench.readout import BottleneckReadout
 from hope.bench.report import plot_results, results_markdown, summarise, to_json
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS, SIZES, ModelConfig
-from hope.data.atomic import write_text_atomic
 from hope.data.tokenizer import ByteTokenizer
 from hope.distributed import pick_device
 from hope.eval.predict import evaluate, pad, suite_vocab, training_pair

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hope.data.atomic import write_text_atomic
+from hope.atomic import write_text_atomic
 
 TOKENIZER_FILE = "tokenizer.json"
 _BPE_SPEC = re.compile(r"bpe:(\d+)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hope.data.atomic import write_bytes_atomic, write_text_atomic
+from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.corpus import BUILTIN, builtin_text
 from hope.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, bpe_vocab_size, load_tokenizer
 

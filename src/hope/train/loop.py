@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import hope
 from hope import distributed as dist
-from hope.data.atomic import write_text_atomic
+from hope.atomic import write_text_atomic
 from hope.data.loader import TokenLoader, check_long_enough
 from hope.data.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths
 from hope.data.tokens import prepare_tokens

@@ -6,7 +6,7 @@ import math
 import sys
 from pathlib import Path
 
-from hope.data.atomic import write_bytes_atomic, write_text_atomic
+from hope.atomic import write_bytes_atomic, write_text_atomic
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
