@@ -40,9 +40,10 @@ def test_fast_weights_change_exactly_at_boundaries(variant):
             assert changed == (pos % chunk == 0), (variant, level, pos)
 
 
+@pytest.mark.parametrize("level", ["residual", "swiglu"])
 @pytest.mark.parametrize("variant", ["sequential", "nested", "independent"])
-def test_streaming_token_by_token_equals_whole(variant):
-    cms, x = _cms(**{"cms.variant": variant}), _x(14)
+def test_streaming_token_by_token_equals_whole(variant, level):
+    cms, x = _cms(**{"cms.variant": variant, "cms.level": level}), _x(14)
     whole, s_whole = cms(x)
     state, outs = None, []
     for a, b in [(0, 1), (1, 5), (5, 6), (6, 13), (13, 14)]:
