@@ -40,10 +40,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import torch
 from safetensors.torch import save_model
@@ -52,9 +52,9 @@ import hope
 from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.bench.protocols import TEST_SEED, TRAIN_SEED_BASE
 from hope.bench.report import to_json
-from hope.bench.run import fit, model_configs
-from hope.checks import check_choice, check_int, check_number
-from hope.config import PRESETS, SIZES, ModelConfig
+from hope.bench.run import RunOptions, fit, model_configs
+from hope.checks import check_choice, check_int
+from hope.config import ModelConfig
 from hope.data.tokenizer import ByteTokenizer
 from hope.distributed import pick_device
 from hope.eval.predict import evaluate, pad, suite_vocab, training_pair
@@ -69,9 +69,10 @@ per character (lower is better; BWT > 0 is forgetting)."""
 
 
 @dataclass
-class ContinualConfig:
+class ContinualConfig(RunOptions):
     """One continual-learning bench run; validated on creation (ValueError naming the field)."""
 
+    OWNER: ClassVar[str] = "continual"
     presets: tuple[str, ...] = ("hope", "titans", "transformer")
     scenarios: tuple[str, ...] | None = None  # None: both
     n_tasks: int = 5  # class-incremental tasks (domain-lm always has A then B)
@@ -79,21 +80,8 @@ class ContinualConfig:
     length: int = 16  # symbols per class-incremental example
     lm_length: int = 32  # characters per domain-lm segment
     steps: int = 40  # optimizer steps per stage
-    seeds: int = 3
-    size: str = "tiny"
-    batch_size: int = 32
     n_train: int = 256  # training examples per task / domain
-    n_test: int = 100  # test examples per task / domain
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    precision: str = "fp32"
-    device: str = "auto"
-    piece: int = 2048
-    match: str = "hope"
-    out: str | None = None
     save_stages: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every preset
 
     def __post_init__(self) -> None:
         self.presets = tuple(self.presets)
@@ -101,38 +89,16 @@ class ContinualConfig:
         self.validate()
 
     def validate(self) -> None:
-        if not self.presets or len(set(self.presets)) != len(self.presets):
-            raise ValueError(
-                f"continual.presets must be distinct names from {list(PRESETS)}, got {self.presets}"
-            )
-        for preset in self.presets:
-            check_choice("continual.presets", preset, PRESETS)
+        self.validate_run(self.presets)
         if self.scenarios is not None and not self.scenarios:
             raise ValueError(f"continual.scenarios must name at least one of {list(SCENARIOS)}")
         for scenario in self.scenarios or ():
             check_choice("continual.scenarios", scenario, SCENARIOS)
         check_int("continual.n_tasks", self.n_tasks, 2)  # a continual run learns at least two tasks in order
-        check_choice("continual.size", self.size, SIZES)
-        check_choice("continual.precision", self.precision, ["fp32", "bf16"])
-        check_choice("continual.device", self.device, ["auto", "cpu", "cuda"])
-        check_choice("continual.match", self.match, ["hope", "none"])
-        for name in (
-            "classes_per_task",
-            "length",
-            "steps",
-            "seeds",
-            "batch_size",
-            "n_train",
-            "n_test",
-            "piece",
-        ):
+        for name in ("classes_per_task", "length", "steps", "n_train"):
             check_int(f"continual.{name}", getattr(self, name))
         check_int("continual.lm_length", self.lm_length, 2)  # a next-character loss needs two characters
-        check_number("continual.lr", self.lr, lo_open=True)
-        for name in ("weight_decay", "grad_clip"):
-            check_number(f"continual.{name}", getattr(self, name))
         check_choice("continual.save_stages", self.save_stages, [False, True])
-        ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
 
     @property
     def resolved_scenarios(self) -> tuple[str, ...]:

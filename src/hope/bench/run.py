@@ -22,7 +22,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -51,18 +51,14 @@ from hope.suites.common import IGNORE, Example
 from hope.train.step import lr_factor, train_step
 
 
-@dataclass
-class BenchConfig:
-    """One ``hope bench-suite`` run; validated on creation (ValueError naming the field)."""
+@dataclass(kw_only=True)
+class RunOptions:
+    """What every bench run trains and evaluates with (`BenchConfig`, the continual driver's config);
+    `validate_run` checks it under the subclass's `OWNER` name."""
 
-    suite: str
-    presets: tuple[str, ...] = ("hope", "transformer", "titans")
-    tasks: tuple[str, ...] | None = None  # None: every task of the suite
-    steps: int = 200
+    OWNER: ClassVar[str] = "bench"
     seeds: int = 3
     size: str = "tiny"
-    lengths: tuple[int, ...] | None = None  # None: the protocol's test lengths
-    train_length: int | None = None  # None: the protocol's
     batch_size: int = 32
     n_test: int = 100
     lr: float = 1e-3
@@ -73,9 +69,38 @@ class BenchConfig:
     piece: int = 2048
     match: str = "hope"
     out: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every preset
+
+    def validate_run(self, presets: tuple[str, ...]) -> None:
+        owner = self.OWNER
+        if not presets or len(set(presets)) != len(presets):
+            raise ValueError(f"{owner}.presets must be distinct names from {sorted(PRESETS)}; got {presets}")
+        for preset in presets:
+            check_choice(f"{owner}.presets", preset, sorted(PRESETS))
+        check_choice(f"{owner}.size", self.size, SIZES)
+        check_choice(f"{owner}.precision", self.precision, ["fp32", "bf16"])
+        check_choice(f"{owner}.device", self.device, ["auto", "cpu", "cuda"])
+        check_choice(f"{owner}.match", self.match, ["hope", "none"])
+        for name in ("seeds", "batch_size", "n_test", "piece"):
+            check_int(f"{owner}.{name}", getattr(self, name))
+        check_number(f"{owner}.lr", self.lr, lo_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            check_number(f"{owner}.{name}", getattr(self, name))
+        ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
+
+
+@dataclass
+class BenchConfig(RunOptions):
+    """One ``hope bench-suite`` run; validated on creation (ValueError naming the field)."""
+
+    suite: str
+    presets: tuple[str, ...] = ("hope", "transformer", "titans")
+    tasks: tuple[str, ...] | None = None  # None: every task of the suite
+    steps: int = 200
+    lengths: tuple[int, ...] | None = None  # None: the protocol's test lengths
+    train_length: int | None = None  # None: the protocol's
     max_minutes: float | None = None  # start no model past this wall time; None: run everything
     jobs: int = 1  # models trained at once, each in its own process
-    overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every preset
 
     def __post_init__(self) -> None:
         self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
@@ -84,21 +109,12 @@ class BenchConfig:
 
     def validate(self) -> None:
         check_choice("bench.suite", self.suite, BENCH_SUITES)
-        if not self.presets or len(set(self.presets)) != len(self.presets):
-            raise ValueError(
-                f"bench.presets must be distinct names from {sorted(PRESETS)}; got {self.presets}"
-            )
-        for preset in self.presets:
-            check_choice("bench.presets", preset, sorted(PRESETS))
+        self.validate_run(self.presets)
         for task in self.tasks or ():
             check_choice("bench.tasks", task, get_suite(self.suite).tasks)
         if self.tasks is not None and not self.tasks:
             raise ValueError("bench.tasks must not be empty")
-        check_choice("bench.size", self.size, SIZES)
-        check_choice("bench.precision", self.precision, ["fp32", "bf16"])
-        check_choice("bench.device", self.device, ["auto", "cpu", "cuda"])
-        check_choice("bench.match", self.match, ["hope", "none"])
-        for name in ("steps", "seeds", "batch_size", "n_test", "piece", "jobs"):
+        for name in ("steps", "jobs"):
             check_int(f"bench.{name}", getattr(self, name))
         if self.train_length is not None:
             check_int("bench.train_length", self.train_length)
@@ -107,12 +123,8 @@ class BenchConfig:
                 raise ValueError("bench.lengths must not be empty")
             for length in self.lengths:
                 check_int("bench.lengths", length)
-        check_number("bench.lr", self.lr, lo_open=True)
-        for name in ("weight_decay", "grad_clip"):
-            check_number(f"bench.{name}", getattr(self, name))
         if self.max_minutes is not None:
             check_number("bench.max_minutes", self.max_minutes, lo_open=True)
-        ModelConfig.preset("hope", self.size, **self.overrides)  # a bad override fails here, named
         protocol = PROTOCOLS[self.suite]
         if self.train_length is not None and protocol.train_length is None:
             raise ValueError(
