@@ -352,10 +352,12 @@ def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params, 
         x_c = x_c.detach().requires_grad_()
         s_c = [s.detach().requires_grad_() for s in start]
         w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
-        swapped = {f"layer.{name}": t for name, t in (stand_ins or {}).items()}
-        o_c, w_next, m_next, *_ = torch.func.functional_call(
-            _Recompute(layer, segment), swapped, (x_c, w_c, m_c, gate)
-        )
+        recompute = _Recompute(layer, segment)
+        if stand_ins:  # the captured path; the plain one runs the layer as it is, per chunk
+            swapped = {f"layer.{name}": t for name, t in stand_ins.items()}
+            o_c, w_next, m_next, *_ = torch.func.functional_call(recompute, swapped, (x_c, w_c, m_c, gate))
+        else:
+            o_c, w_next, m_next, *_ = recompute(x_c, w_c, m_c, gate)
         grads = torch.autograd.grad(
             [o_c, *w_next, *(m_next or [])], [x_c, *s_c, *wanted], [grad_o, *grad_end], allow_unused=True
         )
