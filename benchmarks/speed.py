@@ -62,8 +62,11 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
             opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         losses.append(float(loss))
+        elapsed = time.perf_counter() - start
         if i >= args.warmup:
-            times.append(time.perf_counter() - start)
+            times.append(elapsed)
+        print(f"[{time.strftime('%H:%M:%S')}] {preset} B={batch} T={seq_len} step {i}: {elapsed:.2f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
     sec = statistics.median(times)
     tokens_per_s = batch * seq_len / sec
     flops = _flops_per_token(model, cfg, seq_len, not args.forward_only) * tokens_per_s
