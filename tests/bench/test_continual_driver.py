@@ -55,7 +55,9 @@ def test_r_matrix_entries_equal_direct_evaluations_of_the_saved_stage_models(tmp
     for run in results["runs"]:
         cfg = _toy(tmp_path)
         sc = scenario(cfg, run["scenario"])
-        group = "task_id" if run["scenario"] == "class-incremental" else "domain"
+        group = {"class-incremental": "task_id", "domain-lm": "domain", "languages": "language"}[
+            run["scenario"]
+        ]
         tasks = [
             [ex for ex in sc.test if ex.meta[group] == value]
             for value in dict.fromkeys(ex.meta[group] for ex in sc.test)
@@ -106,6 +108,20 @@ def test_a_stage_sequence_is_deterministic_for_a_seed(tmp_path):
     assert first["R"][0][0] < first["baseline"][0]  # training on A lowered A's loss
 
 
+def test_the_languages_scenario_trains_l1_then_l2_and_scores_each_on_its_own_test_sentences(tmp_path):
+    cfg = _toy(tmp_path, presets=("transformer",), scenarios=("languages",))
+    sc = scenario(cfg, "languages")
+    assert sc.stages == ["L1", "L2"] and sc.keys == ["accuracy/L1", "accuracy/L2"]
+    assert [{ex.meta["language"] for ex in stage} for stage in sc.train] == [{"L1"}, {"L2"}]
+    (run,) = run_continual(cfg, log=lambda _: None)["runs"]
+    assert run["metric"] == "accuracy" and len(run["R"]) == 2
+    assert all(0 <= v <= 1 for row in run["R"] for v in row)
+    assert (
+        "## languages (accuracy, higher is better; BWT < 0 is forgetting)"
+        in (tmp_path / "results.md").read_text()
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -116,7 +132,7 @@ def test_a_stage_sequence_is_deterministic_for_a_seed(tmp_path):
         ),
         (
             {"scenarios": ("domain",)},
-            r"continual.scenarios must be one of \['class-incremental', 'domain-lm'\], got 'domain'",
+            r"continual.scenarios must be one of \['class-incremental', 'domain-lm', 'languages'\], got 'domain'",
         ),
         ({"steps": 0}, r"continual.steps must be an integer >= 1, got 0"),
     ],
@@ -142,10 +158,13 @@ def test_the_command_runs_continual_and_takes_model_fields_as_dotted_options(tmp
     ("options", "message"),
     [
         (["--n-tasks", "1"], "continual.n_tasks must be an integer >= 2, got 1"),
-        (["--presets", "hope,nope"], "continual.presets must be one of ['deltanet', 'gated-deltanet', 'hope', "),
+        (
+            ["--presets", "hope,nope"],
+            "continual.presets must be one of ['deltanet', 'gated-deltanet', 'hope', ",
+        ),
         (
             ["--tasks", "domain"],
-            "continual.scenarios must be one of ['class-incremental', 'domain-lm'], got 'domain'",
+            "continual.scenarios must be one of ['class-incremental', 'domain-lm', 'languages'], got 'domain'",
         ),
         (["--lengths", "64"], "--lengths does not apply to bench-suite continual"),
         (["--jobs", "2"], "--jobs does not apply to bench-suite continual"),

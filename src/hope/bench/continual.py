@@ -9,6 +9,9 @@ The two scenarios of :mod:`hope.suites.continual`, each a sequence of training s
   accuracy on task ``j``'s test set after stage ``i``.
 * ``domain-lm``: stage 0 trains on domain A (English text), stage 1 on domain B (random lowercase
   letters); ``R[i][j]`` is the mean next-character loss (nats) on domain ``j`` after stage ``i``.
+* ``languages``: stage 0 trains translating language L1 into the shared meaning representation,
+  stage 1 language L2 (:mod:`hope.suites.languages`); ``R[i][j]`` is the share of meaning tokens
+  right on language ``j``'s test sentences (new combinations of known words) after stage ``i``.
 
 Per preset, seed and scenario one model (parameter-matched to ``hope`` as ``bench-suite`` does it,
 :func:`hope.bench.run.model_configs`) is built and evaluated on every task before any training (the
@@ -63,7 +66,7 @@ from hope.suites.common import IGNORE, Example
 
 SUITE = "continual"
 SCENARIOS = continual.tasks
-METRICS = {"class-incremental": "accuracy", "domain-lm": "loss"}
+METRICS = {"class-incremental": "accuracy", "domain-lm": "loss", "languages": "accuracy"}
 """The score in R per scenario: accuracy (higher is better; BWT < 0 is forgetting) or mean loss in nats
 per character (lower is better; BWT > 0 is forgetting)."""
 
@@ -74,7 +77,7 @@ class ContinualConfig(RunOptions):
 
     OWNER: ClassVar[str] = "continual"
     presets: tuple[str, ...] = ("hope", "titans", "transformer")
-    scenarios: tuple[str, ...] | None = None  # None: both
+    scenarios: tuple[str, ...] | None = None  # None: all of SCENARIOS
     n_tasks: int = 5  # class-incremental tasks (domain-lm always has A then B)
     classes_per_task: int = 2
     length: int = 16  # symbols per class-incremental example
@@ -123,6 +126,8 @@ def scenario(cfg: ContinualConfig, name: str) -> Scenario:
     if name == "class-incremental":
         options = {"n_tasks": cfg.n_tasks, "classes_per_task": cfg.classes_per_task}
         length, group, key = cfg.length, "task_id", "accuracy/task_{}"
+    elif name == "languages":
+        options, length, group, key = {}, None, "language", "accuracy/{}"
     else:
         options, length, group, key = {}, cfg.lm_length, "domain", "loss/{}"
     train = continual.generate(name, cfg.n_train, length, TEST_SEED, split="train", **options)

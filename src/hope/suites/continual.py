@@ -1,6 +1,6 @@
 """Continual learning: data for learning tasks one after another, and the forgetting metrics.
 
-Two scenarios:
+Three scenarios:
 
 * ``class-incremental`` — a sequence of ``n_tasks`` classification tasks, each adding
   ``classes_per_task`` new classes (the class-incremental setting of van de Ven & Tolias, 2019,
@@ -18,6 +18,10 @@ Two scenarios:
   ``length`` characters per domain, A first. A model is trained on A, then on B; the prediction
   for each segment is its mean next-character loss (nats), and :func:`summary` turns the loss
   matrix into ACC/BWT. Domain B's best achievable loss is ``ln 26``.
+* ``languages`` — two synthetic languages over the same meanings, learned one after the other (the
+  paper's Fig. 8, learning new languages in sequence): :mod:`hope.suites.languages` generates them
+  and scores the translations. ``n`` examples per language (``L1`` first), translated into the shared
+  meaning representation; ``length`` must be ``None`` (the grammar fixes each sentence's length).
 
 Metrics (Lopez-Paz & Ranzato, 2017, "Gradient Episodic Memory for Continual Learning", §4): with
 ``R[i][j]`` the score on task ``j`` after learning tasks ``0..i`` (``T`` tasks),
@@ -33,11 +37,12 @@ import random
 from collections.abc import Sequence
 
 from hope.checks import check_choice, check_int, check_number
+from hope.suites import languages
 from hope.suites.common import Example, check_predictions
 from hope.suites.haystack import real_haystack
 
 name = "continual"
-tasks = ("class-incremental", "domain-lm")
+tasks = ("class-incremental", "domain-lm", "languages")
 splits = ("train", "test")
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -107,7 +112,7 @@ def _domain_lm(n: int, length: int, seed: int, split: str, haystack: str | None)
 def generate(
     task: str,
     n: int,
-    length: int,
+    length: int | None,
     seed: int,
     *,
     split: str = "train",
@@ -117,12 +122,17 @@ def generate(
     noise: float = 0.3,
     haystack: str | None = None,
 ) -> list[Example]:
-    """``n`` examples per task (``class-incremental``) or per domain (``domain-lm``) of ``length``
-    symbols/characters; the other options apply to the scenario named in the module docstring."""
+    """``n`` examples per task (``class-incremental``), per domain (``domain-lm``) or per language
+    (``languages``) of ``length`` symbols/characters; the other options apply to the scenario named in
+    the module docstring."""
     check_choice("task", task, tasks)
     check_choice("split", split, splits)
     check_int("n", n)
     check_int("seed", seed, 0)
+    if task == "languages":
+        if length is not None:
+            raise ValueError(f"length must be None for languages (the grammar fixes it); got {length!r}")
+        return languages.generate(n, seed, split=split)
     check_int("length", length)
     if task == "domain-lm":
         return _domain_lm(n, length, seed, split, haystack)
@@ -141,12 +151,16 @@ def labels_seen(examples: Sequence[Example], stage: int) -> tuple[int, ...]:
 
 def score(examples: Sequence[Example], predictions: Sequence[int | float]) -> dict[str, float]:
     """``class-incremental``: predictions are label tokens; returns ``accuracy``, ``accuracy/task_<j>`` and ``n``.
-    ``domain-lm``: predictions are mean losses (nats/char); returns ``loss``, ``loss/A``, ``loss/B`` and ``n``."""
+    ``domain-lm``: predictions are mean losses (nats/char); returns ``loss``, ``loss/A``, ``loss/B`` and ``n``.
+    ``languages``: predictions are the meaning tokens; see :func:`hope.suites.languages.score`."""
     check_predictions(examples, predictions)
+    task = examples[0].meta["task"]
+    if any(ex.meta["task"] != task for ex in examples):
+        raise ValueError(f"examples must all come from one task (one of {list(tasks)})")
+    if task == "languages":
+        return languages.score(examples, predictions)
     groups: dict[str, list[float]] = {}
-    lm = examples[0].meta["task"] == "domain-lm"
-    if any((ex.meta["task"] == "domain-lm") != lm for ex in examples):
-        raise ValueError("examples must all come from one task (class-incremental or domain-lm)")
+    lm = task == "domain-lm"
     for ex, pred in zip(examples, predictions):
         if lm:
             if isinstance(pred, bool) or not isinstance(pred, (int, float)) or not math.isfinite(pred):
@@ -164,11 +178,14 @@ def score(examples: Sequence[Example], predictions: Sequence[int | float]) -> di
 
 
 def chance(examples: Sequence[Example]) -> float:
-    """Uniform guessing: accuracy ``1 / classes`` (class-incremental) or loss ``ln 256`` for a uniform byte model (domain-lm)."""
+    """Uniform guessing: accuracy ``1 / classes`` (class-incremental), loss ``ln 256`` for a uniform byte
+    model (domain-lm), or :func:`hope.suites.languages.chance` (languages)."""
     if not examples:
         raise ValueError("examples must not be empty")
     if examples[0].meta["task"] == "domain-lm":
         return math.log(256)
+    if examples[0].meta["task"] == "languages":
+        return languages.chance(examples)
     return sum(1 / len(ex.choices) for ex in examples) / len(examples)
 
 
