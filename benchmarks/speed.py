@@ -155,6 +155,9 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/speed.py measures a GPU; no CUDA device is visible")
     args.device = "cuda"
+    # TF32 for the float32 products: the Titans layers run outside autocast (their recurrence is
+    # float32); with "highest" they take IEEE products, several times slower (2026-12-01: 16 s a step)
+    torch.set_float32_matmul_precision("high")
     args.batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.out, exist_ok=True)
     result = {
