@@ -29,3 +29,11 @@ def check_number(
         if hi != math.inf:
             bound += f" and {'<' if hi_open else '<='} {hi:g}"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_shape(name: str, value: Any, shape: Iterable[int]) -> None:
+    """A tensor of exactly ``shape`` (a state handed to a model it was not made by fails here)."""
+    shape = tuple(shape)
+    got = tuple(getattr(value, "shape", ()))
+    if got != shape:
+        raise ValueError(f"{name} must have shape {shape} for this model and batch, got {got}")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.memory import core
 
@@ -150,6 +151,55 @@ class ContinuumMemory(nn.Module):
                 fast[i] = [w - (self.cms.lr / c) * g for w, g in zip(start, pending[i])]
                 pending[i] = None
         return {"pos": pos, "fast": fast, "pending": pending}
+
+    # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
+    def static_state(self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype) -> dict:
+        """`state` (None: the initial one) in fixed buffers: the fast weights, and every level's error
+        sum since its last step (zeros where none is pending), updated in place by `decode_step`."""
+        device = self.w_up[0].device
+        pos = 0 if state is None else state["pos"]
+        if not self.learns_in_context:
+            return {"pos": torch.tensor(pos, device=device)}
+        if self.cms.error == "lm":
+            raise ValueError(
+                "cms.error='lm' learns from the model's loss over whole segments, which a one-token step"
+                " does not have; decode such a model with model(ids, state)"
+            )
+        fresh = self.init_state(batch_size)
+        state = fresh if state is None else state
+        fast, pending = [], []
+        for i, (level, like) in enumerate(zip(state["fast"], fresh["fast"])):
+            for j, (w, ref) in enumerate(zip(level, like)):
+                check_shape(f"cms state['fast'][{i}][{j}]", w, ref.shape)
+            fast.append([w.detach().clone().contiguous() for w in level])
+            sums = state["pending"][i]
+            pending.append(
+                [torch.zeros_like(w) for w in fast[-1]]
+                if sums is None
+                else [g.detach().clone() for g in sums]
+            )
+        return {"pos": torch.tensor(pos, device=device), "fast": fast, "pending": pending}
+
+    def decode_step(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        """One token x (B, 1, D): read the levels, add the token's local error gradient to every level's
+        sum, and step the levels whose C_ℓ boundary this token completes (Eq. 71), on the device."""
+        if not self.learns_in_context:
+            state["pos"].add_(1)
+            return self._levels(x, [self.slow_weights(i) for i in range(len(self.chunk_sizes))])[0]
+        fast, pending = state["fast"], state["pending"]
+        delta, inputs = self._levels(x, fast)
+        grads = self._local_gradients(fast, inputs)
+        pos = state["pos"] + 1
+        for i, c in enumerate(self.chunk_sizes):
+            steps = pos % c == 0
+            # as in `absorb`: a nested level restarts from the faster level's weights of this very token
+            start = fast[i - 1] if (self.cms.variant == "nested" and i > 0) else fast[i]
+            for w, w_start, sums, g in zip(fast[i], start, pending[i], grads[i]):
+                sums.add_(g)
+                w.copy_(torch.where(steps, w_start - (self.cms.lr / c) * sums, w))
+                sums.masked_fill_(steps, 0.0)
+        state["pos"].copy_(pos)
+        return delta
 
 
 def _swiglu_gradients(w, keys: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:

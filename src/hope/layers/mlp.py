@@ -27,3 +27,9 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor, state=None):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up), None
+
+    def static_state(self, state, batch_size: int, max_len: int, dtype: torch.dtype) -> None:
+        return None
+
+    def decode_step(self, x: torch.Tensor, state=None) -> torch.Tensor:
+        return self(x)[0]

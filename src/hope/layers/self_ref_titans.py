@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
@@ -205,7 +206,9 @@ class SelfReferentialTitans(nn.Module):
             return None, hist, count
         n, window = surprise.shape[-1], sc.window
         full = torch.cat([hist, surprise.to(hist.dtype)], dim=-1)
-        new_hist, new_count = full[..., -window:], min(count + n, window)
+        # count is an int, or a 0-d tensor when decoding on static buffers (no host sync)
+        new_count = torch.clamp(count + n, max=window) if torch.is_tensor(count) else min(count + n, window)
+        new_hist = full[..., -window:]
         if sc.mode == "absolute":
             return (surprise > sc.threshold).to(surprise.dtype), new_hist, new_count
         past = full.unfold(-1, window, 1)[..., :n, :]  # token j sees the `window` values before it
@@ -289,6 +292,67 @@ class SelfReferentialTitans(nn.Module):
         o = o[:, 0]
         rate = torch.ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate
+
+    # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
+    def static_state(self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype) -> dict:
+        """`state` (None: the initial one) copied into fixed buffers that `decode_step` updates in place;
+        the position and the surprise count become 0-d tensors, the anchor a buffer of its own."""
+        fresh = self.init_state(batch_size)
+        state = fresh if state is None else state
+        device = self.q_proj.weight.device
+
+        def buffers(name, given, like):
+            out = []
+            for i, (g, w) in enumerate(zip(given, like)):
+                check_shape(f"titans state[{name!r}][{i}]", g, w.shape)
+                out.append(g.detach().clone().contiguous())
+            return out
+
+        anchor = state["anchor"] if state["anchor"] is not None else state["weights"]
+        check_shape("titans state['surprise_hist']", state["surprise_hist"], fresh["surprise_hist"].shape)
+        static = {
+            "pos": torch.tensor(state["pos"], device=device),
+            "weights": buffers("weights", state["weights"], fresh["weights"]),
+            "anchor": buffers("anchor", anchor, fresh["weights"]),
+            "momentum": None
+            if fresh["momentum"] is None
+            else buffers("momentum", state["momentum"], fresh["momentum"]),
+            "conv": None,
+            "surprise_hist": state["surprise_hist"].detach().clone(),
+            "surprise_count": torch.tensor(state["surprise_count"], device=device),
+        }
+        if self.conv is not None:
+            empty = self.conv.init_state(batch_size, device, self.q_proj.weight.dtype)
+            tail = state["conv"] if state["conv"] is not None else empty
+            static["conv"] = buffers("conv", [tail], [empty])[0]
+        return static
+
+    def decode_step(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        """One token x (B, 1, D) on `static_state` buffers, updated in place: Eq. 88 exactly (the
+        reference path), with the anchor switch at chunk boundaries and the gate decided on the device."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.to(self.q_proj.weight.dtype)
+            if self.conv is not None:
+                x, tail = self.conv(x, state["conv"])
+                state["conv"].copy_(tail)
+            at_boundary = state["pos"] % self.titans.chunk_size == 0
+            for anchor, w in zip(state["anchor"], state["weights"]):
+                anchor.copy_(torch.where(at_boundary, w, anchor))
+            o, weights, momentum, hist, count, _ = self._segment(
+                x,
+                state["weights"],
+                state["momentum"],
+                state["anchor"],
+                state["surprise_hist"],
+                state["surprise_count"],
+                parallel=False,
+            )
+            for buffer, new in zip(state["weights"] + (state["momentum"] or []), weights + (momentum or [])):
+                buffer.copy_(new)
+            state["surprise_hist"].copy_(hist)
+            state["surprise_count"].copy_(count)
+            state["pos"].add_(1)
+            return self.o_proj(o.transpose(1, 2).reshape(x.shape))
 
     def chunk_step(self, compiled: bool):
         """`_segment`, compiled once for every layer when asked (the Triton path recomputes with it)."""

@@ -29,6 +29,19 @@ class Block(nn.Module):
     def init_state(self, batch_size: int) -> dict:
         return {"mixer": self.mixer.init_state(batch_size), "ffn": self.ffn.init_state(batch_size)}
 
+    def static_state(self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype) -> dict:
+        """The block's state in the fixed buffers `decode_step` updates in place (`hope.models.decode`)."""
+        state = state if state is not None else {"mixer": None, "ffn": None}
+        return {
+            part: getattr(self, part).static_state(state[part], batch_size, max_len, dtype)
+            for part in ("mixer", "ffn")
+        }
+
+    def decode_step(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        """One token x (B, 1, D) on static buffers: `forward` for one token, its state updated in place."""
+        x = x + self.mixer.decode_step(self.norm_mixer(x), state["mixer"]).to(x.dtype)
+        return x + self.ffn.decode_step(self.norm_ffn(x), state["ffn"]).to(x.dtype)
+
     def forward(self, x: torch.Tensor, state: dict | None):
         """x (B, T, D) → (output, new state); state None: the initial state."""
         if state is None:

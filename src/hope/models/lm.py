@@ -122,6 +122,35 @@ class LanguageModel(nn.Module):
             return logits, {"pos": state["pos"] + input_ids.shape[1], "blocks": blocks, "pending": None}
         return self._forward_segments(input_ids, state)
 
+    # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
+    def static_state(
+        self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype | None = None
+    ) -> dict:
+        """`state` (None: the start of a stream) as fixed buffers for `decode_step`: attention caches of
+        `max_len` positions in `dtype` (default: the parameters'), every memory a buffer of its own."""
+        dtype = dtype or self.embed.weight.dtype
+        if state is None:
+            state = {"pos": 0, "blocks": [None] * len(self.blocks), "pending": None}
+        if len(state["blocks"]) != len(self.blocks):
+            raise ValueError(
+                f"the state has {len(state['blocks'])} blocks, this model {len(self.blocks)}: it comes from another model"
+            )
+        if state["pending"] is not None:
+            raise ValueError(
+                "the state ends inside a cms.error='lm' segment, which decode_step cannot continue"
+            )
+        blocks = [b.static_state(s, batch_size, max_len, dtype) for b, s in zip(self.blocks, state["blocks"])]
+        return {"pos": torch.tensor(state["pos"], device=self.embed.weight.device), "blocks": blocks}
+
+    def decode_step(self, ids: torch.Tensor, state: dict) -> torch.Tensor:
+        """Logits (B, 1, V) of one token per sequence, ids (B, 1), on `static_state` buffers updated in
+        place: the same numbers as `forward` on that token, with static shapes and no host sync."""
+        h = self.embed(ids)
+        for block, block_state in zip(self.blocks, state["blocks"]):
+            h = block.decode_step(h, block_state)
+        state["pos"].add_(1)
+        return self.head(self.norm(h))
+
     # ---- CMS learning from the LM loss -------------------------------------------------------------
     def _forward_segments(self, ids: torch.Tensor, state: dict):
         seg_len = min(self.config.cms.chunk_sizes)
