@@ -27,6 +27,9 @@ def test_defaults_are_the_tiny_hope_preset_on_the_builtin_corpus():
         ({"lr": math.nan}, "train.lr"),
         ({"val_fraction": 0.0}, "train.val_fraction"),
         ({"steps": 10, "tokens": 1000}, "train.steps and train.tokens"),
+        ({"steps": 10, "minutes": 1.0}, "train.steps and train.minutes"),
+        ({"minutes": 0.0}, "train.minutes"),
+        ({"minutes": math.inf}, "train.minutes"),
         ({"steps": 10, "warmup_steps": 10}, "train.warmup_steps"),
         ({"data": []}, "train.data"),
         ({"seed": True}, "train.seed"),
@@ -73,9 +76,34 @@ def test_cli_routes_optim_options_to_the_optimizer(tmp_path):
     from hope.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--preset", "transformer", "--steps", "2", "--seq-len", "16", "--batch-size", "2",
-                 "--optimizer", "m3", "--optim.frequency", "1", "--optim.alpha", "0.25", "--eval-every", "0",
-                 "--sample-tokens", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "transformer",
+                "--steps",
+                "2",
+                "--seq-len",
+                "16",
+                "--batch-size",
+                "2",
+                "--optimizer",
+                "m3",
+                "--optim.frequency",
+                "1",
+                "--optim.alpha",
+                "0.25",
+                "--eval-every",
+                "0",
+                "--sample-tokens",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ckpt = max((out / "checkpoints").iterdir())
     state = torch.load(ckpt / "optimizer.pt", weights_only=False)
     groups = state["param_groups"]

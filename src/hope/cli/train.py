@@ -15,7 +15,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         allow_abbrev=False,
-        help="train a model (no arguments: tiny HOPE on the built-in Shakespeare corpus, CPU, ~5 min)",
+        help="train a model (no arguments: tiny HOPE on the built-in Shakespeare corpus, CPU, ~2 min; --minutes M sizes a run to a budget)",
         description="Train a language model. Without arguments: the tiny HOPE preset on the built-in corpus. "
         "Override any model field with a dotted option, e.g. --titans.chunk_size 16 --model.d_model 64 "
         "--cms.chunk_sizes 16,64.",
@@ -50,7 +50,7 @@ def _argparse_kind(f: dataclasses.Field) -> dict[str, Any]:
         return {"choices": f.metadata["choices"]}
     if f.type in (int, int | None):
         return {"type": positive_int if f.metadata["lo"] >= 1 else non_negative_int}
-    if f.type is float:
+    if f.type in (float, float | None):
         return {"type": float}  # bounds are TrainConfig's to check, naming the field
     return {}
 
@@ -72,7 +72,7 @@ def build_config(parser: argparse.ArgumentParser, args: argparse.Namespace, extr
             )
         cfg = load_train_config(args.resume)
         if "steps" in given or "tokens" in given:
-            cfg.steps = cfg.tokens = None
+            cfg.steps = cfg.tokens = cfg.minutes = None
         for key, value in given.items():
             setattr(cfg, key, value)
         cfg.validate()
