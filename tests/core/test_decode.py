@@ -113,12 +113,13 @@ def test_lm_error_cms_is_refused_with_the_way_out():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("preset", ["hope", "titans", "transformer"])
-def test_cuda_graph_step_equals_the_eager_step(preset):
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graph_step_equals_the_eager_step(preset, compile):
     model = _model(preset).float().cuda()
     ids = torch.randint(0, VOCAB, (2, 30), device="cuda")
     with torch.no_grad():
         _, state = model(ids[:, :11])
     eager = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=False)
-    graphed = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=True)
+    graphed = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=True, compile=compile)
     for t in range(11, 30):
         torch.testing.assert_close(graphed.step(ids[:, t]), eager.step(ids[:, t]), rtol=1e-5, atol=1e-5)

@@ -34,7 +34,8 @@ class Decoder:
     """Continue `state` (None: a new stream) one token per `step`: logits (B, 1, V) of the given ids.
 
     `max_len` bounds the stream's length where the model attends (its caches are preallocated);
-    memory models have no bound. `cuda_graph` (default: on CUDA) captures the step once and replays it.
+    memory models have no bound. `cuda_graph` (default: on CUDA) captures the step once and replays it;
+    `compile` first fuses the step's small kernels with `torch.compile` (a one-off compilation).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class Decoder:
         max_len: int,
         cuda_graph: bool | None = None,
         dtype: torch.dtype | None = None,
+        compile: bool = False,
     ):
         check_int("batch_size", batch_size)
         check_int("max_len", max_len)
@@ -52,6 +54,7 @@ class Decoder:
         if held is not None and held != batch_size:
             raise ValueError(f"the state holds {held} sequences, but batch_size={batch_size}")
         self.model = model
+        self._step = torch.compile(model.decode_step, dynamic=False) if compile else model.decode_step
         self.pos = 0 if state is None else state["pos"]
         self.capacity = None if model.config.uses_titans else max_len
         device = model.embed.weight.device
@@ -70,13 +73,13 @@ class Decoder:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture (lazy initialisation), then undone
             for _ in range(2):
-                self.model.decode_step(self.ids, self.state)
+                self._step(self.ids, self.state)
         torch.cuda.current_stream().wait_stream(stream)
         for t, s in zip(_tensors(self.state), saved):
             t.copy_(s)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.logits = self.model.decode_step(self.ids, self.state)
+            self.logits = self._step(self.ids, self.state)
         return graph
 
     @torch.no_grad()
@@ -89,6 +92,6 @@ class Decoder:
         self.ids.copy_(ids.view(self.ids.shape))
         self.pos += 1
         if self.graph is None:
-            return self.model.decode_step(self.ids, self.state)
+            return self._step(self.ids, self.state)
         self.graph.replay()
         return self.logits

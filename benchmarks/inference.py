@@ -1,0 +1,279 @@
+"""Inference at batch 1: prefill and one-token decode tokens/s by context, and a long streaming soak.
+
+    python benchmarks/inference.py --presets transformer,titans,hope --size 125m \\
+        --contexts 4096,65536,1048576 --out runs/inference
+    python benchmarks/inference.py --soak 10000000 --presets hope --size 125m --out runs/soak
+
+Prefill: one no-grad forward over `context` tokens in pieces of --piece tokens, state carried (the
+training path's forward: the Triton kernel where `impl="auto"` takes it). Decode: then --decode-steps
+greedy tokens through `hope.models.decode.Decoder` (one CUDA graph per step on CUDA; `--compile`
+fuses the step first); tokens/s over the timed steps after warm-up. Attention presets skip contexts
+above --attention-max (their prefill is quadratic); the row says so.
+
+Soak: the built-in corpus as bytes, repeated, streamed through the model in pieces with test-time
+learning on; every --log-every tokens: tokens/s, peak memory, every memory state's norm relative to
+its start, and the mean next-token loss. A random-weight model unless --checkpoint names a run's
+model.safetensors.
+
+bf16 autocast and TF32 on CUDA. Writes results.json and results.md (and soak.png) into --out.
+Not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import hope
+from hope.data import builtin_text
+from hope.models.decode import Decoder
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _autocast(device: str):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+
+def build(preset: str, args, vocab_size: int):
+    config = hope.ModelConfig.preset(preset, size=args.size, vocab_size=vocab_size)
+    torch.manual_seed(0)
+    model = hope.build_model(config).to(args.device).eval()
+    if args.checkpoint:
+        from safetensors.torch import load_model
+
+        load_model(model, args.checkpoint)
+    return model
+
+
+@torch.no_grad()
+def prefill(model, ids: torch.Tensor, piece: int, device: str):
+    """Stream ids (B, T) in pieces; (state, logits of the last piece, seconds)."""
+    _sync(device)
+    start = time.perf_counter()
+    state, logits = None, None
+    with _autocast(device):
+        for t in range(0, ids.shape[1], piece):
+            logits, state = model(ids[:, t : t + piece], state)
+    _sync(device)
+    return state, logits, time.perf_counter() - start
+
+
+def decode_rate(model, state, logits, context: int, args) -> float:
+    """Greedy one-token steps after the prefill; tokens/s over the timed steps."""
+    steps, warmup = args.decode_steps, 3
+    with _autocast(args.device):
+        decoder = Decoder(
+            model,
+            state,
+            batch_size=1,
+            max_len=context + warmup + steps,
+            dtype=torch.bfloat16 if args.device == "cuda" else None,
+            compile=args.compile,
+        )
+        next_id = logits[:, -1].argmax(-1)
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(args.device)
+                start = time.perf_counter()
+            next_id = decoder.step(next_id)[:, -1].argmax(-1)  # stays on the device: no sync per step
+    _sync(args.device)
+    return steps / (time.perf_counter() - start)
+
+
+def speed_rows(args) -> list[dict]:
+    rows = []
+    for preset in args.presets:
+        model = build(preset, args, args.vocab_size)
+        for context in args.contexts:
+            row = {"preset": preset, "context": context}
+            if not model.config.uses_titans and context > args.attention_max:
+                row["skipped"] = f"attention beyond --attention-max {args.attention_max}"
+                rows.append(row)
+                continue
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            ids = torch.randint(0, args.vocab_size, (1, context), device=args.device)
+            try:
+                state, logits, seconds = prefill(model, ids, args.piece, args.device)
+                row["prefill_tok_s"] = context / seconds
+                row["decode_tok_s"] = decode_rate(model, state, logits, context, args)
+            except torch.OutOfMemoryError as err:
+                row["error"] = f"out of memory: {str(err).splitlines()[0]}"
+            if args.device == "cuda":
+                row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            _log(json.dumps(row))
+            rows.append(row)
+            _write(args, {"rows": rows})
+    return rows
+
+
+def memory_norms(state: dict) -> dict[str, float]:
+    """Frobenius norm of every in-context memory (mean over batch and heads), by name."""
+    norms = {}
+    for b, block in enumerate(state["blocks"]):
+        mixer, ffn = block["mixer"], block["ffn"]
+        for j, w in enumerate(mixer.get("weights") or []):  # (B, P, H, out, in)
+            for p, value in enumerate(w.float().flatten(3).norm(dim=-1).mean(dim=(0, 2)).tolist()):
+                norms[f"block{b}.titans{p}.W{j + 1}"] = value
+        for level, weights in enumerate((ffn or {}).get("fast") or []):
+            for j, w in enumerate(weights):
+                norms[f"block{b}.cms{level}.W{j + 1}"] = float(w.float().flatten(1).norm(dim=-1).mean())
+    return norms
+
+
+@torch.no_grad()
+def soak(args) -> dict:
+    preset = args.presets[0]
+    model = build(preset, args, 256)
+    corpus = np.frombuffer(builtin_text().encode("utf-8"), dtype=np.uint8)
+    ids_all = torch.from_numpy(corpus.astype(np.int64)).to(args.device)
+    state, losses, log = None, [], []
+    start = last = time.perf_counter()
+    first_norms = None
+    streamed, next_log = 0, args.log_every
+    while streamed < args.soak:
+        offset = streamed % (len(ids_all) - args.piece - 1)
+        piece = ids_all[offset : offset + args.piece + 1][None]
+        with _autocast(args.device):
+            logits, state = model(piece[:, :-1], state)
+        losses.append(F.cross_entropy(logits[0].float(), piece[0, 1:]))  # on the device until logged
+        if first_norms is None:
+            first_norms = memory_norms(state)
+        streamed += args.piece
+        if streamed >= next_log or streamed >= args.soak:
+            _sync(args.device)
+            now = time.perf_counter()
+            norms = memory_norms(state)
+            ratios = [norms[k] / max(first_norms[k], 1e-30) for k in norms]
+            entry = {
+                "tokens": streamed,
+                "tok_s": (streamed - (log[-1]["tokens"] if log else 0)) / (now - last),
+                "loss": float(torch.stack(losses).mean()),
+                "finite": bool(np.isfinite(list(norms.values())).all()),
+                "norm_ratio_min": min(ratios, default=float("nan")),
+                "norm_ratio_median": float(np.median(ratios)) if ratios else float("nan"),
+                "norm_ratio_max": max(ratios, default=float("nan")),
+                "norms": norms,
+            }
+            if args.device == "cuda":
+                entry["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                torch.cuda.reset_peak_memory_stats()
+            _log({k: v for k, v in entry.items() if k != "norms"})
+            log.append(entry)
+            losses, last, next_log = [], now, next_log + args.log_every
+            _write(args, {"soak": log})
+    return {"preset": preset, "seconds": time.perf_counter() - start, "log": log}
+
+
+def _write(args, partial: dict) -> None:
+    """results.json after every row, so a cut-off run keeps what it measured."""
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({**args.meta, **partial}, f, indent=2)
+
+
+def table(meta: dict, rows: list[dict]) -> str:
+    lines = [
+        f"Device: {meta['device']}, torch {meta['torch']}, {meta['date']}; size {meta['size']}, batch 1.",
+        "",
+        "| preset | context | prefill tok/s | decode tok/s | peak GiB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "prefill_tok_s" not in r:
+            lines.append(f"| {r['preset']} | {r['context']:,} | {r.get('skipped') or r.get('error')} | | |")
+            continue
+        peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "–"
+        lines.append(
+            f"| {r['preset']} | {r['context']:,} | {r['prefill_tok_s']:,.0f} | {r['decode_tok_s']:,.1f} | {peak} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_soak(log: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = [e["tokens"] / 1e6 for e in log]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    axes[0].plot(tokens, [e["tok_s"] for e in log])
+    axes[0].set_ylabel("tokens/s")
+    axes[1].plot(tokens, [e.get("peak_gib", float("nan")) for e in log])
+    axes[1].set_ylabel("peak GiB")
+    axes[2].plot(tokens, [e["norm_ratio_median"] for e in log], label="median")
+    axes[2].fill_between(
+        tokens, [e["norm_ratio_min"] for e in log], [e["norm_ratio_max"] for e in log], alpha=0.3
+    )
+    axes[2].set_ylabel("memory norm / its start")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("streamed tokens (M)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="transformer,titans,hope")
+    p.add_argument("--size", default="125m")
+    p.add_argument("--contexts", default="4096,65536", help="comma-separated prefill lengths")
+    p.add_argument("--piece", type=int, default=2048, help="prefill / soak piece length")
+    p.add_argument("--decode-steps", type=int, default=64)
+    p.add_argument("--attention-max", type=int, default=65536)
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--soak", type=int, default=0, help="tokens to stream (0: the speed table instead)")
+    p.add_argument("--log-every", type=int, default=1_000_000)
+    p.add_argument(
+        "--checkpoint", default=None, help="model.safetensors of a run of the same preset and size"
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="runs/inference")
+    args = p.parse_args()
+    for name in ("piece", "decode_steps", "log_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    args.presets = args.presets.split(",")
+    args.contexts = [int(c) for c in args.contexts.split(",")]
+    if args.device == "cuda":
+        torch.set_float32_matmul_precision("high")
+    os.makedirs(args.out, exist_ok=True)
+    args.meta = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "size": args.size,
+        "command": " ".join(["python benchmarks/inference.py", *sys.argv[1:]]),
+    }
+    if args.soak:
+        result = soak(args)
+        _write(args, {"soak": result["log"]})
+        plot_soak(result["log"], os.path.join(args.out, "soak.png"))
+        return
+    rows = speed_rows(args)
+    text = table(args.meta, rows)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
