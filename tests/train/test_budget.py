@@ -6,6 +6,7 @@ import pytest
 
 from hope.train import train
 from hope.train.budget import CALIBRATION_STEPS, steps_for_budget
+from hope.train.metrics import read_metrics
 
 
 def test_steps_fill_the_budget_with_the_evaluations_counted():
@@ -37,6 +38,9 @@ def test_a_minutes_run_fixes_and_records_its_step_count(tiny_cfg):
     assert config["budget"]["minutes"] == 0.02 and config["budget"]["steps"] == result.step
     # the saved run is an ordinary --steps run, so --resume continues it
     assert config["train"]["steps"] == result.step and config["train"]["minutes"] is None
+    # the schedule ends on time: the last step runs at the cosine's floor
+    last = [r for r in read_metrics(result.run_dir) if r["split"] == "train"][-1]
+    assert last["step"] == result.step and last["lr"] < 0.15 * 3e-3
 
 
 def test_a_warm_up_longer_than_the_budget_is_refused(tiny_cfg):

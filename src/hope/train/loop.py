@@ -26,7 +26,7 @@ from hope.data.tokens import prepare_tokens
 from hope.eval.lm import evaluate_lm
 from hope.generate import stream
 from hope.optim import build_optimizer
-from hope.train.budget import CALIBRATION_STEPS, steps_for_budget
+from hope.train.budget import Budget
 from hope.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hope.train.config import TrainConfig
 from hope.train.metrics import MetricsLogger, plot_losses
@@ -216,22 +216,23 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
     try:
         # tok/s counts training steps only, so evaluation and checkpoint time do not drag it down.
         window_time, window_steps = 0.0, 0
-        first_start, timed = time.perf_counter(), []  # timed: this session's steps (for --minutes)
+        budget = Budget(cfg) if cfg.minutes is not None else None
         while step < total:
+            factor = cfg.lr_factor(step) if budget is None else budget.lr_factor(step)
             started = time.perf_counter()
             loss, grad_norm = train_step(
                 model,
                 optimizer,
                 loader.next_batch,
                 base_lrs,
-                cfg.lr_factor(step),
+                factor,
                 device,
                 cfg.grad_accum,
                 cfg.precision,
                 cfg.grad_clip,
             )
-            timed.append(time.perf_counter() - started)
-            window_time += timed[-1]
+            seconds = time.perf_counter() - started
+            window_time += seconds
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = latest_checkpoint(run_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -241,12 +242,14 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
                 )
             step += 1
             window_steps += 1
-            if cfg.minutes is not None and len(timed) == CALIBRATION_STEPS:
-                budget = _size_to_budget(cfg, step, time.perf_counter() - first_start, timed[1:])
-                if main:
-                    write_config(budget=budget)
-                total = bar.total = cfg.steps
-                bar.refresh()
+            if budget is not None:
+                fixed = budget.record(seconds, step)
+                total = bar.total = budget.steps
+                if fixed:
+                    record = budget.fix()
+                    if main:
+                        write_config(budget=record)
+                    budget = None
             tok_per_s = window_steps * tokens_per_step / window_time
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_per_s:,.0f}")
@@ -257,7 +260,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
                             "step": step,
                             "split": "train",
                             "loss": loss,
-                            "lr": cfg.lr_at(step - 1),
+                            "lr": cfg.lr * factor,
                             "grad_norm": grad_norm,
                             "tokens": step * tokens_per_step,
                             "tok_per_s": tok_per_s,
@@ -292,24 +295,6 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
         print(f"run directory: {run_dir}", file=sys.stderr)
     dist.barrier()
     return TrainResult(run_dir, step, val, sample)
-
-
-def _size_to_budget(cfg: TrainConfig, done: int, elapsed: float, step_times: list[float]) -> dict:
-    """Fixes ``cfg.steps`` to what the --minutes budget allows (rank 0's timing, the same on every rank)
-    and returns the budget's record for config.json."""
-    seconds = sum(step_times) / len(step_times)
-    steps = steps_for_budget(
-        cfg.minutes, elapsed, seconds, done, cfg.eval_every, cfg.eval_batches, cfg.grad_accum
-    )
-    steps = dist.broadcast_object(steps if dist.rank() == 0 else None)
-    if cfg.warmup_steps is not None and cfg.warmup_steps >= steps:
-        raise ValueError(
-            f"train.warmup_steps ({cfg.warmup_steps}) must be below the {steps} steps that "
-            f"train.minutes={cfg.minutes:g} allows at {seconds:.2f} s a step"
-        )
-    budget = {"minutes": cfg.minutes, "seconds_per_step": round(seconds, 4), "steps": steps}
-    cfg.steps, cfg.minutes = steps, None
-    return budget
 
 
 def _print_sample(cfg: TrainConfig, model, tokenizer, device) -> str:
