@@ -249,3 +249,42 @@ def test_a_layer_whose_parameters_keep_moving_stops_capturing(monkeypatch):
     fused._capture_chunk_backward(layer, xc, state, gate, moved())
     assert len(captured) == fused._MAX_CAPTURES - 1
     assert not fused._GRAPHS[layer]  # the stale capture is gone and no new one is made
+
+
+def _tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for key in sorted(tree) for t in _tensors(tree[key])]
+    if isinstance(tree, list):
+        return [t for v in tree for t in _tensors(v)]
+    return []
+
+
+# every switch of the step kernel in CI (the interpreter takes ~0.6 s a step); the rest with -m slow
+STEP_VARIANTS = {
+    "hope", "no-selfmod", "titans-lmm", "gd-dot-silu", "absolute-gate-decay-to-zero", "matrix",
+    "titans-inclusive-read",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v if v in STEP_VARIANTS else pytest.param(v, marks=pytest.mark.slow) for v in sorted(VARIANTS)],
+)
+def test_triton_step_equals_the_pytorch_step(variant):
+    """The one-token kernel (`fused_recurrent`) equals `decode_step`'s PyTorch path over a stream that
+    crosses a chunk boundary: every output and every buffer (weights, anchors, momenta, history)."""
+    preset, over = VARIANTS[variant]
+    layer = _layer(preset, **over)
+    x = torch.randn(2, 5 + 14, 32, dtype=DTYPE, device=DEVICE)
+    results = []
+    with torch.no_grad():
+        _, prompt = layer(x[:, :5], None, impl="chunked")
+        for impl in ("chunked", "triton"):
+            layer.config.impl = impl
+            state = layer.static_state(prompt, 2, 0, DTYPE)
+            ys = torch.cat([layer.decode_step(x[:, t : t + 1], state) for t in range(5, x.shape[1])], dim=1)
+            results.append([ys, *_tensors(state)])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b, a, atol=TOL, rtol=TOL)

@@ -42,7 +42,7 @@ from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
 from hope.memory.scan import update_segment
-from hope.ops.titans.fused import KernelTooLarge, fused_segment, unsupported_reason
+from hope.ops.titans.fused import KernelTooLarge, fused_segment, step_unsupported_reason, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
 ADAPTIVE = ("mem", "k", "v", "eta", "alpha")
@@ -242,16 +242,22 @@ class SelfReferentialTitans(nn.Module):
             y = self.o_proj(o.transpose(1, 2).reshape(x.shape))
         return y, new
 
-    def _use_triton(self, impl: str, x: torch.Tensor) -> bool:
+    def _use_triton(
+        self,
+        impl: str,
+        x: torch.Tensor,
+        why_not=unsupported_reason,
+        fallback: str = "the compiled chunked path",
+    ) -> bool:
         """impl="triton" runs the kernel or fails naming why; "auto" takes it on CUDA where it can."""
         if impl not in ("triton", "auto") or (impl == "auto" and not x.is_cuda):
             return False
-        reason = unsupported_reason(self, x)
+        reason = why_not(self, x)
         if reason is None:
             return True
         if impl == "triton":
             raise ValueError(f"impl='triton' cannot run this layer: {reason}")
-        _warn_once(f"impl='auto' uses the compiled chunked path instead of Triton: {reason}")
+        _warn_once(f"impl='auto' uses {fallback} instead of Triton: {reason}")
         return False
 
     def _segment(self, xc, weights, momentum, anchor, hist, count, parallel: bool, gate=None):
@@ -329,12 +335,19 @@ class SelfReferentialTitans(nn.Module):
 
     def decode_step(self, x: torch.Tensor, state: dict) -> torch.Tensor:
         """One token x (B, 1, D) on `static_state` buffers, updated in place: Eq. 88 exactly (the
-        reference path), with the anchor switch at chunk boundaries and the gate decided on the device."""
+        reference path), with the anchor switch at chunk boundaries and the gate decided on the device;
+        with `impl` triton (auto on CUDA) one launch of `ops.titans.fused_recurrent` does the same."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.q_proj.weight.dtype)
             if self.conv is not None:
                 x, tail = self.conv(x, state["conv"])
                 state["conv"].copy_(tail)
+            if self._use_triton(self.config.impl, x, step_unsupported_reason, "the PyTorch step"):
+                from hope.ops.titans.fused_recurrent import decode_step_fused  # imports Triton
+
+                o = decode_step_fused(self, x, state)
+                state["pos"].add_(1)
+                return self.o_proj(o.transpose(1, 2).reshape(x.shape))
             at_boundary = state["pos"] % self.titans.chunk_size == 0
             for anchor, w in zip(state["anchor"], state["weights"]):
                 anchor.copy_(torch.where(at_boundary, w, anchor))

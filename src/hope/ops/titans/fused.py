@@ -39,8 +39,8 @@ def _power_of_two(n: int) -> bool:
     return n >= 16 and n & (n - 1) == 0
 
 
-def unsupported_reason(layer, x: torch.Tensor) -> str | None:
-    """Why the Triton path cannot run this layer on this input (None: it can)."""
+def _shared_reason(layer, x: torch.Tensor, sizes: dict) -> str | None:
+    """What both kernels (the chunk forward and the one-token step) need; `sizes` must be powers of two."""
     titans = layer.titans
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return f"tensors on {x.device.type} (Triton runs on CUDA, or on the CPU with TRITON_INTERPRET=1)"
@@ -52,7 +52,7 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
         return f"titans.memory_depth={titans.memory_depth} (the kernel has 2-layer MLP memories)"
     if titans.retrieval == "chunk_start":
         return "titans.retrieval='chunk_start' has no Triton kernel"
-    sizes = {"titans.chunk_size": titans.chunk_size, "head_dim": layer.head_dim}
+    sizes = {**sizes, "head_dim": layer.head_dim}
     if titans.memory == "mlp":
         sizes["memory hidden width"] = layer.spec.hidden
     for name, n in sizes.items():
@@ -61,6 +61,22 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     window = titans.surprise.window
     if titans.surprise.mode != "none" and window & (window - 1):
         return f"titans.surprise.window={window} (the kernel needs a power of two)"
+    if layer.surprise_trace is not None:
+        return "a surprise trace is being recorded"
+    return None
+
+
+def step_unsupported_reason(layer, x: torch.Tensor) -> str | None:
+    """Why the one-token Triton step (`fused_recurrent`) cannot run this layer (None: it can)."""
+    return _shared_reason(layer, x, {})
+
+
+def unsupported_reason(layer, x: torch.Tensor) -> str | None:
+    """Why the Triton path cannot run this layer on this input (None: it can)."""
+    titans = layer.titans
+    reason = _shared_reason(layer, x, {"titans.chunk_size": titans.chunk_size})
+    if reason is not None:
+        return reason
     if (
         titans.update_rule == "momentum"
         and titans.memory == "mlp"
@@ -68,8 +84,6 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     ):
         # measured on the H200 (2026-12-01): 272 KB at 64 x 128, over the 227 KB a Hopper SM has
         return "titans.update_rule='momentum' with MLP memories wider than 64 x 64 exceeds shared memory"
-    if layer.surprise_trace is not None:
-        return "a surprise trace is being recorded"
     if _key(layer, x) in _TOO_LARGE:
         return "its kernel needs more shared memory than this device has"
     return None
