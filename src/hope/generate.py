@@ -1,5 +1,6 @@
-"""Streaming text generation: the prompt goes through the model once, then one token per call with the
-model's returned state, so the prompt is never re-read and memory stays flat however long it runs."""
+"""Streaming text generation: the prompt goes through the model once, then one token per step on the
+model's static decoding buffers (`hope.models.decode`, one CUDA graph replay per token on CUDA), so
+the prompt is never re-read and memory stays flat however long it runs."""
 
 import codecs
 from collections.abc import Iterator
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from hope.data.tokenizer import Tokenizer
+from hope.models.decode import Decoder
 
 
 def sample_next(
@@ -55,12 +57,19 @@ def stream(
     model.eval()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
     logits, state = model(torch.as_tensor(ids.astype("int64"), device=device)[None], state=None)
+    # one-token steps on static buffers (a CUDA graph on CUDA) where the model has them: not with the
+    # CMS's `lm` error, nor for a model that only offers model(ids, state)
+    static = None
+    if hasattr(model, "decode_step") and not getattr(model, "learns_from_lm_loss", False):
+        static = Decoder(model, state, batch_size=1, max_len=len(ids) + max_new_tokens)
     for i in range(max_new_tokens):
         next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
         piece = decoder.decode(tokenizer.token_bytes(int(next_id)))
         if piece:
             yield piece
-        if i + 1 < max_new_tokens:
+        if i + 1 < max_new_tokens and static is not None:
+            logits = static.step(next_id)
+        elif i + 1 < max_new_tokens:
             logits, state = model(next_id.view(1, 1), state=state)
     tail = decoder.decode(b"", final=True)
     if tail:

@@ -13,17 +13,21 @@ def _model():
     ).eval()
 
 
-def test_prompt_is_read_once_then_one_token_per_call():
+def test_prompt_is_read_once_then_one_token_per_step():
     model, calls = _model(), []
-    forward = model.forward
+    forward, decode_step = model.forward, model.decode_step
 
-    def spy(ids, state=None):
-        calls.append((ids.shape[1], state is None))
+    def spy_forward(ids, state=None):
+        calls.append(("forward", ids.shape[1], state is None))
         return forward(ids, state=state)
 
-    model.forward = spy
+    def spy_step(ids, state):
+        calls.append(("step", ids.shape[1], state is None))
+        return decode_step(ids, state)
+
+    model.forward, model.decode_step = spy_forward, spy_step
     "".join(stream(model, ByteTokenizer(), "ROMEO:", 5, temperature=0))
-    assert calls == [(6, True)] + [(1, False)] * 4
+    assert calls == [("forward", 6, True)] + [("step", 1, False)] * 4
 
 
 def test_greedy_streaming_matches_rereading_the_whole_sequence():
