@@ -122,6 +122,9 @@ def test_train_generate_eval_resume(corpus, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 4 and result["tokens"] == 2 * 8 * 32
     assert result["bpb"] == pytest.approx(result["loss"] / 0.6931471805599453)
+    args = ["eval", "lm", "--run", str(run), "--data", str(corpus), "--max-batches", "2", "--piece", "7"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(result["loss"], rel=1e-4)
 
     with pytest.raises(SystemExit):
         main(["train", "--resume", str(run), "--lr", "1"])

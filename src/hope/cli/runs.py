@@ -54,6 +54,12 @@ def add_parsers(sub, parsers: dict[str, argparse.ArgumentParser]):
         "--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)"
     )
     lm.add_argument("--max-batches", type=positive_int, default=None, help="stop after this many batches")
+    lm.add_argument(
+        "--piece",
+        type=positive_int,
+        default=None,
+        help="stream each window in pieces of this many tokens, state carried (memory bounded by the piece)",
+    )
     add_shared(lm, "precision", "device")
     parsers["eval"], parsers["eval lm"] = e, lm
 
@@ -156,6 +162,7 @@ def _cmd_eval_lm(parser, args) -> int:
         device,
         args.max_batches,
         args.precision,
+        args.piece,
     )
     result = {"run": str(args.run), "step": step, "data": args.data, "seq_len": seq_len, **result}
     print(json.dumps(result))

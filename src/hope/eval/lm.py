@@ -21,11 +21,14 @@ def evaluate_lm(
     device: torch.device,
     max_batches: int | None = None,
     precision: str = "fp32",
+    piece: int | None = None,
 ) -> dict:
     """Mean next-token loss over non-overlapping windows of ``tokens`` (every process takes its share).
 
     Bits per byte divides the summed loss (in bits) by the UTF-8 bytes the predicted tokens stand for,
-    which makes byte- and BPE-tokenised runs comparable.
+    which makes byte- and BPE-tokenised runs comparable. With ``piece``, each window streams through the
+    model ``piece`` tokens at a time with its state carried: the same loss (a model that streams exactly)
+    in memory bounded by the piece, so windows can be as long as a memory model reaches.
     """
     was_training = model.training
     model.eval()
@@ -36,9 +39,14 @@ def evaluate_lm(
         tokens, seq_len, batch_size, max_batches, dist.rank(), dist.world_size()
     ):
         inputs, targets = inputs.to(device), targets.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits, _ = model(inputs)
-        nats = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+        nats, state = 0.0, None
+        for t in range(0, inputs.shape[1], piece or inputs.shape[1]):
+            span = slice(t, t + (piece or inputs.shape[1]))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits, state = model(inputs[:, span], state)
+            nats = nats + F.cross_entropy(
+                logits.float().flatten(0, 1), targets[:, span].flatten(), reduction="sum"
+            )
         sums += torch.stack(
             [
                 nats.double(),
