@@ -17,13 +17,13 @@ for stage in $stages; do
     case $stage in
     tests)  # each kernel configuration compiles once (20-50 s), so the GPU runs a spread of the variants
         timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_titans_triton.py \
-            -k "${TESTS_K:-hope or titans-lmm or gated-deltanet or every or whole_model}" >"$out/tests.txt" 2>&1
+            -k "${TESTS_K:-hope or titans-lmm or gated-deltanet or every or whole_model or variants}" >"$out/tests.txt" 2>&1
         tail -8 "$out/tests.txt" ;;
     layer)
         # SIGABRT on time-out: PYTHONFAULTHANDLER prints where every thread was
-        TORCH_LOGS=${LAYER_LOGS:-recompiles} PYTHONFAULTHANDLER=1 timeout -s ABRT "${LAYER_S:-300}" \
+        TORCH_LOGS=${LAYER_LOGS:-recompiles} PYTHONFAULTHANDLER=1 timeout -s ABRT "${LAYER_S:-420}" \
             python3 benchmarks/titans_layer.py --presets "${LAYER_PRESETS:-hope}" --seq-len "${LAYER_T:-4096}" \
-            --impls "${LAYER_IMPLS:-triton,triton-eager-bwd}" --profile --out "$out/layer" >"$out/layer.txt" 2>&1
+            --impls "${LAYER_IMPLS:-triton,triton:share_inverse=true,triton:dots=bf16}" --profile --out "$out/layer" >"$out/layer.txt" 2>&1
         grep -v -i warn "$out/layer.txt" | tail -8 ;;
     speed)
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${SPEED_PRESETS:-transformer,hope}" \

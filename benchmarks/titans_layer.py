@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
+import re
 import sys
 import time
 from functools import partial
@@ -24,6 +26,7 @@ import torch
 
 from hope.config import ModelConfig
 from hope.layers.self_ref_titans import SelfReferentialTitans
+from hope.ops.titans import fused
 
 
 def _log(message: str) -> None:
@@ -82,16 +85,35 @@ def _forward_backward(layer, x, impl):
     y.square().mean().backward()
 
 
+def _file_name(impl: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", impl)
+
+
+def _option(value: str):
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return int(value) if value.isdigit() else value
+
+
 @contextlib.contextmanager
 def variant(layer, impl: str):
     """impl "triton-eager-bwd" is triton with `titans.cuda_graphs` off: its backward's per-chunk
-    recompute launches the compiled graph's kernels instead of replaying a CUDA graph."""
+    recompute launches the compiled graph's kernels instead of replaying a CUDA graph. Kernel options
+    (`hope.ops.titans.fused.KERNEL`) follow after colons: "triton:share_inverse=true:dots=bf16"."""
+    path, *options = impl.split(":")
+    saved = dataclasses.replace(fused.KERNEL)
+    for option in options:
+        name, _, value = option.partition("=")
+        if not hasattr(fused.KERNEL, name):
+            raise SystemExit(f"unknown kernel option {name!r} in --impls {impl!r}")
+        setattr(fused.KERNEL, name, _option(value))
     graphs = layer.titans.cuda_graphs
-    layer.titans.cuda_graphs = impl != "triton-eager-bwd"
+    layer.titans.cuda_graphs = path != "triton-eager-bwd"
     try:
-        yield impl.removesuffix("-eager-bwd")
+        yield path.removesuffix("-eager-bwd")
     finally:
         layer.titans.cuda_graphs = graphs
+        fused.KERNEL = saved
 
 
 def measure(layer, x, impl: str, args) -> dict:
@@ -145,7 +167,11 @@ def main() -> None:
         choices=("high", "highest"),
         help="float32 matmul precision of the error check (high: TF32, highest: IEEE)",
     )
-    p.add_argument("--impls", default="triton,chunked", help="also: triton-eager-bwd (no CUDA graphs)")
+    p.add_argument(
+        "--impls",
+        default="triton,chunked",
+        help="also: triton-eager-bwd (no CUDA graphs); kernel options after colons, e.g. triton:dots=bf16",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="runs/titans_layer")
     p.add_argument("--profile", action="store_true", help="also profile one fwd+bwd per row")
@@ -165,7 +191,9 @@ def main() -> None:
                 row = {"preset": preset, "impl": impl, **measure(layer, x, path, args)}
                 if args.profile and "error" not in row:
                     row.update(
-                        profile(layer, x, path, os.path.join(args.out, f"profile_{preset}_{impl}.txt"))
+                        profile(
+                            layer, x, path, os.path.join(args.out, f"profile_{preset}_{_file_name(impl)}.txt")
+                        )
                     )
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -288,3 +288,45 @@ def test_triton_step_equals_the_pytorch_step(variant):
             results.append([ys, *_tensors(state)])
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(b, a, atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize(
+    "options, variants, tol",
+    [
+        ({"share_inverse": True}, ("hope", "matrix", "no-selfmod"), TOL),
+        # bfloat16 operands round every product to 8 bits of mantissa; Triton's interpreter has no
+        # bfloat16 arithmetic (it multiplies the raw bits), so this one runs on the GPU only
+        pytest.param(
+            {"dots": "bf16", "num_warps": 8},
+            ("hope",),
+            5e-2,
+            marks=pytest.mark.skipif(DEVICE == "cpu", reason="the interpreter has no bfloat16 arithmetic"),
+        ),
+    ],
+    ids=["share_inverse", "bf16_dots"],
+)
+def test_kernel_variants_equal_chunked(options, variants, tol, monkeypatch):
+    """The kernel's tuning variants (`fused.KERNEL`) compute the same chunks as the default."""
+    from hope.ops.titans import fused
+
+    for name, value in options.items():
+        monkeypatch.setattr(fused.KERNEL, name, value)
+    for variant in variants:
+        preset, over = VARIANTS[variant]
+        layer = _layer(preset, **over)
+        x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
+        with torch.no_grad():
+            y_ref, s_ref = layer(x, None, impl="chunked")
+            y, s = layer(x, None, impl="triton")
+        torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol, msg=variant)
+        for w, w_ref in zip(s["weights"], s_ref["weights"], strict=True):
+            torch.testing.assert_close(w, w_ref, atol=tol, rtol=tol, msg=variant)
+
+
+def test_bad_kernel_options_are_refused(monkeypatch):
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "dots", "fp8")
+    layer = _layer("hope")
+    with pytest.raises(ValueError, match="KERNEL.dots must be one of"):
+        layer(torch.randn(1, 16, 32, dtype=DTYPE, device=DEVICE), None, impl="triton")

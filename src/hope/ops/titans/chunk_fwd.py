@@ -93,11 +93,21 @@ def _memory_read(
 ):
     """M(x) for x (BT, D): residual MLP x + W2 σ(W1 x) (w1 (F, D), w2 (D, F)) or matrix W1 x (w1 (D, D))."""
     if MLP:
-        h = tl.dot(x, _load_t(w1, F, D), input_precision=PREC)
-        y = tl.dot(_act(h, ACT), _load_t(w2, D, F), input_precision=PREC) + x
+        h = _mm(x, _load_t(w1, F, D), PREC)
+        y = _mm(_act(h, ACT), _load_t(w2, D, F), PREC) + x
     else:
-        y = tl.dot(x, _load_t(w1, D, D), input_precision=PREC)
+        y = _mm(x, _load_t(w1, D, D), PREC)
     return y
+
+
+@triton.jit
+def _mm(a, b, PREC: tl.constexpr):
+    """a @ b accumulated in float32, from tf32 or ieee products, or (PREC "bf16") bfloat16 operands."""
+    if PREC == "bf16":
+        c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        c = tl.dot(a, b, input_precision=PREC)
+    return c
 
 
 @triton.jit
@@ -118,26 +128,27 @@ def _unit_lower_inverse(a, BT: tl.constexpr, PREC: tl.constexpr):
     inv = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0).to(a.dtype) + power
     for i in tl.static_range(1, 9):  # chunks up to 512 tokens
         if (1 << i) < BT:
-            power = tl.dot(power, power, input_precision=PREC)
-            inv = inv + tl.dot(inv, power, input_precision=PREC)
+            power = _mm(power, power, PREC)
+            inv = inv + _mm(inv, power, PREC)
     return inv
 
 
 @triton.jit
 def _evolve_layer(
-    w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z,
+    w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z, inv,
     BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
-    RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+    RETRIEVE: tl.constexpr, SHARED: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """One linear layer W (O, I) across the chunk; writes W_end to w_out, returns the retrieval (BT, O):
-    RETRIEVE 1 reads W_{t-1} z_t, 2 reads W_t z_t (after the token's write), 0 none (zeros)."""
+    RETRIEVE 1 reads W_{t-1} z_t, 2 reads W_t z_t (after the token's write), 0 none (zeros).
+    SHARED: `inv` is this layer's (I + A)⁻¹, computed once for every memory (dgd's first layers)."""
     if RULE == 2:
         out = _momentum_layer(
             w_in, w_out, s_in, s_out, w0, scratch, u, g, eta, la, lb, z, BT, O, I, BASE, RETRIEVE, PREC
         )
     else:
         out = _delta_layer(
-            w_in, w_out, w0, scratch, u, g, eta, la, z, BT, O, I, RULE == 1, BASE, RETRIEVE, PREC
+            w_in, w_out, w0, scratch, u, g, eta, la, z, inv, BT, O, I, RULE == 1, BASE, RETRIEVE, SHARED, PREC
         )
     return out
 
@@ -172,10 +183,8 @@ def _momentum_layer(
         w_t = w_t - w0_t
     s_t = _load_t(s_in, O, I)
     w_end_t = tl.exp(tl.sum(la, 0)) * w_t + tl.sum(end_a * tl.exp(cum_b), 0) * s_t
-    w_end_t = w_end_t + tl.dot(u_t, v * mix_end[:, None], input_precision=PREC)
-    s_end_t = tl.exp(tl.sum(lb, 0)) * s_t + tl.dot(
-        u_t, v * tl.exp(tl.sum(lb, 0) - cum_b)[:, None], input_precision=PREC
-    )
+    w_end_t = w_end_t + _mm(u_t, v * mix_end[:, None], PREC)
+    s_end_t = tl.exp(tl.sum(lb, 0)) * s_t + _mm(u_t, v * tl.exp(tl.sum(lb, 0) - cum_b)[:, None], PREC)
     if BASE:
         w_end_t = w_end_t + w0_t
     _store_t(w_out, w_end_t, O, I)
@@ -186,14 +195,12 @@ def _momentum_layer(
             scale = tl.exp(cum_a)
         else:
             scale = tl.exp(cum_a_prev)
-        mix = tl.dot(decay_a, decay_b, input_precision=PREC)
-        out = scale[:, None] * tl.dot(z, w_t, input_precision=PREC)
-        out = out + tl.sum(decay_a * tl.exp(cum_b)[None, :], 1)[:, None] * tl.dot(
-            z, s_t, input_precision=PREC
-        )
-        out = out + tl.dot(mix * tl.dot(z, u_t, input_precision=PREC), v, input_precision=PREC)
+        mix = _mm(decay_a, decay_b, PREC)
+        out = scale[:, None] * _mm(z, w_t, PREC)
+        out = out + tl.sum(decay_a * tl.exp(cum_b)[None, :], 1)[:, None] * _mm(z, s_t, PREC)
+        out = out + _mm(mix * _mm(z, u_t, PREC), v, PREC)
         if BASE:
-            out = out + tl.dot(z, w0_t, input_precision=PREC)
+            out = out + _mm(z, w0_t, PREC)
     else:
         out = tl.zeros((BT, O), dtype=u.dtype)
     return out
@@ -201,9 +208,9 @@ def _momentum_layer(
 
 @triton.jit
 def _delta_layer(
-    w_in, w_out, w0, scratch, u, g, eta, la, z,
+    w_in, w_out, w0, scratch, u, g, eta, la, z, inv,
     BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, DGD: tl.constexpr, BASE: tl.constexpr,
-    RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+    RETRIEVE: tl.constexpr, SHARED: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Gated delta rule (dgd: k = û, v = −η g, β = η) or decayed GD (gd: v = −η‖u‖g, β = 0) over the
     chunk in the UT form of `hope.memory.chunked.delta_chunk`."""
@@ -225,14 +232,15 @@ def _delta_layer(
     if BASE:
         w0_t = _load_t(w0, O, I)
         w_t = w_t - w0_t
-    a = beta[:, None] * tl.dot(k, k_t, input_precision=PREC) * decay
-    rhs = v - (beta * tl.exp(cum_prev))[:, None] * tl.dot(k, w_t, input_precision=PREC)
-    if DGD:
-        r = tl.dot(_unit_lower_inverse(a, BT, PREC), rhs, input_precision=PREC)  # (BT, O)
+    rhs = v - (beta * tl.exp(cum_prev))[:, None] * _mm(k, w_t, PREC)
+    if DGD and SHARED:
+        r = _mm(inv, rhs, PREC)  # (BT, O)
+    elif DGD:
+        r = _mm(_unit_lower_inverse(beta[:, None] * _mm(k, k_t, PREC) * decay, BT, PREC), rhs, PREC)
     else:  # β = 0: A = 0
         r = rhs
     cum_end = tl.sum(la, 0)
-    w_end_t = tl.exp(cum_end) * w_t + tl.dot(k_t, r * tl.exp(cum_end - cum)[:, None], input_precision=PREC)
+    w_end_t = tl.exp(cum_end) * w_t + _mm(k_t, r * tl.exp(cum_end - cum)[:, None], PREC)
     if BASE:
         w_end_t = w_end_t + w0_t
     _store_t(w_out, w_end_t, O, I)
@@ -243,11 +251,11 @@ def _delta_layer(
             scale = tl.exp(cum)
         else:
             scale = tl.exp(cum_prev)
-        zk = tl.dot(z, k_t, input_precision=PREC) * decay
-        out = scale[:, None] * tl.dot(z, w_t, input_precision=PREC)
-        out = out + tl.dot(zk, r, input_precision=PREC)
+        zk = _mm(z, k_t, PREC) * decay
+        out = scale[:, None] * _mm(z, w_t, PREC)
+        out = out + _mm(zk, r, PREC)
         if BASE:
-            out = out + tl.dot(z, w0_t, input_precision=PREC)
+            out = out + _mm(z, w0_t, PREC)
     else:
         out = tl.zeros((BT, O), dtype=u.dtype)
     return out
@@ -275,17 +283,17 @@ def _gradients(
     else:
         target = v
     if MLP:
-        hk = tl.dot(k, _load_t(w1, F, D), input_precision=PREC)  # (BT, F)
+        hk = _mm(k, _load_t(w1, F, D), PREC)  # (BT, F)
         ak = _act(hk, ACT)
-        out = tl.dot(ak, _load_t(w2, D, F), input_precision=PREC) + k
+        out = _mm(ak, _load_t(w2, D, F), PREC) + k
         if L2:
             g2 = out - target
         else:
             g2 = -target
-        g1 = tl.dot(g2, _load(w2, D, F), input_precision=PREC) * _act_grad(hk, ACT)  # (BT, F)
+        g1 = _mm(g2, _load(w2, D, F), PREC) * _act_grad(hk, ACT)  # (BT, F)
         surprise = tl.sqrt(tl.sum(g1 * g1, 1) * tl.sum(k * k, 1) + tl.sum(g2 * g2, 1) * tl.sum(ak * ak, 1))
     else:
-        out = tl.dot(k, _load_t(w1, D, D), input_precision=PREC)
+        out = _mm(k, _load_t(w1, D, D), PREC)
         if L2:
             g1 = out - target
         else:
@@ -299,29 +307,44 @@ def _gradients(
 @triton.jit
 def _evolve_memory(
     w1_in, w2_in, w1_out, w2_out, s1_in, s2_in, s1_out, s2_out, w1_0, w2_0, scratch,
-    k, g1, g2, u2, eta, la, lb, q,
+    k, g1, g2, u2, eta, la, lb, q, inv1,
     BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, RULE: tl.constexpr,
-    BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+    BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, RETRIEVE: tl.constexpr,
+    SHARE_INV: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """Evolve every layer of one memory with clipped errors; returns its retrieval M_{t-1}(q_t) (or zeros)."""
+    """Evolve every layer of one memory with clipped errors; returns its retrieval M_{t-1}(q_t) (or zeros).
+    With SHARE_INV the first layer's (I + A)⁻¹ is the given `inv1`."""
     g1 = _clip(g1, CLIP)
     if MLP:
         g2 = _clip(g2, CLIP)
         h = _evolve_layer(
-            w1_in, w1_out, s1_in, s1_out, w1_0, scratch, k, g1, eta, la, lb, q,
-            BT, F, D, RULE, BASE, RETRIEVE, PREC,
+            w1_in, w1_out, s1_in, s1_out, w1_0, scratch, k, g1, eta, la, lb, q, inv1,
+            BT, F, D, RULE, BASE, RETRIEVE, SHARE_INV, PREC,
         )  # fmt: skip
         o = _evolve_layer(
-            w2_in, w2_out, s2_in, s2_out, w2_0, scratch, u2, g2, eta, la, lb, _act(h, ACT),
-            BT, D, F, RULE, BASE, RETRIEVE, PREC,
+            w2_in, w2_out, s2_in, s2_out, w2_0, scratch, u2, g2, eta, la, lb, _act(h, ACT), inv1,
+            BT, D, F, RULE, BASE, RETRIEVE, False, PREC,
         )  # fmt: skip
         o = o + q
     else:
         o = _evolve_layer(
-            w1_in, w1_out, s1_in, s1_out, w1_0, scratch, k, g1, eta, la, lb, q,
-            BT, D, D, RULE, BASE, RETRIEVE, PREC,
+            w1_in, w1_out, s1_in, s1_out, w1_0, scratch, k, g1, eta, la, lb, q, inv1,
+            BT, D, D, RULE, BASE, RETRIEVE, SHARE_INV, PREC,
         )  # fmt: skip
     return o
+
+
+@triton.jit
+def _first_layer_inverse(k, eta, la, scratch, BT: tl.constexpr, D: tl.constexpr, PREC: tl.constexpr):
+    """(I + A)⁻¹ of dgd's first layers: A = η_t (k̂_t · k̂_s) γ_t/γ_s (s < t) involves only the key, η and α,
+    which every memory of the layer shares, so one inverse serves all of them (as `_delta_layer` forms it)."""
+    offs = tl.arange(0, BT)
+    kn = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-6)[:, None]
+    cum = tl.cumsum(la, 0)
+    strict = offs[:, None] > offs[None, :]
+    decay = tl.where(strict, tl.exp(tl.where(strict, (cum - la)[:, None] - cum[None, :], 0.0)), 0.0)
+    a = eta[:, None] * _mm(kn, _transpose(scratch, kn, BT, D), PREC) * decay
+    return _unit_lower_inverse(a, BT, PREC)
 
 
 @triton.jit
@@ -374,7 +397,7 @@ def titans_chunk_fwd_kernel(
     H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
     SELF_MOD: tl.constexpr, MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr,
     BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr,
-    READ: tl.constexpr, PREC: tl.constexpr,
+    READ: tl.constexpr, SHARE_INV: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Grid (B·H,). Token tensors (B, H, T, ·); weights and momenta (slots, B, P, H, out, in);
     W_0 (P, H, out, in). RULE: 0 gd, 1 dgd, 2 momentum (log β in lb_ptr)."""
@@ -435,10 +458,14 @@ def titans_chunk_fwd_kernel(
             tl.store(gate_ptr + pid.to(tl.int64) * T + t0 + offs_t, gate)
         eta = eta * gate
         la = la * gate
+        if SHARE_INV:
+            inv1 = _first_layer_inverse(k, eta, la, scratch, BT, D, PREC)
+        else:
+            inv1 = tl.zeros((BT, BT), dtype=k.dtype)
         o = _evolve_memory(
             w1_in, w2_in, w1_out, w2_out, s1_in, s2_in, s1_out, s2_out,
-            w1_0_ptr + h * S1, w2_0_ptr + h * S2, scratch, k, g1, g2, u2, eta, la, lb, q,
-            BT, D, F, MLP, RULE, BASE, ACT, CLIP, READ, PREC,
+            w1_0_ptr + h * S1, w2_0_ptr + h * S2, scratch, k, g1, g2, u2, eta, la, lb, q, inv1,
+            BT, D, F, MLP, RULE, BASE, ACT, CLIP, READ, SHARE_INV, PREC,
         )  # fmt: skip
         tl.store(o_ptr + tok + rows, o)
         for p in range(1, P):
@@ -447,8 +474,8 @@ def titans_chunk_fwd_kernel(
                 w1_in + p * C1, w2_in + p * C2, w1_out + p * C1, w2_out + p * C2,
                 s1_in + p * C1, s2_in + p * C2, s1_out + p * C1, s2_out + p * C2,
                 w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2, scratch,
-                k, g1, g2, u2, eta, la, lb, q,
-                BT, D, F, MLP, RULE, BASE, ACT, CLIP, 0, PREC,
+                k, g1, g2, u2, eta, la, lb, q, inv1,
+                BT, D, F, MLP, RULE, BASE, ACT, CLIP, 0, SHARE_INV, PREC,
             )  # fmt: skip
         # the next chunk reads what this one wrote (other threads of the program wrote it)
         tl.debug_barrier()

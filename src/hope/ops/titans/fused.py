@@ -20,6 +20,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from hope.checks import check_choice
 from hope.memory import core
 
 
@@ -27,12 +28,33 @@ class KernelTooLarge(RuntimeError):
     """The compiled kernel needs more shared memory than the device has (raised before any work)."""
 
 
+@dataclasses.dataclass
+class KernelOptions:
+    """How the chunk kernel computes (`benchmarks/titans_layer.py --kernel` sweeps these; the layer runs
+    `KERNEL`). Variants stay off by default until a GPU run has timed them against the default.
+
+    dots: "auto" takes tf32 or ieee products as PyTorch's float32 matmul precision says; "bf16"
+    bfloat16 operands (float32 accumulation). share_inverse: dgd's first layers share one (I + A)⁻¹
+    across the memories of a layer. num_warps: None picks 4 or 8 by the memories' size."""
+
+    dots: str = "auto"
+    share_inverse: bool = False
+    num_warps: int | None = None
+
+    def validate(self) -> None:
+        check_choice("KERNEL.dots", self.dots, ("auto", "bf16"))
+        if self.num_warps is not None:
+            check_choice("KERNEL.num_warps", self.num_warps, (1, 2, 4, 8, 16))
+
+
+KERNEL = KernelOptions()
+
 # configurations whose kernel did not fit the device, so later calls fall back without compiling
 _TOO_LARGE: set = set()
 
 
 def _key(layer, x: torch.Tensor) -> tuple:
-    return (dataclasses.astuple(layer.titans), layer.head_dim, x.dtype, x.device)
+    return (dataclasses.astuple(layer.titans), dataclasses.astuple(KERNEL), layer.head_dim, x.dtype, x.device)
 
 
 def _power_of_two(n: int) -> bool:
@@ -108,6 +130,7 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
 
     from hope.ops.titans.chunk_fwd import titans_chunk_fwd_kernel
 
+    KERNEL.validate()
     titans, spec = layer.titans, layer.spec
     b, n, _ = xc.shape
     h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
@@ -189,8 +212,9 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
             MODE=3 if replay else modes[titans.surprise.mode],
             WINDOW=titans.surprise.window,
             READ=2 if titans.retrieval == "inclusive" else 1,
-            PREC=_dot_precision(xc.dtype),
-            num_warps=4 if d * f <= 4096 else 8,
+            SHARE_INV=KERNEL.share_inverse and titans.update_rule == "dgd",
+            PREC="bf16" if KERNEL.dots == "bf16" else _dot_precision(xc.dtype),
+            num_warps=KERNEL.num_warps or (4 if d * f <= 4096 else 8),
         )
     except OutOfResources as err:
         _TOO_LARGE.add(_key(layer, xc))
