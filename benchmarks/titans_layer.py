@@ -99,29 +99,35 @@ def _option(value: str):
 def variant(layer, impl: str):
     """impl "triton-eager-bwd" is triton with `titans.cuda_graphs` off: its backward's per-chunk
     recompute launches the compiled graph's kernels instead of replaying a CUDA graph. Kernel options
-    (`hope.ops.titans.fused.KERNEL`) follow after colons: "triton:share_inverse=true:dots=bf16"."""
+    (`hope.ops.titans.fused.KERNEL`) and layer settings (`titans.*`) follow after colons, e.g.
+    "triton:share_inverse=true:dots=bf16" or "triton:titans.boundary_every=4"."""
     path, *options = impl.split(":")
-    saved = dataclasses.replace(fused.KERNEL)
+    saved, titans = dataclasses.replace(fused.KERNEL), dataclasses.replace(layer.titans)
     for option in options:
         name, _, value = option.partition("=")
-        if not hasattr(fused.KERNEL, name):
-            raise SystemExit(f"unknown kernel option {name!r} in --impls {impl!r}")
-        setattr(fused.KERNEL, name, _option(value))
-    graphs = layer.titans.cuda_graphs
+        target, field = (
+            (layer.titans, name[len("titans.") :]) if name.startswith("titans.") else (fused.KERNEL, name)
+        )
+        if not hasattr(target, field):
+            raise SystemExit(f"unknown option {name!r} in --impls {impl!r}")
+        setattr(target, field, _option(value))
     layer.titans.cuda_graphs = path != "triton-eager-bwd"
     try:
         yield path.removesuffix("-eager-bwd")
     finally:
-        layer.titans.cuda_graphs = graphs
+        for field in dataclasses.fields(titans):
+            setattr(layer.titans, field.name, getattr(titans, field.name))
         fused.KERNEL = saved
 
 
 def measure(layer, x, impl: str, args) -> dict:
     try:
-        row = {
-            "forward_ms": 1e3 * _time(partial(_forward, layer, x, impl), args.repeats),
-            "fwd_bwd_ms": 1e3 * _time(partial(_forward_backward, layer, x.clone().requires_grad_(), impl), 1),
-        }
+        row = {"forward_ms": 1e3 * _time(partial(_forward, layer, x, impl), args.repeats)}
+        torch.cuda.reset_peak_memory_stats()
+        row["fwd_bwd_ms"] = 1e3 * _time(
+            partial(_forward_backward, layer, x.clone().requires_grad_(), impl), 1
+        )
+        row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30  # the layer's training step
         _log(f"{row['forward_ms']:.1f} ms forward, {row['fwd_bwd_ms']:.1f} ms forward + backward")
         if impl != "chunked" and args.check_len > 0:
             row.update(_relative_error(layer, x[:, : args.check_len], impl, args.check_precision))
@@ -214,12 +220,12 @@ def main() -> None:
             f"B = {args.batch_size}, T = {args.seq_len}, float32 with TF32 products."
         ),
         "",
-        "| preset | impl | forward ms | fwd+bwd ms | rel. error y / weights / grads vs chunked | GPU busy / wall |",
-        "|---|---|---|---|---|---|",
+        "| preset | impl | forward ms | fwd+bwd ms | peak GiB | rel. error y / weights / grads vs chunked | GPU busy / wall |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['preset']} | {r['impl']} | {r['error']} | | | |")
+            lines.append(f"| {r['preset']} | {r['impl']} | {r['error']} | | | | |")
             continue
         err = (
             f"{r['rel_err_y']:.1e} / {r['rel_err_weights']:.1e} / {r['rel_err_grads']:.1e}"
@@ -228,7 +234,8 @@ def main() -> None:
         )
         busy = f"{r['gpu_busy_ms']:.0f} / {r['profiled_wall_ms']:.0f} ms" if "gpu_busy_ms" in r else "–"
         lines.append(
-            f"| {r['preset']} | {r['impl']} | {r['forward_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {err} | {busy} |"
+            f"| {r['preset']} | {r['impl']} | {r['forward_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {r['peak_gib']:.1f} "
+            f"| {err} | {busy} |"
         )
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
