@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Triton path on a GPU in few calls (device time is scarce): the triton == chunked tests, one-layer
-# timings and profiles at 125m shapes, the whole-model table at T = 4096. Name the stages to run
-# (default: all three); each has its own time limit and writes under $OUT (default runs/gpu_check),
+# timings and profiles at 125m shapes, the whole-model table at T = 4096, batch-1 inference and the
+# 10M-token soak. Name the stages to run (default: tests layer speed); each has its own time limit and writes under $OUT (default runs/gpu_check),
 # so what finished comes back even if a later stage runs out of time.
 #
 #   OUT=$OUT bash benchmarks/gpu_check.sh tests layer      # on the GPU machine
@@ -29,6 +29,14 @@ for stage in $stages; do
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${SPEED_PRESETS:-transformer,hope}" \
             --size 125m --seq-lens "${SPEED_T:-4096}" --steps 2 --warmup 1 --out "$out/speed" >"$out/speed.txt" 2>&1
         grep -v -i warn "$out/speed.txt" | tail -8 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed)" >&2; exit 2 ;;
+    inference)  # prefill and decode at batch 1 (issue 12): the plain and the compiled decode step
+        timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \
+            --size 125m --contexts "${INFER_T:-4096,65536}" ${INFER_ARGS:-} --out "$out/inference" >"$out/inference.txt" 2>&1
+        grep -v -i warn "$out/inference.txt" | tail -10 ;;
+    soak)  # 10M tokens streamed through hope-125m with test-time learning on
+        timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
+            --out "$out/soak" >"$out/soak.txt" 2>&1
+        grep -v -i warn "$out/soak.txt" | tail -6 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, inference, soak)" >&2; exit 2 ;;
     esac
 done
