@@ -178,8 +178,9 @@ def soak(args) -> dict:
             _log({k: v for k, v in entry.items() if k != "norms"})
             log.append(entry)
             losses, last, next_log = [], now, next_log + args.log_every
-            _write(args, {"soak": log})
-    return {"preset": preset, "seconds": time.perf_counter() - start, "log": log}
+            _write(args, {"soak": log})  # and the plot: a run cut off by a time limit keeps both
+            plot_soak(log, os.path.join(args.out, "soak.png"))
+    _log(f"soak done: {streamed:,} tokens in {time.perf_counter() - start:.0f} s")
 
 
 def _write(args, partial: dict) -> None:
@@ -264,9 +265,7 @@ def main() -> None:
         "command": " ".join(["python benchmarks/inference.py", *sys.argv[1:]]),
     }
     if args.soak:
-        result = soak(args)
-        _write(args, {"soak": result["log"]})
-        plot_soak(result["log"], os.path.join(args.out, "soak.png"))
+        soak(args)
         return
     rows = speed_rows(args)
     text = table(args.meta, rows)
