@@ -40,7 +40,7 @@ def _check_decoding(model, ids, prompt_len: int):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_decoding_equals_one_forward(preset):
-    # tiny sizes: Titans chunks of 8, CMS levels of 16 and 64 tokens; the prompt ends inside a chunk
+    # tiny sizes: Titans chunks of 16, CMS levels of 16 and 64 tokens; the prompt ends inside a chunk
     ids = torch.randint(0, VOCAB, (2, 41), generator=torch.Generator().manual_seed(1))
     _check_decoding(_model(preset), ids, prompt_len=13)
 
