@@ -20,6 +20,10 @@ class Protocol:
         per_length: train a separate model per length, tested at that length (MAD's protocol).
         metric: the headline metric of the tables and plots.
         eval_only: ``hope eval`` only (no single training distribution for ``bench-suite``).
+        context_factor: the test lengths are context lengths and an attention model (transformer,
+            hope-attention) attends at most ``context_factor`` x its training length by default: RoPE
+            extrapolation is trusted that far, longer lengths are reported as beyond its context
+            (``--context`` sets the context instead). None: no limit unless ``--context`` is given.
     """
 
     train_length: int | None
@@ -28,18 +32,26 @@ class Protocol:
     per_length: bool = False
     metric: str = "accuracy"
     eval_only: bool = False
+    context_factor: int | None = None
 
 
 PROTOCOLS: dict[str, Protocol] = {
     "formal": Protocol(50, (50, 60, 70, 80, 90, 100), bins=True),
     "niah": Protocol(1024, (1024, 2048, 4096, 8192)),
     "mad": Protocol(None, (None,), per_length=True),
-    "babi": Protocol(1000, (1000, 2000, 4000)),
+    "babi": Protocol(1000, (1000, 2000, 4000), context_factor=4),
     "adapt": Protocol(5, (5, 8, 12)),
     # Continual learning trains tasks one after another; bench-suite's one-distribution loop does not fit it.
     "continual": Protocol(None, (64,), eval_only=True),
 }
 BENCH_SUITES = tuple(name for name, p in PROTOCOLS.items() if not p.eval_only)
+
+
+BABILONG_LENGTHS = (4096, 16384, 65536, 262144, 1048576)
+"""The paper's BABILong lengths (Fig. 9: 4K, 16K, 64K, 256K, 1M), in byte tokens = characters."""
+
+ATTENTION_BLOCKS = ("transformer", "hope_attention")
+"""Blocks whose state is a KV cache that grows with the context (the memory blocks' state is fixed)."""
 
 
 def length_points(suite: str, lengths: Sequence[int | None]) -> list[tuple[int | None, int | None]]:

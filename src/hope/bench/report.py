@@ -26,12 +26,20 @@ def to_json(data: dict) -> str:
     return json.dumps(clean(data), indent=2) + "\n"
 
 
-def _ood(run: dict, metric: str) -> float | None:
-    """Mean metric over the test points strictly beyond the training length (None if there are none)."""
+def _beyond_training(run: dict) -> list[dict]:
+    """The test points strictly beyond the training length."""
     if run["train_length"] is None:
+        return []
+    return [r for r in run["results"] if (r["min_length"] or r["length"]) > run["train_length"]]
+
+
+def _ood(run: dict, metric: str) -> float | None:
+    """Mean metric over the test points strictly beyond the training length (None if there are none,
+    or if some were beyond an attention model's context: a mean over the others would not compare)."""
+    beyond = _beyond_training(run)
+    if not beyond or any(r.get("beyond_context") for r in beyond):
         return None
-    beyond = [r[metric] for r in run["results"] if (r["min_length"] or r["length"]) > run["train_length"]]
-    return sum(beyond) / len(beyond) if beyond else None
+    return sum(r[metric] for r in beyond) / len(beyond)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -40,7 +48,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def summarise(runs: Sequence[dict], metric: str) -> list[dict]:
     """Mean and standard deviation over seeds per preset x task x test point (plus ``label="beyond
-    training"`` where some test points are longer than the training data)."""
+    training"`` where some test points are longer than the training data). A point past an attention
+    model's context has ``mean`` and ``std`` None and ``beyond_context`` set to that context."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault((run["task"], run["train_length"], run["preset"]), []).append(run)
@@ -54,7 +63,8 @@ def summarise(runs: Sequence[dict], metric: str) -> list[dict]:
             "params": members[0]["params"],
         }
         for k, point in enumerate(members[0]["results"]):
-            mean, std = _mean_std([m["results"][k][metric] for m in members])
+            values = [m["results"][k][metric] for m in members]
+            mean, std = (None, None) if None in values else _mean_std(values)
             out.append(
                 {
                     **common,
@@ -64,10 +74,25 @@ def summarise(runs: Sequence[dict], metric: str) -> list[dict]:
                     "mean": mean,
                     "std": std,
                     "chance": point["chance"],
+                    "beyond_context": point.get("beyond_context"),
                 }
             )
         beyond = [v for v in (_ood(m, metric) for m in members) if v is not None]
-        if beyond:
+        blocked = [r["beyond_context"] for r in _beyond_training(members[0]) if r.get("beyond_context")]
+        if blocked:
+            out.append(
+                {
+                    **common,
+                    "label": "beyond training",
+                    "min_length": None,
+                    "length": None,
+                    "mean": None,
+                    "std": None,
+                    "chance": None,
+                    "beyond_context": blocked[0],
+                }
+            )
+        elif beyond:
             mean, std = _mean_std(beyond)
             out.append(
                 {
@@ -96,6 +121,12 @@ def results_markdown(results: dict) -> str:
             f"(seed {cfg['test_seed']})."
         ),
     ]
+    if cfg.get("context") is not None:
+        lines.append(
+            f"Attention models (transformer, hope-attention) are evaluated up to a context of "
+            f"{cfg['context']:,} tokens; longer lengths read *beyond context* (not evaluated). Test prompts "
+            f"stream through the models {cfg['piece']:,} tokens at a time, state carried, no gradients."
+        )
     tables: dict[tuple, list[dict]] = {}
     for row in results["summary"]:
         tables.setdefault((row["task"], row["train_length"]), []).append(row)
@@ -113,9 +144,8 @@ def results_markdown(results: dict) -> str:
         for r in rows:
             # A cell from one seed (a run cut by --max-minutes) has no spread to show.
             spread = f" ± {r['std']:.3f}" if r["n_seeds"] > 1 else " (1 seed)"
-            cells.setdefault(r["preset"], {"params": f"{r['params']:,}"})[r["label"]] = (
-                f"{r['mean']:.3f}{spread}"
-            )
+            shown = "beyond context" if r.get("beyond_context") else f"{r['mean']:.3f}{spread}"
+            cells.setdefault(r["preset"], {"params": f"{r['params']:,}"})[r["label"]] = shown
 
         for preset, by_label in cells.items():
             lines.append(
@@ -142,7 +172,8 @@ def plot_results(results: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     metric = results["metric"]
-    rows = [r for r in results["summary"] if r["label"] != "beyond training"]
+    # Points beyond an attention model's context have no value to draw.
+    rows = [r for r in results["summary"] if r["label"] != "beyond training" and r["mean"] is not None]
     presets = list(dict.fromkeys(r["preset"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     single = all(len({r["label"] for r in rows if r["task"] == t}) == 1 for t in tasks)

@@ -29,6 +29,7 @@ import torch
 import hope
 from hope.atomic import write_text_atomic
 from hope.bench.protocols import (
+    ATTENTION_BLOCKS,
     BENCH_SUITES,
     PROTOCOLS,
     TEST_SEED,
@@ -101,6 +102,7 @@ class BenchConfig(RunOptions):
     train_length: int | None = None  # None: the protocol's
     max_minutes: float | None = None  # start no model past this wall time; None: run everything
     jobs: int = 1  # models trained at once, each in its own process
+    context: int | None = None  # attention models' context; None: the protocol's default (or no limit)
 
     def __post_init__(self) -> None:
         self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
@@ -126,6 +128,13 @@ class BenchConfig(RunOptions):
         if self.max_minutes is not None:
             check_number("bench.max_minutes", self.max_minutes, lo_open=True)
         protocol = PROTOCOLS[self.suite]
+        if self.context is not None:
+            check_int("bench.context", self.context)
+            if protocol.context_factor is None:
+                raise ValueError(
+                    f"bench.context does not apply to {self.suite}; it applies to "
+                    + ", ".join(n for n, p in PROTOCOLS.items() if p.context_factor is not None)
+                )
         if self.train_length is not None and protocol.train_length is None:
             raise ValueError(
                 f"bench.train_length does not apply to {self.suite} (it trains at each of --lengths)"
@@ -142,6 +151,16 @@ class BenchConfig(RunOptions):
     @property
     def resolved_train_length(self) -> int | None:
         return self.train_length or PROTOCOLS[self.suite].train_length
+
+    @property
+    def resolved_context(self) -> int | None:
+        """The longest test length an attention model is evaluated at (tokens; characters for the text
+        suites' byte tokens): ``context``, else the protocol's ``context_factor`` x the training length,
+        else None (no limit). Longer lengths are reported as beyond its context, not scored."""
+        factor = PROTOCOLS[self.suite].context_factor
+        if self.context is not None or factor is None:
+            return self.context
+        return factor * self.resolved_train_length
 
 
 def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
@@ -264,6 +283,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         "tasks": list(cfg.resolved_tasks),
         "lengths": list(cfg.resolved_lengths),
         "train_length": cfg.resolved_train_length,
+        "context": cfg.resolved_context,
         "test_seed": TEST_SEED,
         "models": {
             str(v): {p: c.to_dict() for p, c in by_preset.items()} for v, by_preset in configs.items()
@@ -302,7 +322,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         done, elapsed = len(finished), time.perf_counter() - start
         log(
             f"[{done}/{len(plan)}] {run['preset']} seed {run['seed']} {run['task']}: "
-            + ", ".join(f"{r['label']} {r[header['metric']]:.3f}" for r in run["results"])
+            + ", ".join(f"{r['label']} {_shown(r, header['metric'])}" for r in run["results"])
             + f" ({run['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
         )
 
@@ -395,8 +415,12 @@ def _one_run(
     model = model.to(device)
     began = time.perf_counter()
     trained = train_model(model, cfg, setting.task, setting.train_length, seed, device)
+    context = cfg.resolved_context if model_cfg.block in ATTENTION_BLOCKS else None
     results = []
     for lo, hi, examples in setting.tests:
+        if context is not None and hi is not None and hi > context:
+            results.append(beyond_context(cfg.suite, lo, hi, examples, context))
+            continue
         metrics = evaluate(
             model,
             cfg.suite,
@@ -416,6 +440,26 @@ def _one_run(
         "d_model": model_cfg.d_model,
         "n_layers": model_cfg.n_layers,
         "seconds": time.perf_counter() - began,
+        "context": context,
         **trained,
         "results": results,
     }
+
+
+def beyond_context(suite: str, lo: int | None, hi: int, examples: list[Example], context: int) -> dict:
+    """The result row of a test length past an attention model's ``context``: not evaluated, so the
+    suite's metrics are None; ``beyond_context`` names the context, and the chance level stays."""
+    module = get_suite(suite)
+    return {
+        "min_length": lo,
+        "length": hi,
+        "label": label(lo, hi),
+        PROTOCOLS[suite].metric: None,
+        "n": float(len(examples)),
+        "chance": module.chance(examples),
+        "beyond_context": context,
+    }
+
+
+def _shown(row: dict, metric: str) -> str:
+    return "beyond context" if row.get("beyond_context") else f"{row[metric]:.3f}"

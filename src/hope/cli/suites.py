@@ -105,6 +105,19 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         default="hope",
         help="resize every preset to the hope preset's parameter count, or not (default: hope)",
     )
+    b.add_argument(
+        "--context",
+        type=positive_int,
+        default=None,
+        help="babi: the longest test length (tokens) an attention preset (transformer, hope-attention) is "
+        "evaluated at; longer lengths are reported as beyond its context (default: "
+        + "; ".join(
+            f"{s}: {PROTOCOLS[s].context_factor}x --train-length"
+            for s in BENCH_SUITES
+            if PROTOCOLS[s].context_factor
+        )
+        + "). Memory presets stream every length.",
+    )
     b.add_argument("--out", default=None, help="output directory (default: bench/<suite>-<date>-<time>)")
     b.add_argument(
         "--max-minutes",

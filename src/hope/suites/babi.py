@@ -23,12 +23,20 @@ bathroom, bedroom, garden, hallway, kitchen, office; objects apple, football, mi
 al., 2024, "BABILong: Testing the Limits of LLMs with Long Context Reasoning-in-a-Haystack"): the
 story's sentences are scattered, in order, at random sentence boundaries of real background text so
 that the prompt has exactly ``length`` characters (1M+ is fine: the prompt is a lazy recipe), and the
-question comes at the end. Every prompt ends "\\nQuestion: ...\\nAnswer:" and the model generates a
+question comes at the end; ``meta["depths"]`` holds each story sentence's drawn depth (a fraction of
+the background text; the sentence sits at the sentence boundary nearest it) and ``meta["positions"]``
+its character offset in the prompt. Every prompt ends "\\nQuestion: ...\\nAnswer:" and the model generates a
 one-word answer.
 
 Scoring is BABILong's rule: the first sentence of the generated text must mention the target and no
 other of the task's answer labels, ignoring labels that occur in the question; ``choices`` holds the
 labels that remain, so ranking them is an equivalent way to answer.
+
+BABILong to 1M tokens (the paper's Fig. 9) is ``hope bench-suite babi --train-length N --lengths ...``
+(:mod:`hope.bench`): models train at a short length, then every test prompt streams through
+``model(piece, state)`` ``--piece`` tokens at a time without gradients (``hope.eval.predict``), so a
+memory model's footprint is set by the piece, not the length; attention models stop at ``--context``
+(default 4x the training length) and longer lengths are reported as beyond their context.
 """
 
 from __future__ import annotations
@@ -238,11 +246,14 @@ def generate(
             raise ValueError(f"facts={facts} is too few events for {task} to pose a question; use more")
         sentences, question, answer = story
         suffix = f"\nQuestion: {question}\nAnswer:"
+        where = {}
         if hay is None:
             prompt = " ".join(sentences) + suffix
         else:
             depths = sorted(rng.random() for _ in sentences)
             prompt = layout(hay, rng, "", suffix, [s + " " for s in sentences], depths, length)
+            # Story order is kept (sorted depths, stable ties), so positions line up with sentences.
+            where = {"depths": depths, "positions": prompt.insert_positions()}
         meta = {
             "task": task,
             "length": length,
@@ -251,6 +262,7 @@ def generate(
             "unit": "characters",
             "story": sentences,
             "question": question,
+            **where,
         }
         examples.append(
             Example(prompt=prompt, answers=(answer,), choices=_choices(task, question), meta=meta)
