@@ -79,6 +79,8 @@ def main() -> int:
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()})",
         "load_average_before": os.getloadavg(),
+        # On a shared machine two intra-op threads can stall each other for milliseconds an op.
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset (torch default)"),
         "hope_version": hope.__version__,
     }
     if args.install:
@@ -116,9 +118,9 @@ def _train_seconds(run_dir: Path) -> float:
 
 
 def _table(results: dict) -> str:
-    load = results["load_average_before"][0]
+    load, threads = results["load_average_before"][0], results["omp_num_threads"]
     rows = [
-        f"# First run ({results['date']}, {results['machine']}, load average before {load:.2f})",
+        f"# First run ({results['date']}, {results['machine']}, load average before {load:.2f}, threads {threads})",
         "",
         "| model | parameters | `hope train` wall time | steps | tokens/s | val bits/byte |",
         "|---|---|---|---|---|---|",
