@@ -42,10 +42,12 @@ def selfmod_drift(model, ids: torch.Tensor) -> list[dict[str, float]]:
 def cms_level_similarity(model, ids: torch.Tensor) -> list[list[float]]:
     """Per CMS layer, cos(level ℓ's contribution, level ℓ+1's) at the slow weights, mean over tokens."""
     inputs = {}
+
+    def keep_input(mod, args, out) -> None:  # returns None: a hook's return value would replace the output
+        inputs.setdefault(mod, args[0])
+
     hooks = [
-        b.ffn.register_forward_hook(lambda mod, args, out: inputs.setdefault(mod, args[0]))
-        for b in model.blocks
-        if isinstance(b.ffn, ContinuumMemory)
+        b.ffn.register_forward_hook(keep_input) for b in model.blocks if isinstance(b.ffn, ContinuumMemory)
     ]
     try:
         model(ids)

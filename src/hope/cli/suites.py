@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from hope.bench.protocols import BENCH_SUITES, PROTOCOLS, TEST_SEED, eval_examples, label, length_points
 from hope.bench.report import to_json
 from hope.bench.run import BenchConfig, run_bench
-from hope.cli import continual
+from hope.cli import continual, dissect
 from hope.cli.args import add_shared, dotted_options, int_list, name_list, positive_int
 from hope.config import PRESETS, SIZES
 from hope.eval.predict import evaluate
@@ -76,7 +76,7 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         "a plot and config.json into --out. Model fields for every preset are dotted options after SUITE, "
         "as for train: --titans.chunk_size 32 --model.impl chunked.",
     )
-    suites = (*BENCH_SUITES, continual.SUITE)
+    suites = (*BENCH_SUITES, continual.SUITE, dissect.SUITE)
     b.add_argument("suite", choices=suites, metavar="SUITE", help=f"one of {', '.join(suites)}")
     b.add_argument(
         "--presets",
@@ -86,7 +86,12 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
     )
     b.add_argument("--steps", type=positive_int, default=200, help="training steps per model (default: 200)")
     b.add_argument("--seeds", type=positive_int, default=3, help="seeds per preset (default: 3)")
-    b.add_argument("--size", choices=tuple(SIZES), default="tiny", help="model size preset (default: tiny)")
+    b.add_argument(
+        "--size",
+        choices=(*SIZES, *(s for s in dissect.SIZES if s not in SIZES)),
+        default="tiny",
+        help="model size preset (default: tiny; dissect: small or scaled, the study's sizes)",
+    )
     b.add_argument(
         "--train-length",
         type=positive_int,
@@ -133,15 +138,19 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
     )
     _common_options(b, BENCH_SUITES)
     continual.add_options(b)
+    dissect.add_options(b)
     parsers["bench-suite"] = b
     return parsers
 
 
 def bench_command(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
     """``hope bench-suite``: model fields for every preset come as dotted options (``--titans.chunk_size 32``)."""
+    dissect.refuse_outside(parser, args)
     if args.suite == continual.SUITE:
         return continual.command(parser, args, extra)
     continual.refuse_outside(parser, args)
+    if args.suite == dissect.SUITE:
+        return dissect.command(parser, args, extra)
     args.overrides = dotted_options(parser, extra)
     # Every BenchConfig field that bench-suite has an option for, by the same name.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if hasattr(args, f.name)}
