@@ -1,0 +1,120 @@
+"""``hope bench-suite dissect``: the whole command at a toy size writes its tables, plots and finite
+measurements; the study-size presets have the study's parameter counts; bad values are refused by name."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import hope
+from hope.analysis import cms_level_similarity
+from hope.bench.dissect import PRESETS, SIZES, STUDY_PARAMS, DissectConfig, model_configs, study_config
+from hope.cli import main
+from hope.data.corpus import builtin_text
+
+
+def _finite(tree) -> bool:
+    if isinstance(tree, dict):
+        return all(_finite(v) for v in tree.values())
+    if isinstance(tree, list):
+        return all(_finite(v) for v in tree)
+    return tree is None or isinstance(tree, str) or math.isfinite(tree)
+
+
+def test_the_command_end_to_end(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_text()[:200_000])
+    out = tmp_path / "out"
+    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "hope,transformer", "--seeds", "1"]
+    argv += ["--steps", "10", "--measure-every", "5", "--train-length", "64", "--batch-size", "4"]
+    argv += ["--val-batches", "2", "--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu"]
+    argv += ["--out", str(out), "--model.d_model", "32", "--model.n_layers", "2", "--model.n_heads", "2"]
+    assert main([*argv, "--model.impl", "chunked"]) == 0
+    for name in ("config.json", "results.json", "results.md", "curves.png", "measurements.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and not results["failed"]
+    config = results["config"]
+    assert (config["lr"], config["context"], config["match"]) == (3e-4, 64, "none")  # the study's lr
+    runs = {r["preset"]: r for r in results["runs"]}
+    assert set(runs) == {"hope", "transformer"}
+    for run in runs.values():
+        assert [c["step"] for c in run["checkpoints"]] == [0, 5, 10]
+        assert len(run["train_loss"]) == 10 and _finite(run)
+        assert run["final_val_loss"] == run["checkpoints"][-1]["val_loss"]
+    last = runs["hope"]["checkpoints"][-1]
+    assert last["cms"]["periods"] == [8, 32] and len(last["cms"]["similarity"]) == 2
+    assert all(-1 <= s <= 1 for row in last["cms"]["similarity"] for s in row)
+    assert all(n > 0 for row in last["cms"]["norm"] for n in row)
+    assert all(d > 0 for row in last["cms"]["drift_prev"] for d in row)  # trained between checkpoints
+    assert set(last["selfmod"][0]) == {"mem", "k", "v", "eta", "alpha"}
+    assert all(v["abs"] > 0 for row in last["selfmod"] for v in row.values())
+    assert all(v > 0 for row in last["fast_divergence"] for v in row.values())
+    assert all(0 <= row["pass_rate"] <= 1 for row in last["surprise"])
+    sweep = last["gate_sweep"]
+    assert set(sweep) == {"absolute", "relative"} and len(sweep["absolute"]) == len(config["abs_thresholds"])
+    absolute = [sum(v) / len(v) for v in sweep["absolute"].values()]
+    assert absolute == sorted(absolute, reverse=True)  # a higher threshold passes no more tokens
+    assert runs["hope"]["checkpoints"][0]["selfmod"][0]["mem"]["abs"] == 0  # step 0 is the initialisation
+    assert "cms" not in runs["transformer"]["checkpoints"][-1]
+    table = (out / "results.md").read_text()
+    assert "| Full HOPE | `hope` |" in table and "7.216" in table and "6.880" in table
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_study_sizes_have_the_study_parameter_counts(size):
+    configs = model_configs(DissectConfig(size=size), vocab=32768)  # the default bpe:32768
+    assert set(configs) == set(PRESETS)
+    count = hope.count_parameters(configs["hope"])  # on the meta device: nothing allocated
+    assert abs(count - STUDY_PARAMS[size]) <= 0.10 * STUDY_PARAMS[size], count
+    d, layers = SIZES[size]["d_model"], SIZES[size]["n_layers"]
+    for preset, cfg in configs.items():
+        assert (cfg.d_model, cfg.n_layers, cfg.name) == (d, layers, preset)
+    assert configs["hope"].cms.chunk_sizes == (8, 32)
+    assert configs["hope-no-cms"].cms.chunk_sizes == (1,)  # the preset's own CMS, not the periods
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"size": "tiny"}, "dissect.size"),
+        ({"presets": ("hope", "nope")}, "dissect.presets"),
+        ({"steps": 0}, "dissect.steps"),
+        ({"measure_every": -1}, "dissect.measure_every"),
+        ({"context": 32}, "dissect.context"),  # not above the slow CMS period
+        ({"lr": 0.0}, "dissect.lr"),
+        ({"tokenizer": "bpe:1"}, "dissect.tokenizer"),
+        ({"val_fraction": 0.9}, "dissect.val_fraction"),
+        ({"abs_thresholds": ()}, "dissect.abs_thresholds"),
+        ({"rel_thresholds": (math.nan,)}, "dissect.rel_thresholds"),
+        ({"precision": "fp8"}, "dissect.precision"),
+        ({"overrides": {"titans.chunk_size": 0}}, "titans.chunk_size"),
+    ],
+)
+def test_bad_values_are_refused_by_name(changes, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        DissectConfig(**changes)
+
+
+def test_the_cli_refuses_what_does_not_apply(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench-suite", "dissect"])  # no study size given
+    assert "--size small or --size scaled" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench-suite", "dissect", "--size", "small", "--n-tasks", "3"])
+    assert "--n-tasks applies only to bench-suite continual" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench-suite", "formal", "--measure-every", "5"])
+    assert "--measure-every applies only to bench-suite dissect" in capsys.readouterr().err
+
+
+def test_cms_similarity_leaves_the_forward_alone():
+    # Its hook used to return the CMS input, replacing the layer's output: a batch of 4 failed to unpack.
+    torch.manual_seed(0)
+    cfg = study_config("hope", "small", 64, {"d_model": 16, "n_layers": 2, "n_heads": 2, "impl": "chunked"})
+    model = hope.build_model(cfg)
+    ids = torch.randint(0, 64, (4, 40))
+    before = model(ids)[0]
+    sims = cms_level_similarity(model, ids)
+    assert len(sims) == 2 and torch.equal(model(ids)[0], before)
