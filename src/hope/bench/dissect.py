@@ -634,7 +634,7 @@ def plot_measurements(results: dict, out: Path) -> Path:
     ]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), dpi=120)
     cfg = results["config"]
-    for preset, members in _by_preset(results["runs"]).items():
+    for colour, (preset, members) in enumerate(_by_preset(results["runs"]).items()):
         steps = [p["step"] for p in members[0]["checkpoints"]]
         points = [[checkpoint_summary(p) for p in m["checkpoints"]] for m in members]
         for ax, (key, _) in zip(axes.flat, panels):
@@ -646,13 +646,18 @@ def plot_measurements(results: dict, out: Path) -> Path:
                 ]
                 if any(y is not None for y in ys):
                     ax.plot(
-                        steps, [math.nan if y is None else y for y in ys], style, marker=".", label=preset
+                        steps,
+                        [math.nan if y is None else y for y in ys],
+                        style,
+                        marker=".",
+                        color=f"C{colour}",
+                        label=preset,
                     )
         last = points[0][-1]
         if "pass_rate" in last:
             ts = list(cfg["abs_thresholds"])
             ys = [statistics.fmean(run[-1][f"pass_absolute_{t}"] for run in points) for t in ts]
-            axes.flat[5].plot(ts, ys, marker="o", label=preset)
+            axes.flat[5].plot(ts, ys, marker="o", color=f"C{colour}", label=preset)
     for ax, (_, title) in zip(axes.flat, panels):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
