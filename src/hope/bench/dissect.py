@@ -56,13 +56,10 @@ import dataclasses
 import io
 import json
 import math
-import multiprocessing
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +73,7 @@ import hope
 from hope.analysis import cms_level_similarity, selfmod_drift, surprise_profile
 from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions
+from hope.bench.run import RunOptions, run_parallel
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
@@ -768,30 +765,9 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
             else:
                 record(index, run)
     else:
-        _run_parallel(jobs, cfg.jobs, record, fail)
+        run_parallel(jobs, cfg.jobs, record, fail, runner=run_one)
     results = write(len(finished) == len(plan))
     log(
         f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}, {out / 'measurements.png'}"
     )
     return results
-
-
-def _run_parallel(jobs: list, workers: int, record: Callable, fail: Callable) -> None:
-    """``run_one(*args)`` for each ``(index, args)`` in ``workers`` spawned processes (as
-    ``bench-suite --jobs``, :func:`hope.bench.run._run_parallel`, which is bound to its own runner)."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with futures.ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=torch.set_num_threads,
-        initargs=(threads,),
-    ) as pool:
-        running = {pool.submit(run_one, *args): index for index, args in jobs}
-        for future in futures.as_completed(running):
-            index, error = running[future], future.exception()
-            if error is None:
-                record(index, future.result())
-            elif isinstance(error, RuntimeError):
-                fail(index, error)
-            else:
-                raise error

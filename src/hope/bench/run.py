@@ -349,7 +349,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
             else:
                 record(index, run)
     else:
-        _run_parallel(jobs, cfg.jobs, may_start, record, fail)
+        run_parallel(jobs, cfg.jobs, record, fail, may_start=may_start)
     if len(finished) + len(failed) < len(plan):
         log(
             f"stopped after {len(finished) + len(failed)}/{len(plan)} models: the next would pass --max-minutes"
@@ -370,13 +370,20 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     return results
 
 
-def _run_parallel(
-    jobs: list, workers: int, may_start: Callable[[str], bool], record: Callable, fail: Callable
+def run_parallel(
+    jobs: list,
+    workers: int,
+    record: Callable,
+    fail: Callable,
+    runner: Callable | None = None,
+    may_start: Callable[[str], bool] = lambda preset: True,
 ) -> None:
-    """Runs ``_one_run(*args)`` for each ``(index, args)`` in ``workers`` spawned processes, in order,
-    starting none that ``may_start`` refuses; ``record`` gets each result, ``fail`` each RuntimeError.
-    Small models leave a GPU idle between kernel launches, so processes sharing it train several models
-    in little more than the time of one."""
+    """Runs ``runner(*args)`` (default: this suite driver's one run) for each ``(index, args)`` in
+    ``workers`` spawned processes, in order, starting none that ``may_start`` refuses (it gets
+    ``args[2]``, the preset); ``record`` gets each result, ``fail`` each RuntimeError. ``runner`` must
+    be a module-level function (spawned processes import it). Small models leave a GPU idle between
+    kernel launches, so processes sharing it train several models in little more than the time of one."""
+    runner = runner or _one_run
     threads = max(1, (os.cpu_count() or 1) // workers)
     queue, running = list(jobs), {}
     with futures.ProcessPoolExecutor(
@@ -391,7 +398,7 @@ def _run_parallel(
                 if not may_start(args[2]):
                     queue.clear()
                     break
-                running[pool.submit(_one_run, *args)] = index
+                running[pool.submit(runner, *args)] = index
             if not running:
                 break
             done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
