@@ -55,7 +55,7 @@ import hope
 from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.bench.protocols import TEST_SEED, TRAIN_SEED_BASE
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions, fit, model_configs
+from hope.bench.run import RunOptions, fit, model_configs, start_results
 from hope.checks import check_choice, check_int
 from hope.config import ModelConfig
 from hope.data.tokenizer import ByteTokenizer
@@ -382,15 +382,7 @@ def run_continual(
             name: {p: c.to_dict() for p, c in by_preset.items()} for name, by_preset in configs.items()
         },
     }
-    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
-    header = {
-        "suite": SUITE,
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "hope": hope.__version__,
-        "config": resolved,
-    }
+    header = start_results(out, SUITE, device, resolved)
     plan = [(seed, sc, preset) for seed in range(cfg.seeds) for sc in scenarios for preset in cfg.presets]
     runs: list[dict] = []
     start = time.perf_counter()

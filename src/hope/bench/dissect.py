@@ -54,7 +54,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import json
 import math
 import statistics
 import sys
@@ -73,7 +72,7 @@ import hope
 from hope.analysis import cms_level_similarity, selfmod_drift, surprise_profile
 from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions, run_parallel
+from hope.bench.run import RunOptions, run_parallel, start_results
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
@@ -704,16 +703,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         "study_params_hope": STUDY_PARAMS[cfg.size],
         "models": {p: c.to_dict() for p, c in configs.items()},
     }
-    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
-    header = {
-        "suite": SUITE,
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "hope": hope.__version__,
-        "config": resolved,
-        "study_loss": STUDY_LOSS[cfg.size],
-    }
+    header = {**start_results(out, SUITE, device, resolved), "study_loss": STUDY_LOSS[cfg.size]}
     train_ids, val_ids = np.asarray(splits.train), np.asarray(splits.val)
     byte_lengths = token_byte_lengths(tokenizer)
     plan = [(seed, preset) for seed in range(cfg.seeds) for preset in cfg.presets]

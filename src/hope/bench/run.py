@@ -289,16 +289,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
             str(v): {p: c.to_dict() for p, c in by_preset.items()} for v, by_preset in configs.items()
         },
     }
-    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
-    header = {
-        "suite": cfg.suite,
-        "metric": PROTOCOLS[cfg.suite].metric,
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "hope": hope.__version__,
-        "config": resolved,
-    }
+    header = start_results(out, cfg.suite, device, resolved, metric=PROTOCOLS[cfg.suite].metric)
     # Seed-major order: a run stopped by --max-minutes still holds every preset on the seeds it finished.
     plan = [
         (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
@@ -368,6 +359,20 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     plot = plot_results(results, out)
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {plot}")
     return results
+
+
+def start_results(out: Path, suite: str, device: torch.device, resolved: dict, **extra) -> dict:
+    """Write the resolved config.json into ``out``; return the header every suite's results.json opens with."""
+    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+    return {
+        "suite": suite,
+        **extra,
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "hope": hope.__version__,
+        "config": resolved,
+    }
 
 
 def run_parallel(
