@@ -25,10 +25,14 @@ def world_size() -> int:
 
 
 def pick_device(preference: str) -> torch.device:
+    """The device a command runs on ("auto": CUDA where there is one). On CUDA float32 products use
+    TF32: the Titans layers run in float32 outside autocast, and with IEEE products they train several
+    times slower (hope-125m on an H200, 2026-12-01: 16.0 s a step against 2.7 s)."""
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but no CUDA device is available")
+    torch.set_float32_matmul_precision("high")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
