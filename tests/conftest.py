@@ -16,3 +16,12 @@ if not torch.cuda.is_available():
 def _cache(tmp_path_factory, monkeypatch):
     # One token cache per test session: tests share the tokenised corpus and never touch ~/.cache.
     monkeypatch.setenv("HOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hope-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _ieee_float32():
+    # Every test starts at PyTorch's default IEEE float32 products: a CUDA command (pick_device) turns
+    # on TF32 for the whole process, which would loosen the GPU equivalence tests that follow it.
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision("highest")
