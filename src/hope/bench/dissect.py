@@ -84,8 +84,8 @@ from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
 from hope.data.loader import TokenLoader, check_long_enough
-from hope.data.tokenizer import token_byte_lengths, validate_spec
-from hope.data.tokens import prepare_tokens
+from hope.data.tokenizer import token_byte_lengths
+from hope.data.tokens import check_sources, prepare_tokens
 from hope.distributed import pick_device
 from hope.eval.lm import evaluate_lm
 from hope.layers.cms import ContinuumMemory
@@ -145,14 +145,7 @@ class DissectConfig(RunOptions):
             check_int(f"dissect.{name}", getattr(self, name))
         if self.val_batches is not None:
             check_int("dissect.val_batches", self.val_batches)
-        if not self.data or not all(isinstance(d, str) and d for d in self.data):
-            raise ValueError(
-                f"dissect.data must name at least one source ('builtin' or files), got {self.data}"
-            )
-        try:
-            validate_spec(self.tokenizer)
-        except ValueError as e:
-            raise ValueError(f"dissect.{e}") from None
+        check_sources("dissect", self.data, self.tokenizer)
         check_number("dissect.val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         for name in ("loss_thresholds", "abs_thresholds", "rel_thresholds"):
             values = getattr(self, name)

@@ -19,11 +19,31 @@ import numpy as np
 
 from hope.atomic import write_bytes_atomic, write_text_atomic
 from hope.data.corpus import BUILTIN, builtin_text
-from hope.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, bpe_vocab_size, load_tokenizer
+from hope.data.tokenizer import (
+    BPETokenizer,
+    ByteTokenizer,
+    Tokenizer,
+    bpe_vocab_size,
+    load_tokenizer,
+    validate_spec,
+)
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 TOKEN_SUFFIX = ".bin"
 _CACHE_FORMAT = 1
+
+
+def check_sources(owner: str, data, tokenizer: str) -> None:
+    """``owner.data`` names at least one text source (paths, globs or BUILTIN) and ``owner.tokenizer``
+    is a valid spec, each refused with an error naming the field."""
+    if not data or not all(isinstance(d, str) and d for d in data):
+        raise ValueError(
+            f"{owner}.data must be a non-empty list of paths, globs or {BUILTIN!r}, got {data!r}"
+        )
+    try:
+        validate_spec(tokenizer)
+    except ValueError as e:
+        raise ValueError(f"{owner}.{e}") from None
 
 
 def cache_dir() -> Path:

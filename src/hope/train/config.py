@@ -7,7 +7,7 @@ from typing import Any
 
 from hope.checks import check_choice, check_int, check_number
 from hope.data.corpus import BUILTIN
-from hope.data.tokenizer import validate_spec
+from hope.data.tokens import check_sources
 from hope.train.step import lr_factor
 
 PRECISIONS = ("fp32", "bf16")
@@ -115,14 +115,7 @@ class TrainConfig:
             raise ValueError(  # noqa: TRY004 - every config error is a ValueError naming the field
                 f"train.model_overrides must be a dict of model fields, got {self.model_overrides!r}"
             )
-        if not self.data or not all(isinstance(d, str) and d for d in self.data):
-            raise ValueError(
-                f"train.data must be a non-empty list of paths, globs or {BUILTIN!r}, got {self.data!r}"
-            )
-        try:
-            validate_spec(self.tokenizer)
-        except ValueError as e:
-            raise ValueError(f"train.{e}") from None
+        check_sources("train", self.data, self.tokenizer)
         for f in dataclasses.fields(self):
             value, about = getattr(self, f.name), f.metadata
             if "choices" in about:
