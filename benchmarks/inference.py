@@ -75,6 +75,36 @@ def prefill(model, ids: torch.Tensor, piece: int, device: str):
     return state, logits, time.perf_counter() - start
 
 
+def profile_step(model, state, context: int, args, path: str) -> int:
+    """Kernels of the eager (un-graphed) decode step: the top ones by GPU time into `path`; kernels a step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    steps = 8
+    with _autocast(args.device):
+        decoder = Decoder(
+            model,
+            state,
+            1,
+            context + 3 + steps,
+            cuda_graph=False,
+            compile=args.compile,
+            dtype=torch.bfloat16 if args.device == "cuda" else None,
+        )
+        ids = torch.zeros(1, dtype=torch.long, device=args.device)
+        for _ in range(3):
+            decoder.step(ids)
+        _sync(args.device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                decoder.step(ids)
+            _sync(args.device)
+    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    with open(path, "w") as f:
+        f.write(f"{kernels / steps:.0f} kernels a step\n")
+        f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30))
+    return round(kernels / steps)
+
+
 def decode_rate(model, state, logits, context: int, args) -> float:
     """Greedy one-token steps after the prefill; tokens/s over the timed steps."""
     steps, warmup = args.decode_steps, 3
@@ -111,9 +141,13 @@ def speed_rows(args) -> list[dict]:
                 torch.cuda.reset_peak_memory_stats()
             ids = torch.randint(0, args.vocab_size, (1, context), device=args.device)
             try:
+                prefill(model, ids[:, : min(args.piece, context)], args.piece, args.device)  # compiles
                 state, logits, seconds = prefill(model, ids, args.piece, args.device)
                 row["prefill_tok_s"] = context / seconds
                 row["decode_tok_s"] = decode_rate(model, state, logits, context, args)
+                if args.profile and context == args.contexts[0]:
+                    path = os.path.join(args.out, f"profile_{preset}.txt")
+                    row["kernels_per_step"] = profile_step(model, state, context, args, path)
             except torch.OutOfMemoryError as err:
                 row["error"] = f"out of memory: {str(err).splitlines()[0]}"
             if args.device == "cuda":
@@ -219,6 +253,7 @@ def plot_soak(log: list[dict], path: str) -> None:
     axes[0].set_ylabel("tokens/s")
     axes[1].plot(tokens, [e.get("peak_gib", float("nan")) for e in log])
     axes[1].set_ylabel("peak GiB")
+    axes[1].set_ylim(bottom=0)  # flat is the claim: no offset axis that magnifies a byte
     axes[2].plot(tokens, [e["norm_ratio_median"] for e in log], label="median")
     axes[2].fill_between(
         tokens, [e["norm_ratio_min"] for e in log], [e["norm_ratio_max"] for e in log], alpha=0.3
@@ -240,6 +275,7 @@ def main() -> None:
     p.add_argument("--decode-steps", type=int, default=64)
     p.add_argument("--attention-max", type=int, default=65536)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--profile", action="store_true", help="profile the eager decode step (first context)")
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--soak", type=int, default=0, help="tokens to stream (0: the speed table instead)")
     p.add_argument("--log-every", type=int, default=1_000_000)
