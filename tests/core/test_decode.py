@@ -45,6 +45,25 @@ def test_decoding_equals_one_forward(preset):
     _check_decoding(_model(preset), ids, prompt_len=13)
 
 
+@pytest.mark.parametrize("variant", ["sequential", "nested", "independent"])
+@pytest.mark.parametrize("prompt_len", [0, 20])
+def test_decoding_across_every_cms_level_boundary(variant, prompt_len):
+    """Both tiny CMS levels (16 and 64 tokens) step while decoding, the slower one with the faster one
+    at token 63, from a prompt whose error sums are still pending: each level's chunk is summed in one
+    product at its boundary, and that equals the forward's per-token sums."""
+    ids = torch.randint(0, VOCAB, (2, 70), generator=torch.Generator().manual_seed(2))
+    _check_decoding(_model("hope", **{"cms.variant": variant}), ids, prompt_len=prompt_len)
+
+
+def test_level_steps_name_the_levels_whose_chunk_a_token_completes():
+    model = _model("hope")  # CMS levels of 16 and 64 tokens
+    assert [model.level_steps(p) for p in (0, 14, 15, 62, 63)] == [
+        (False, False), (False, False), (True, False), (False, False), (True, True)
+    ]  # fmt: skip
+    assert _model("transformer").level_steps(15) == ()
+    assert _model("hope", **{"cms.error": "none"}).level_steps(15) == ()
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

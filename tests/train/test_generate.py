@@ -21,9 +21,9 @@ def test_prompt_is_read_once_then_one_token_per_step():
         calls.append(("forward", ids.shape[1], state is None))
         return forward(ids, state=state)
 
-    def spy_step(ids, state):
+    def spy_step(ids, state, steps):
         calls.append(("step", ids.shape[1], state is None))
-        return decode_step(ids, state)
+        return decode_step(ids, state, steps)
 
     model.forward, model.decode_step = spy_forward, spy_step
     "".join(stream(model, ByteTokenizer(), "ROMEO:", 5, temperature=0))

@@ -120,20 +120,19 @@ class ContinuumMemory(nn.Module):
 
     def _local_gradients(self, weights, inputs):
         """Σ_t ∇θ ½‖M_ℓ(k̂_t) − v̂_t‖² per level, at the level's current fast weights."""
-        grads = []
-        for i, (w, z) in enumerate(zip(weights, inputs)):
-            # Unit-norm keys and values keep the inner step's scale independent of the width.
-            keys, values = (
-                core.normalize(z @ self.key_readout[i].T),
-                core.normalize(z @ self.value_readout[i].T),
-            )
-            if self.cms.level == "swiglu":
-                grads.append(_swiglu_gradients(w, keys, values))
-                continue
-            out, cache = core.forward(self.spec, w, keys)
-            us, gs = core.backward(self.spec, w, cache, core.objective_error("l2", out, values))
-            grads.append([g.transpose(-1, -2) @ u for u, g in zip(us, gs)])
-        return grads
+        return [self._level_gradients(i, w, z) for i, (w, z) in enumerate(zip(weights, inputs))]
+
+    def _level_gradients(self, i: int, w, z: torch.Tensor, mask: torch.Tensor | None = None):
+        """Level i's Σ_t ∇θ ½‖M_i(k̂_t) − v̂_t‖² over inputs z (B, n, D); `mask` (n,) weights the tokens."""
+        # Unit-norm keys and values keep the inner step's scale independent of the width.
+        keys = core.normalize(z @ self.key_readout[i].T)
+        values = core.normalize(z @ self.value_readout[i].T)
+        if self.cms.level == "swiglu":
+            return _swiglu_gradients(w, keys, values, mask)
+        out, cache = core.forward(self.spec, w, keys)
+        err = core.objective_error("l2", out, values)
+        us, gs = core.backward(self.spec, w, cache, err if mask is None else err * mask[:, None])
+        return [g.transpose(-1, -2) @ u for u, g in zip(us, gs)]
 
     def absorb(self, state: dict, grads, n_tokens: int) -> dict:
         """Add this segment's per-level error gradients; step every level whose C_ℓ boundary is reached (Eq. 71).
@@ -153,9 +152,14 @@ class ContinuumMemory(nn.Module):
         return {"pos": pos, "fast": fast, "pending": pending}
 
     # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
+    def level_steps(self, pos: int) -> tuple[bool, ...]:
+        """Which levels take their step (Eq. 71) with the token at stream position `pos` (0-based)."""
+        return tuple((pos + 1) % c == 0 for c in self.chunk_sizes) if self.learns_in_context else ()
+
     def static_state(self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype) -> dict:
-        """`state` (None: the initial one) in fixed buffers: the fast weights, and every level's error
-        sum since its last step (zeros where none is pending), updated in place by `decode_step`."""
+        """`state` (None: the initial one) in fixed buffers that `decode_step` updates in place: the fast
+        weights, every level's error sum from the prompt (zeros where none is pending), and room for
+        the inputs of one C_ℓ chunk per level with a mark of the slots decoding has filled."""
         device = self.w_up[0].device
         pos = 0 if state is None else state["pos"]
         if not self.learns_in_context:
@@ -178,37 +182,56 @@ class ContinuumMemory(nn.Module):
                 if sums is None
                 else [g.detach().clone() for g in sums]
             )
-        return {"pos": torch.tensor(pos, device=device), "fast": fast, "pending": pending}
+        like = fast[0][0]
+        d = self.spec.d_in
+        return {
+            "pos": torch.tensor(pos, device=device),
+            "fast": fast,
+            "pending": pending,
+            "inputs": [like.new_zeros(batch_size, c, d) for c in self.chunk_sizes],
+            "filled": [like.new_zeros(c) for c in self.chunk_sizes],
+        }
 
-    def decode_step(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        """One token x (B, 1, D): read the levels, add the token's local error gradient to every level's
-        sum, and step the levels whose C_ℓ boundary this token completes (Eq. 71), on the device."""
+    def decode_step(self, x: torch.Tensor, state: dict, steps: tuple[bool, ...]) -> torch.Tensor:
+        """One token x (B, 1, D): read the levels and keep each level's input; the levels that `steps`
+        names (`level_steps` of this token) take Eq. 71's step on their chunk's error in one product.
+
+        Summing the chunk's per-token gradients at its end is exact: a level's weights do not change
+        inside its chunk. The host decides `steps`, so a step between boundaries does no gradient work
+        and `Decoder` keeps one CUDA graph per pattern."""
         if not self.learns_in_context:
             state["pos"].add_(1)
             return self._levels(x, [self.slow_weights(i) for i in range(len(self.chunk_sizes))])[0]
-        fast, pending = state["fast"], state["pending"]
+        fast = state["fast"]
         delta, inputs = self._levels(x, fast)
-        grads = self._local_gradients(fast, inputs)
-        pos = state["pos"] + 1
-        for i, c in enumerate(self.chunk_sizes):
-            steps = pos % c == 0
+        for i, (c, stepping) in enumerate(zip(self.chunk_sizes, steps, strict=True)):
+            slot = (state["pos"] % c).view(1)
+            chunk, filled = state["inputs"][i], state["filled"][i]
+            chunk.index_copy_(1, slot, inputs[i].to(chunk.dtype))
+            filled.index_fill_(0, slot, 1.0)
+            if not stepping:
+                continue
+            grads = self._level_gradients(i, fast[i], chunk, mask=filled)
             # as in `absorb`: a nested level restarts from the faster level's weights of this very token
             start = fast[i - 1] if (self.cms.variant == "nested" and i > 0) else fast[i]
-            for w, w_start, sums, g in zip(fast[i], start, pending[i], grads[i]):
-                sums.add_(g)
-                w.copy_(torch.where(steps, w_start - (self.cms.lr / c) * sums, w))
-                sums.masked_fill_(steps, 0.0)
-        state["pos"].copy_(pos)
+            for w, w_start, sums, g in zip(fast[i], start, state["pending"][i], grads):
+                w.copy_(w_start - (self.cms.lr / c) * (sums + g))
+                sums.zero_()
+            filled.zero_()
+        state["pos"].add_(1)
         return delta
 
 
-def _swiglu_gradients(w, keys: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
-    """Σ_t ∇(W_g, W_u, W_d) ½‖k_t + W_d(silu(W_g k_t) ⊙ W_u k_t) − v_t‖², in closed form (Eq. 71's error)."""
+def _swiglu_gradients(w, keys: torch.Tensor, values: torch.Tensor, mask=None) -> list[torch.Tensor]:
+    """Σ_t ∇(W_g, W_u, W_d) ½‖k_t + W_d(silu(W_g k_t) ⊙ W_u k_t) − v_t‖², in closed form (Eq. 71's error);
+    `mask` (n,) weights the tokens."""
     w_gate, w_up, w_down = w
     pre_gate, up = keys @ w_gate.transpose(-1, -2), keys @ w_up.transpose(-1, -2)
     gate = F.silu(pre_gate)
     hidden = gate * up
     err = keys + hidden @ w_down.transpose(-1, -2) - values
+    if mask is not None:
+        err = err * mask[:, None]
     d_hidden = err @ w_down
     d_pre_gate = d_hidden * up * core.activation_grad("silu", pre_gate)
     return [

@@ -31,5 +31,8 @@ class SwiGLU(nn.Module):
     def static_state(self, state, batch_size: int, max_len: int, dtype: torch.dtype) -> None:
         return None
 
-    def decode_step(self, x: torch.Tensor, state=None) -> torch.Tensor:
+    def level_steps(self, pos: int) -> tuple[bool, ...]:
+        return ()
+
+    def decode_step(self, x: torch.Tensor, state=None, steps: tuple[bool, ...] = ()) -> torch.Tensor:
         return self(x)[0]

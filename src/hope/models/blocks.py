@@ -37,10 +37,11 @@ class Block(nn.Module):
             for part in ("mixer", "ffn")
         }
 
-    def decode_step(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        """One token x (B, 1, D) on static buffers: `forward` for one token, its state updated in place."""
+    def decode_step(self, x: torch.Tensor, state: dict, steps: tuple[bool, ...]) -> torch.Tensor:
+        """One token x (B, 1, D) on static buffers: `forward` for one token, its state updated in place;
+        `steps`: the CMS levels that step with it (`ffn.level_steps`)."""
         x = x + self.mixer.decode_step(self.norm_mixer(x), state["mixer"]).to(x.dtype)
-        return x + self.ffn.decode_step(self.norm_ffn(x), state["ffn"]).to(x.dtype)
+        return x + self.ffn.decode_step(self.norm_ffn(x), state["ffn"], steps).to(x.dtype)
 
     def forward(self, x: torch.Tensor, state: dict | None):
         """x (B, T, D) → (output, new state); state None: the initial state."""

@@ -4,7 +4,10 @@
 or Triton path) into fixed buffers: attention caches of `max_len` positions, every memory and CMS
 level a buffer of its own, positions and surprise counts as 0-d tensors. `model.decode_step` then
 updates them in place, one token per call, with shapes that never change and no host sync, which is
-what lets `Decoder` capture the whole model's step once as a CUDA graph and replay it per token.
+what lets `Decoder` capture the whole model's step as a CUDA graph and replay it per token. The host
+knows which CMS levels complete a chunk with the next token (`model.level_steps(pos)`), so there is
+one graph per such pattern (at most one more than the number of levels for nested periods): between
+boundaries a step only reads the levels.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ class Decoder:
     """Continue `state` (None: a new stream) one token per `step`: logits (B, 1, V) of the given ids.
 
     `max_len` bounds the stream's length where the model attends (its caches are preallocated);
-    memory models have no bound. `cuda_graph` (default: on CUDA) captures the step once and replays it;
-    `compile` first fuses the step's small kernels with `torch.compile` (a one-off compilation).
+    memory models have no bound. `cuda_graph` (default: on CUDA) captures the step the first time each
+    pattern of CMS level steps comes up and replays it; `compile` first fuses the step's small kernels
+    with `torch.compile` (a one-off compilation per pattern).
     """
 
     def __init__(
@@ -64,34 +68,41 @@ class Decoder:
         graph = device.type == "cuda" if cuda_graph is None else cuda_graph
         if graph and device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on CUDA, it is on {device.type}")
-        self.graph = self._capture() if graph else None
+        # CMS level-step pattern → (graph, its logits buffer); None: eager steps
+        self.graphs: dict[tuple[bool, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor]] | None = (
+            {} if graph else None
+        )
 
     @torch.no_grad()
-    def _capture(self) -> torch.cuda.CUDAGraph:
+    def _capture(self, steps: tuple[bool, ...]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         saved = [t.clone() for t in _tensors(self.state)]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture (lazy initialisation), then undone
             for _ in range(2):
-                self._step(self.ids, self.state)
+                self._step(self.ids, self.state, steps)
         torch.cuda.current_stream().wait_stream(stream)
         for t, s in zip(_tensors(self.state), saved):
             t.copy_(s)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.logits = self._step(self.ids, self.state)
-        return graph
+            logits = self._step(self.ids, self.state, steps)
+        return graph, logits
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B,) or (B, 1) → logits (B, 1, V); with a graph, a buffer the next step overwrites."""
+        """ids (B,) or (B, 1) → logits (B, 1, V); with graphs, a buffer that a later step overwrites."""
         if self.capacity is not None and self.pos >= self.capacity:
             raise ValueError(
                 f"the attention cache is full: the stream reached max_len={self.capacity} tokens"
             )
         self.ids.copy_(ids.view(self.ids.shape))
+        steps = self.model.level_steps(self.pos)
         self.pos += 1
-        if self.graph is None:
-            return self._step(self.ids, self.state)
-        self.graph.replay()
-        return self.logits
+        if self.graphs is None:
+            return self._step(self.ids, self.state, steps)
+        if steps not in self.graphs:
+            self.graphs[steps] = self._capture(steps)
+        graph, logits = self.graphs[steps]
+        graph.replay()
+        return logits

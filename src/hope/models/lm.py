@@ -142,12 +142,18 @@ class LanguageModel(nn.Module):
         blocks = [b.static_state(s, batch_size, max_len, dtype) for b, s in zip(self.blocks, state["blocks"])]
         return {"pos": torch.tensor(state["pos"], device=self.embed.weight.device), "blocks": blocks}
 
-    def decode_step(self, ids: torch.Tensor, state: dict) -> torch.Tensor:
+    def level_steps(self, pos: int) -> tuple[bool, ...]:
+        """Which CMS levels step with the token at stream position `pos` (every block's levels share
+        their periods); () for a model whose feed-forward does not learn in context."""
+        return self.blocks[0].ffn.level_steps(pos)
+
+    def decode_step(self, ids: torch.Tensor, state: dict, steps: tuple[bool, ...]) -> torch.Tensor:
         """Logits (B, 1, V) of one token per sequence, ids (B, 1), on `static_state` buffers updated in
-        place: the same numbers as `forward` on that token, with static shapes and no host sync."""
+        place: the same numbers as `forward` on that token, with static shapes and no host sync.
+        `steps` is `level_steps(pos)` of the token: the host knows the position, the device need not."""
         h = self.embed(ids)
         for block, block_state in zip(self.blocks, state["blocks"]):
-            h = block.decode_step(h, block_state)
+            h = block.decode_step(h, block_state, steps)
         state["pos"].add_(1)
         return self.head(self.norm(h))
 

@@ -211,6 +211,11 @@ def titans_step_kernel(
         )  # fmt: skip
 
 
+# warps per program of the step kernel: 8 took 63 µs a hope-125m layer step, 4 took 79, 16 took 66
+# (H200, 2026-12-01, `benchmarks/step_kernel.py`)
+STEP_NUM_WARPS = 8
+
+
 def decode_step_fused(layer, xc: torch.Tensor, state: dict) -> torch.Tensor:
     """One token xc (B, 1, D) (after the short convolution) through the kernel, on `static_state`
     buffers updated in place (the position is left to the caller); returns o (B, H, 1, d_h)."""
@@ -247,7 +252,7 @@ def decode_step_fused(layer, xc: torch.Tensor, state: dict) -> torch.Tensor:
         RULE=("gd", "dgd", "momentum").index(titans.update_rule), BASE=titans.decay_to == "init",
         ACT=0 if spec.activation == "gelu" else 1, CLIP=float(titans.error_clip),
         MODE=modes[titans.surprise.mode], WINDOW=titans.surprise.window,
-        READ=2 if titans.retrieval == "inclusive" else 1,
+        READ=2 if titans.retrieval == "inclusive" else 1, num_warps=STEP_NUM_WARPS,
     )  # fmt: skip
     if titans.surprise.mode != "none":
         state["surprise_count"].copy_(torch.clamp(state["surprise_count"] + 1, max=titans.surprise.window))
