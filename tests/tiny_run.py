@@ -3,6 +3,7 @@
 
 TINY = {
     "preset": "transformer",
+    "size": "tiny",  # pinned: `hope train`'s default size is the quick start's
     "model_overrides": {"d_model": 32, "n_layers": 1},
     "seq_len": 32,
     "batch_size": 4,

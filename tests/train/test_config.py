@@ -6,11 +6,12 @@ import pytest
 from hope.train import TrainConfig
 
 
-def test_defaults_are_the_tiny_hope_preset_on_the_builtin_corpus():
+def test_defaults_are_the_quick_hope_preset_on_the_builtin_corpus():
     cfg = TrainConfig()
-    assert (cfg.preset, cfg.size, cfg.data, cfg.tokenizer) == ("hope", "tiny", ["builtin"], "byte")
+    assert (cfg.preset, cfg.size, cfg.data, cfg.tokenizer) == ("hope", "quick", ["builtin"], "byte")
     model = cfg.model_config(256)
     assert model.block == "hope" and model.vocab_size == 256
+    assert (model.d_model, model.n_layers, model.titans.chunk_size) == (64, 1, 32)
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         allow_abbrev=False,
-        help="train a model (no arguments: tiny HOPE on the built-in Shakespeare corpus, CPU, ~2 min; --minutes M sizes a run to a budget)",
-        description="Train a language model. Without arguments: the tiny HOPE preset on the built-in corpus. "
+        help="train a model (no arguments: HOPE at size quick on the built-in Shakespeare corpus, CPU, ~1.5 min; --minutes M sizes a run to a budget)",
+        description="Train a language model. Without arguments: the HOPE preset at size quick (one block of "
+        "width 64) on the built-in corpus. "
         "Override any model field with a dotted option, e.g. --titans.chunk_size 16 --model.d_model 64 "
         "--cms.chunk_sizes 16,64.",
         epilog="torchrun --nproc_per_node N -m hope train ... trains with DDP (or FSDP2 with --fsdp); "
