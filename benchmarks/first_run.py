@@ -2,7 +2,7 @@
 
     python benchmarks/first_run.py [--out runs/first_run] [--install]
 
-1. ``hope train`` with no options (tiny HOPE on the built-in corpus, CPU) into OUT/hope, timed from
+1. ``hope train`` with no options (HOPE at size quick on the built-in corpus, CPU) into OUT/hope, timed from
    the command's start to its end, then ``hope generate --run OUT/hope --prompt "ROMEO:"``;
    ``--install`` first times ``bash scripts/install.sh`` as the quick start does.
 2. The Transformer++ that `hope.matched_transformer` matches to it (same depth and heads, width
