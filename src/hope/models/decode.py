@@ -6,7 +6,7 @@ level a buffer of its own, positions and surprise counts as 0-d tensors. `model.
 updates them in place, one token per call, with shapes that never change and no host sync, which is
 what lets `Decoder` capture the whole model's step as a CUDA graph and replay it per token. The host
 knows which CMS levels complete a chunk with the next token (`model.level_steps(pos)`), so there is
-one graph per such pattern (at most one more than the number of levels for nested periods): between
+one graph per such pattern (one more than the number of levels when each period divides the next): between
 boundaries a step only reads the levels.
 """
 
