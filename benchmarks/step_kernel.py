@@ -2,8 +2,9 @@
 
     python benchmarks/step_kernel.py --preset hope --size 125m --warps 4,8,16 --out runs/step_kernel
 
-One layer at batch 1 on `static_state` buffers; µs a step (the kernel and its few small input ops) from CUDA
-events over --iters replays of a CUDA graph (after a compiling warm-up), and the largest difference of each variant's output from the default's.
+One layer at batch 1 on `static_state` buffers; µs a step (the kernel and its few small input ops)
+from CUDA events over --iters replays of a CUDA graph (after a compiling warm-up), and the largest
+difference of each variant's output from the first one's.
 Writes results.json. Not a test: nothing here asserts a speed.
 """
 
