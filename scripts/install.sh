@@ -12,8 +12,21 @@ case "${1:-}" in
 --dev) dev=1 ;;
 *) echo "usage: bash scripts/install.sh [--dev]; got '$1'" >&2; exit 2 ;;
 esac
+# Unpacking and byte-compiling torch and sympy takes one core ~45 s, so where torch is missing it
+# installs in the background while the other dependencies install beside it; no package is in both
+# halves, and the final `pip install -e .` resolves everything again, so this only changes the speed.
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
-    "$PY" -m pip install -q "torch==${HOPE_TORCH_VERSION:-2.13.0}"
+    torch_pin="torch==${HOPE_TORCH_VERSION:-2.13.0}"
+    others=$("$PY" -c 'import tomllib; print(*(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if not d.startswith("torch")))' 2>/dev/null || true)
+    if [ -n "$others" ]; then
+        "$PY" -m pip install -q --no-deps "$torch_pin" sympy &
+        torch_job=$!
+        # shellcheck disable=SC2086  # one word per requirement
+        "$PY" -m pip install -q $others networkx
+        wait "$torch_job"
+    else  # Python 3.10 has no tomllib
+        "$PY" -m pip install -q "$torch_pin"
+    fi
 fi
 if [ "$dev" = 0 ]; then
     "$PY" -m pip install -q -e .
