@@ -12,11 +12,11 @@ from hope.train.step import lr_factor
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-# `hope train` with no arguments (HOPE at size quick, batch 8 x 128 bytes): 360 steps, ~370K bytes, take
-# ~110 s on an idle 2-core CPU (0.27 s a step and ~10 s of start-up), which with the ~50 s install leaves
-# the quick start inside 3 minutes. After 320 steps it validated at 2.959 bits/byte, 340 at 2.930, 360
-# at 2.872, 380 at 2.850 (issue 13, 2026-12-01).
-DEFAULT_STEPS = 360
+# `hope train` with no arguments (HOPE at size quick, batch 8 x 128 bytes): 320 steps, ~330K bytes, take
+# ~95 s on an idle 2-core CPU (0.27 s a step and ~10 s of start-up), which with the ~50 s install leaves
+# the quick start inside 3 minutes with room for a slower or shared machine. More steps pay: 340
+# validated at 2.930 bits/byte, 360 at 2.872, 380 at 2.850 (issue 13, 2026-12-01).
+DEFAULT_STEPS = 320
 
 
 def _option(default: Any, help: str, resumable: bool = False, **bounds: Any) -> Any:
