@@ -105,9 +105,16 @@ def profile_step(model, state, context: int, args, path: str) -> int:
     return round(kernels / steps)
 
 
-def decode_rate(model, state, logits, context: int, args) -> float:
-    """Greedy one-token steps after the prefill; tokens/s over the timed steps."""
-    steps, warmup = args.decode_steps, 3
+def decode_rate(model, state, logits, context: int, args) -> tuple[float, int]:
+    """Greedy one-token steps after the prefill: (tokens/s over the timed steps, step patterns first
+    met, so captured, inside them). The warm-up runs past the smallest CMS level's next boundary, so
+    its step's graph is captured before the timed steps, which then include one such step for every
+    period of that level they span."""
+    warmup = 3
+    if model.level_steps(0):  # a CMS: warm up through the token after which a level next steps
+        while not any(model.level_steps(context + warmup - 1)):
+            warmup += 1
+    steps = args.decode_steps
     with _autocast(args.device):
         decoder = Decoder(
             model,
@@ -121,10 +128,11 @@ def decode_rate(model, state, logits, context: int, args) -> float:
         for i in range(warmup + steps):
             if i == warmup:
                 _sync(args.device)
+                captured = len(decoder.graphs or ())
                 start = time.perf_counter()
             next_id = decoder.step(next_id)[:, -1].argmax(-1)  # stays on the device: no sync per step
     _sync(args.device)
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), len(decoder.graphs or ()) - captured
 
 
 def speed_rows(args) -> list[dict]:
@@ -144,7 +152,8 @@ def speed_rows(args) -> list[dict]:
                 prefill(model, ids[:, : min(args.piece, context)], args.piece, args.device)  # compiles
                 state, logits, seconds = prefill(model, ids, args.piece, args.device)
                 row["prefill_tok_s"] = context / seconds
-                row["decode_tok_s"] = decode_rate(model, state, logits, context, args)
+                rate, captures = decode_rate(model, state, logits, context, args)
+                row["decode_tok_s"], row["captures_while_timed"] = rate, captures
                 if args.profile and context == args.contexts[0]:
                     path = os.path.join(args.out, f"profile_{preset}.txt")
                     row["kernels_per_step"] = profile_step(model, state, context, args, path)
@@ -272,7 +281,7 @@ def main() -> None:
     p.add_argument("--size", default="125m")
     p.add_argument("--contexts", default="4096,65536", help="comma-separated prefill lengths")
     p.add_argument("--piece", type=int, default=2048, help="prefill / soak piece length")
-    p.add_argument("--decode-steps", type=int, default=64)
+    p.add_argument("--decode-steps", type=int, default=512)
     p.add_argument("--attention-max", type=int, default=65536)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--profile", action="store_true", help="profile the eager decode step (first context)")
