@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--size", default="125m")
     p.add_argument("--warps", default="4,8,16")
     p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--profile", action="store_true", help="also write the eager step's kernels (profile.txt)")
     p.add_argument("--out", default="runs/step_kernel")
     args = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -63,6 +64,17 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     os.makedirs(args.out, exist_ok=True)
+    if args.profile and device == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                fused_recurrent.decode_step_fused(layer, x, state)
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20)
+        with open(os.path.join(args.out, "profile.txt"), "w") as f:
+            f.write(table)
+        print(table)
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({**meta, "preset": args.preset, "size": args.size, "rows": rows}, f, indent=2)

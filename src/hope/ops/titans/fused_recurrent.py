@@ -8,11 +8,11 @@ z-score over the window, whose history shifts by one); the per-token error clip;
 every linear layer (gd, dgd, or Titans' momentum, on W − W_0 with `decay_to="init"`); and M_mem's
 read at q before (causal) or after (inclusive) the write.
 
-A step is bound by how fast one SM streams a memory's weights, so the work is spread over one
-program per (batch, head, memory), in the order the data needs: `generate_kernel` (the four
-generators read x), then `update_kernel` for M_mem (its surprise decides the gate every memory
-uses), then `update_kernel` for the other memories; without a gate one update launch does all five.
-Each program loads its anchor once and computes every product from those tiles. Everything is a
+A step is bound by how fast one SM streams a memory's weights, so the work is spread over programs
+per (batch, head) and memory, in the order the data needs: `generate_kernel` (the four generators
+read x), `gate_kernel` (M_mem's surprise, which decides every memory's step; not launched without a
+gate), then `update_kernel` for all five memories. Each program loads its anchor once and computes
+every product from those tiles. Everything is a
 matrix-vector product, so tiles are reduced with `tl.sum` rather than `tl.dot`.
 """
 
@@ -184,20 +184,58 @@ def generate_kernel(
 
 
 @triton.jit
-def update_kernel(
-    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, lb_ptr,
-    w1_ptr, w2_ptr, a1_ptr, a2_ptr, s1_ptr, s2_ptr, w1_0_ptr, w2_0_ptr,
-    hist_ptr, count_ptr, pos_ptr, gate_ptr, o_ptr, chunk, threshold,
-    H: tl.constexpr, P: tl.constexpr, D: tl.constexpr, F: tl.constexpr, FIRST: tl.constexpr,
-    MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
-    ACT: tl.constexpr, CLIP: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr, READ: tl.constexpr,
+def gate_kernel(
+    k_ptr, v_ptr, w1_ptr, w2_ptr, a1_ptr, a2_ptr, hist_ptr, count_ptr, pos_ptr, gate_ptr, chunk, threshold,
+    H: tl.constexpr, P: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, SGV: tl.constexpr,
+    L2: tl.constexpr, ACT: tl.constexpr, MODE: tl.constexpr, WINDOW: tl.constexpr,
 ):  # fmt: skip
-    """Grid (B·H, n): memory FIRST + j of one (batch, head). Vectors (B, H, D), scalars (B, H);
-    weights, anchors and momenta (B, P, H, out, in), W_0 (P, H, out, in). M_mem (memory 0) computes
-    the gate and, with a gate, stores it for the other memories' launch (FIRST 1) to read; it alone
-    writes the read o. RULE: 0 gd, 1 dgd, 2 momentum. MODE: 0 none, 1 absolute, 2 relative."""
+    """Grid (B·H,): M_mem's surprise at the anchor (at a boundary: the current weights), the gate
+    (MODE 1 absolute, 2 relative z-score over the last min(count, WINDOW) surprises) into gate (B, H),
+    and the surprise history shifted by one."""
     pid = tl.program_id(0)
-    p = FIRST + tl.program_id(1)
+    b = pid // H
+    h = pid % H
+    S1: tl.constexpr = F * D if MLP else D * D
+    S2: tl.constexpr = D * F if MLP else 1
+    at = (b * P * H + h).to(tl.int64)
+    offs_d = tl.arange(0, D)
+    if tl.load(pos_ptr) % chunk == 0:
+        t1, t2 = _load_memory(w1_ptr + at * S1, w2_ptr + at * S2, D, F, MLP)
+    else:
+        t1, t2 = _load_memory(a1_ptr + at * S1, a2_ptr + at * S2, D, F, MLP)
+    k = tl.load(k_ptr + pid * D + offs_d)
+    v = tl.load(v_ptr + pid * D + offs_d)
+    surprise, _, _, _ = _gradient_factors(t1, t2, k, v, MLP, SGV, L2, ACT)
+    i = tl.arange(0, WINDOW)
+    if MODE == 1:
+        gate = tl.where(surprise > threshold, 1.0, 0.0)
+    else:
+        hist = tl.load(hist_ptr + pid * WINDOW + i)
+        valid = tl.minimum(tl.load(count_ptr), WINDOW)
+        mask = tl.where(i >= WINDOW - valid, 1.0, 0.0)
+        n_valid = tl.maximum(valid, 1).to(tl.float32)
+        mean = tl.sum(mask * hist, 0) / n_valid
+        std = tl.sqrt(tl.sum(mask * (hist - mean) * (hist - mean), 0) / n_valid)
+        gate = tl.where(((surprise - mean) / (std + 1e-6) > threshold) | (valid < 2), 1.0, 0.0)
+    tl.store(gate_ptr + pid, gate)
+    shifted = tl.load(hist_ptr + pid * WINDOW + i + 1, mask=i + 1 < WINDOW, other=0.0)
+    tl.debug_barrier()
+    tl.store(hist_ptr + pid * WINDOW + i, tl.where(i == WINDOW - 1, surprise, shifted))
+
+
+@triton.jit
+def update_kernel(
+    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, lb_ptr, gate_ptr,
+    w1_ptr, w2_ptr, a1_ptr, a2_ptr, s1_ptr, s2_ptr, w1_0_ptr, w2_0_ptr, pos_ptr, o_ptr, chunk,
+    H: tl.constexpr, P: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr,
+    SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr, ACT: tl.constexpr,
+    CLIP: tl.constexpr, GATED: tl.constexpr, READ: tl.constexpr,
+):  # fmt: skip
+    """Grid (B·H, P): memory j of one (batch, head). Vectors (B, H, D), scalars (B, H); weights,
+    anchors and momenta (B, P, H, out, in), W_0 (P, H, out, in). M_mem (memory 0) writes the read o.
+    RULE: 0 gd, 1 dgd, 2 momentum."""
+    pid = tl.program_id(0)
+    p = tl.program_id(1)
     b = pid // H
     h = pid % H
     S1: tl.constexpr = F * D if MLP else D * D
@@ -215,30 +253,10 @@ def update_kernel(
     else:
         t1, t2 = _load_memory(a1, a2, D, F, MLP)
     k = tl.load(k_ptr + pid * D + offs_d)
-    v = tl.load(v_ptr + pid * D + offs_d)
-    surprise, g1, g2, u2 = _gradient_factors(t1, t2, k, v, MLP, SGV, L2, ACT)
+    _, g1, g2, u2 = _gradient_factors(t1, t2, k, tl.load(v_ptr + pid * D + offs_d), MLP, SGV, L2, ACT)
     gate = 1.0
-    if MODE != 0:
-        if p == 0:
-            if MODE == 1:
-                gate = tl.where(surprise > threshold, 1.0, 0.0)
-            else:  # z-score against the last min(count, WINDOW) surprises (the history's tail)
-                i = tl.arange(0, WINDOW)
-                hist = tl.load(hist_ptr + pid * WINDOW + i)
-                valid = tl.minimum(tl.load(count_ptr), WINDOW)
-                mask = tl.where(i >= WINDOW - valid, 1.0, 0.0)
-                n_valid = tl.maximum(valid, 1).to(tl.float32)
-                mean = tl.sum(mask * hist, 0) / n_valid
-                std = tl.sqrt(tl.sum(mask * (hist - mean) * (hist - mean), 0) / n_valid)
-                gate = tl.where(((surprise - mean) / (std + 1e-6) > threshold) | (valid < 2), 1.0, 0.0)
-            # the history shifts by one: drop the oldest, append this token's surprise
-            i = tl.arange(0, WINDOW)
-            shifted = tl.load(hist_ptr + pid * WINDOW + i + 1, mask=i + 1 < WINDOW, other=0.0)
-            tl.debug_barrier()
-            tl.store(hist_ptr + pid * WINDOW + i, tl.where(i == WINDOW - 1, surprise, shifted))
-            tl.store(gate_ptr + pid, gate)
-        else:
-            gate = tl.load(gate_ptr + pid)
+    if GATED:
+        gate = tl.load(gate_ptr + pid)
     eta = tl.load(eta_ptr + pid) * gate
     alpha = tl.exp(tl.load(la_ptr + pid) * gate)
     beta = 1.0
@@ -291,23 +309,21 @@ def decode_step_fused(layer, xc: torch.Tensor, state: dict) -> torch.Tensor:
     o = torch.empty(b, h, d, device=xc.device, dtype=xc.dtype)
     gated = titans.surprise.mode != "none"
     gate = q.new_empty(b, h) if gated else dummy
-    args = (
-        q, k, v, eta, log_alpha, log_beta, w1, w2, a1, a2, s1, s2, base[0], base[1] if mlp else dummy,
-        state["surprise_hist"], state["surprise_count"], state["pos"], gate, o,
-        titans.chunk_size, float(titans.surprise.threshold),
-    )  # fmt: skip
-    options = dict(
-        **shape, SGV=titans.self_generated_values, L2=titans.objective == "l2",
+    objective = dict(SGV=titans.self_generated_values, L2=titans.objective == "l2", ACT=act)
+    if gated:  # M_mem's surprise decides every memory's step, so it is known first
+        gate_kernel[(b * h,)](
+            k, v, w1, w2, a1, a2, state["surprise_hist"], state["surprise_count"], state["pos"], gate,
+            titans.chunk_size, float(titans.surprise.threshold), **shape, **objective,
+            MODE=("none", "absolute", "relative").index(titans.surprise.mode), WINDOW=titans.surprise.window,
+            num_warps=STEP_NUM_WARPS,
+        )  # fmt: skip
+    update_kernel[(b * h, n_memories)](
+        q, k, v, eta, log_alpha, log_beta, gate, w1, w2, a1, a2, s1, s2, base[0], base[1] if mlp else dummy,
+        state["pos"], o, titans.chunk_size, **shape, **objective,
         RULE=("gd", "dgd", "momentum").index(titans.update_rule), BASE=titans.decay_to == "init",
-        ACT=act, CLIP=float(titans.error_clip), WINDOW=titans.surprise.window,
-        MODE=("none", "absolute", "relative").index(titans.surprise.mode),
-        READ=2 if titans.retrieval == "inclusive" else 1, num_warps=STEP_NUM_WARPS,
+        CLIP=float(titans.error_clip), GATED=gated, READ=2 if titans.retrieval == "inclusive" else 1,
+        num_warps=STEP_NUM_WARPS,
     )  # fmt: skip
-    # with a gate, M_mem's surprise must be known before the other memories step
-    first = 1 if gated else n_memories
-    update_kernel[(b * h, first)](*args, FIRST=0, **options)
-    if first < n_memories:
-        update_kernel[(b * h, n_memories - first)](*args, FIRST=first, **options)
     if gated:
         state["surprise_count"].copy_(torch.clamp(state["surprise_count"] + 1, max=titans.surprise.window))
     return o[:, :, None]
