@@ -101,52 +101,41 @@ def _clip(g, CLIP: tl.constexpr):
 
 
 @triton.jit
-def _step_layer(
-    w_ptr, s_ptr, w0_ptr, u, g, eta, alpha, beta, z,
-    O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr, READ: tl.constexpr,
-):  # fmt: skip
-    """Eq. 88 for one layer W (O, I) in place (core.step); returns W z before (READ 1) or after
-    (READ 2) the write, zeros for READ 0."""
-    rows = tl.arange(0, O)[:, None] * I + tl.arange(0, I)[None, :]
-    w = tl.load(w_ptr + rows)
+def _load_layer(w_ptr, w0_ptr, O: tl.constexpr, I: tl.constexpr, BASE: tl.constexpr):
+    """One layer's weights W (O, I) and its W_0 (zeros without BASE)."""
+    w = _tile(w_ptr, O, I)
     w0 = w * 0.0
     if BASE:
-        w0 = tl.load(w0_ptr + rows)
-    w = w - w0
+        w0 = _tile(w0_ptr, O, I)
+    return w, w0
+
+
+@triton.jit
+def _step_layer(
+    w, w0, w_ptr, s_ptr, u, g, eta, alpha, beta, z,
+    O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, READ: tl.constexpr,
+):  # fmt: skip
+    """Eq. 88 for one layer W (O, I), loaded as w with its W_0 w0, stored in place (core.step);
+    returns W z before (READ 1) or after (READ 2) the write, zeros for READ 0."""
+    rows = tl.arange(0, O)[:, None] * I + tl.arange(0, I)[None, :]
     out = tl.zeros((O,), dtype=w.dtype)
     if READ == 1:
-        out = tl.sum((w + w0) * z[None, :], 1)
+        out = _mv(w, z)
+    w = w - w0
     if RULE == 0:  # gd
         w = alpha * w - eta * g[:, None] * u[None, :]
     elif RULE == 1:  # dgd: W (αI − η ûûᵀ) − η g ûᵀ
         uh = u / tl.maximum(tl.sqrt(tl.sum(u * u, 0)), 1e-6)
-        wu = tl.sum(w * uh[None, :], 1)
-        w = alpha * w - eta * (wu + g)[:, None] * uh[None, :]
+        w = alpha * w - eta * (_mv(w, uh) + g)[:, None] * uh[None, :]
     else:  # momentum: S ← β S − η g uᵀ, W ← α W + S
         s = beta * tl.load(s_ptr + rows) - eta * g[:, None] * u[None, :]
         tl.store(s_ptr + rows, s)
         w = alpha * w + s
+    w = w + w0
     if READ == 2:
-        out = tl.sum((w + w0) * z[None, :], 1)
-    tl.store(w_ptr + rows, w + w0)
+        out = _mv(w, z)
+    tl.store(w_ptr + rows, w)
     return out
-
-
-@triton.jit
-def _step_memory(
-    w1, w2, s1, s2, b1, b2, k, g1, g2, u2, eta, alpha, beta, q,
-    D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
-    ACT: tl.constexpr, CLIP: tl.constexpr, READ: tl.constexpr,
-):  # fmt: skip
-    """Every layer of one memory with clipped errors; its read at q (zeros for READ 0)."""
-    g1 = _clip(g1, CLIP)
-    if MLP:
-        g2 = _clip(g2, CLIP)
-        h = _step_layer(w1, s1, b1, k, g1, eta, alpha, beta, q, F, D, RULE, BASE, READ)
-        o = _step_layer(w2, s2, b2, u2, g2, eta, alpha, beta, _act(h, ACT), D, F, RULE, BASE, READ) + q
-    else:
-        o = _step_layer(w1, s1, b1, k, g1, eta, alpha, beta, q, D, D, RULE, BASE, READ)
-    return o
 
 
 @triton.jit
@@ -243,8 +232,17 @@ def update_kernel(
     at = (b * P * H + p * H + h).to(tl.int64)
     offs_d = tl.arange(0, D)
     a1, a2 = a1_ptr + at * S1, a2_ptr + at * S2
+    w1, w2 = w1_ptr + at * S1, w2_ptr + at * S2
+    b1, b2 = w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2
+    # every tile is loaded up front, so that the loads are in flight together
+    if MLP:
+        cw1, cb1 = _load_layer(w1, b1, F, D, BASE)
+        cw2, cb2 = _load_layer(w2, b2, D, F, BASE)
+    else:
+        cw1, cb1 = _load_layer(w1, b1, D, D, BASE)
+        cw2, cb2 = cw1, cb1
     if tl.load(pos_ptr) % chunk == 0:  # a chunk starts: the anchor takes the current weights
-        t1, t2 = _load_memory(w1_ptr + at * S1, w2_ptr + at * S2, D, F, MLP)
+        t1, t2 = cw1, cw2
         if MLP:
             tl.store(a1 + tl.arange(0, F)[:, None] * D + offs_d[None, :], t1)
             tl.store(a2 + offs_d[:, None] * F + tl.arange(0, F)[None, :], t2)
@@ -263,11 +261,14 @@ def update_kernel(
     if RULE == 2:
         beta = tl.exp(tl.load(lb_ptr + pid))
     q = tl.load(q_ptr + pid * D + offs_d)
-    o = _step_memory(
-        w1_ptr + at * S1, w2_ptr + at * S2, s1_ptr + at * S1, s2_ptr + at * S2,
-        w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2,
-        k, g1, g2, u2, eta, alpha, beta, q, D, F, MLP, RULE, BASE, ACT, CLIP, READ,
-    )  # fmt: skip
+    s1, s2 = s1_ptr + at * S1, s2_ptr + at * S2
+    g1 = _clip(g1, CLIP)
+    if MLP:  # M(q) = q + W2 σ(W1 q)
+        g2 = _clip(g2, CLIP)
+        h1 = _step_layer(cw1, cb1, w1, s1, k, g1, eta, alpha, beta, q, F, D, RULE, READ)
+        o = _step_layer(cw2, cb2, w2, s2, u2, g2, eta, alpha, beta, _act(h1, ACT), D, F, RULE, READ) + q
+    else:
+        o = _step_layer(cw1, cb1, w1, s1, k, g1, eta, alpha, beta, q, D, D, RULE, READ)
     tl.store(o_ptr + pid * D + offs_d, o, mask=(offs_d < D) & (p == 0))
 
 
