@@ -6,8 +6,10 @@
 
 Prefill: one no-grad forward over `context` tokens in pieces of --piece tokens, state carried (the
 training path's forward: the Triton kernel where `impl="auto"` takes it). Decode: then --decode-steps
-greedy tokens through `hope.models.decode.Decoder` (one CUDA graph per step on CUDA; `--compile`
-fuses the step first); tokens/s over the timed steps after warm-up. Attention presets skip contexts
+greedy tokens through `hope.models.decode.Decoder` (one CUDA graph per pattern of CMS level steps on
+CUDA; `--compile` fuses the step first); tokens/s over the timed steps, after a warm-up that runs
+through the next CMS level step so its graph is captured untimed (`captures_while_timed` counts any
+pattern first met while timed). Attention presets skip contexts
 above --attention-max (their prefill is quadratic); the row says so.
 
 Soak: the built-in corpus as bytes, repeated, streamed through the model in pieces with test-time

@@ -1,4 +1,4 @@
-"""The one-token Titans step kernel (`ops/titans/fused_recurrent.py`) alone, by warps per program.
+"""The one-token Titans step kernels (`ops/titans/fused_recurrent.py`) alone, by warps per program.
 
     python benchmarks/step_kernel.py --preset hope --size 125m --warps 4,8,16 --out runs/step_kernel
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs hope into the current Python environment: `bash scripts/install.sh` what `hope train` and
-# `hope generate` need (the quick start: ~70 s on a fresh 2-core machine); `--dev` adds the tests'
+# `hope generate` need (the quick start: 40–67 s on a fresh 2-core machine); `--dev` adds the tests'
 # dependencies, the hf extra (transformers, lm-eval) and Triton's CPU interpreter (~3 more minutes).
 # An existing torch is respected; where none is importable we install the CPU build pinned below,
 # so that a machine without a GPU never downloads a multi-GB CUDA build.

@@ -201,7 +201,7 @@ def load_weights(ckpt: Path, model) -> None:
         metadata = json.loads(f.read(header_len)).get("__metadata__", {})
     for alias, name in json.loads(metadata.get("aliases", "{}")).items():
         state[alias] = state[name]
-    if not torch.distributed.is_initialized() and dist.unwrap(model) is model:
+    if not dist.is_distributed() and dist.unwrap(model) is model:
         # A plain module loads its own state; torch.distributed.checkpoint costs 1.6 s to import.
         model.load_state_dict(state, strict=True)
         return
