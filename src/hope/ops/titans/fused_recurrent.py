@@ -11,9 +11,9 @@ read at q before (causal) or after (inclusive) the write.
 A step is bound by how fast one SM streams a memory's weights, so the work is spread over programs
 per (batch, head) and memory, in the order the data needs: `generate_kernel` (the four generators
 read x), `gate_kernel` (M_mem's surprise, which decides every memory's step; not launched without a
-gate), then `update_kernel` for all five memories. Each program loads its anchor once and computes
-every product from those tiles. Everything is a
-matrix-vector product, so tiles are reduced with `tl.sum` rather than `tl.dot`.
+gate), then `update_kernel` for every memory (five when self-modifying, M_mem alone otherwise). Each
+program loads its tiles once and computes every product from them. Everything is a matrix-vector
+product, so tiles are reduced with `tl.sum` rather than `tl.dot`.
 """
 
 from __future__ import annotations
