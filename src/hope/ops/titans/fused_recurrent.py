@@ -51,6 +51,17 @@ def _load_memory(p1, p2, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr):
 
 
 @triton.jit
+def _anchor_tiles(w1, w2, a1, a2, pos_ptr, chunk, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr):
+    """The tiles of a memory's anchor; at a chunk boundary that is the current weights, which the
+    update launch copies into the anchor after every read of this step."""
+    if tl.load(pos_ptr) % chunk == 0:
+        t1, t2 = _load_memory(w1, w2, D, F, MLP)
+    else:
+        t1, t2 = _load_memory(a1, a2, D, F, MLP)
+    return t1, t2
+
+
+@triton.jit
 def _read(t1, t2, x, MLP: tl.constexpr, ACT: tl.constexpr):
     """M(x) for one vector x (D,) from a memory's tiles: x + W2 σ(W1 x), or W x."""
     if MLP:
@@ -155,10 +166,9 @@ def generate_kernel(
     S2: tl.constexpr = D * F if MLP else 1
     at = (b * P * H + (j + 1) * H + h).to(tl.int64)
     offs_d = tl.arange(0, D)
-    if tl.load(pos_ptr) % chunk == 0:
-        t1, t2 = _load_memory(w1_ptr + at * S1, w2_ptr + at * S2, D, F, MLP)
-    else:
-        t1, t2 = _load_memory(a1_ptr + at * S1, a2_ptr + at * S2, D, F, MLP)
+    t1, t2 = _anchor_tiles(
+        w1_ptr + at * S1, w2_ptr + at * S2, a1_ptr + at * S1, a2_ptr + at * S2, pos_ptr, chunk, D, F, MLP
+    )
     y = _read(t1, t2, tl.load(x_ptr + pid * D + offs_d), MLP, ACT)
     if j == 0:
         tl.store(k_ptr + pid * D + offs_d, y / tl.maximum(tl.sqrt(tl.sum(y * y, 0)), 1e-6))
@@ -188,10 +198,9 @@ def gate_kernel(
     S2: tl.constexpr = D * F if MLP else 1
     at = (b * P * H + h).to(tl.int64)
     offs_d = tl.arange(0, D)
-    if tl.load(pos_ptr) % chunk == 0:
-        t1, t2 = _load_memory(w1_ptr + at * S1, w2_ptr + at * S2, D, F, MLP)
-    else:
-        t1, t2 = _load_memory(a1_ptr + at * S1, a2_ptr + at * S2, D, F, MLP)
+    t1, t2 = _anchor_tiles(
+        w1_ptr + at * S1, w2_ptr + at * S2, a1_ptr + at * S1, a2_ptr + at * S2, pos_ptr, chunk, D, F, MLP
+    )
     k = tl.load(k_ptr + pid * D + offs_d)
     v = tl.load(v_ptr + pid * D + offs_d)
     surprise, _, _, _ = _gradient_factors(t1, t2, k, v, MLP, SGV, L2, ACT)
