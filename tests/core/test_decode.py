@@ -87,6 +87,29 @@ def test_decoding_from_the_start_of_a_stream():
     _check_decoding(_model("transformer"), ids, prompt_len=0)
 
 
+@pytest.mark.parametrize("preset", ["hope", "hope-no-cms", "transformer"])
+def test_autocast_decoder_casts_weights_once_and_gives_autocasts_numbers(preset):
+    """Built under autocast, the decoder multiplies by weights cast once (the CMS fast weights as read
+    copies that follow every level step): bit for bit the numbers of casting them every token, and it
+    keeps its autocast when stepped outside one. The Titans memories and projections stay float32."""
+    model = _model(preset).float()
+    ids = torch.randint(0, VOCAB, (2, 50), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = model(ids[:, :13])
+        decoder = Decoder(model, state, batch_size=2, max_len=50)
+        plain = model.static_state(state, 2, 50)  # no read copies: autocast casts every token
+    assert decoder.weights and all(w.dtype == torch.bfloat16 for w in decoder.weights.values())
+    assert not any(".mixer." in name for name in decoder.weights) or preset == "transformer"
+    if preset == "hope":
+        ffn = decoder.state["blocks"][0]["ffn"]
+        assert ffn["read"][0][0].dtype == torch.bfloat16 and ffn["fast"][0][0].dtype == torch.float32
+    for t in range(13, 50):  # the faster tiny CMS level steps at 15, 31 and 47
+        logits = decoder.step(ids[:, t])
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = model.decode_step(ids[:, t : t + 1], plain, model.level_steps(t))
+        assert torch.equal(logits, expected), f"token {t}"
+
+
 def test_decoding_leaves_the_given_state_alone():
     model = _model("hope")
     ids = torch.randint(0, VOCAB, (1, 12))
@@ -133,12 +156,18 @@ def test_lm_error_cms_is_refused_with_the_way_out():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("preset", ["hope", "titans", "transformer"])
 @pytest.mark.parametrize("compile", [False, True])
-def test_cuda_graph_step_equals_the_eager_step(preset, compile):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_cuda_graph_step_equals_the_eager_step(preset, compile, bf16):
+    """Under bf16 autocast the graph also replays the step on the weights cast once; compiled kernels
+    round differently from eager ones there, hence the wider tolerance."""
     model = _model(preset).float().cuda()
     ids = torch.randint(0, VOCAB, (2, 30), device="cuda")
-    with torch.no_grad():
+    precision = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    with torch.no_grad(), precision:
         _, state = model(ids[:, :11])
-    eager = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=False)
-    graphed = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=True, compile=compile)
+        eager = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=False)
+        graphed = Decoder(model, state, batch_size=2, max_len=30, cuda_graph=True, compile=compile)
+    tol = 3e-2 if bf16 else 1e-5
     for t in range(11, 30):
-        torch.testing.assert_close(graphed.step(ids[:, t]), eager.step(ids[:, t]), rtol=1e-5, atol=1e-5)
+        got, want = graphed.step(ids[:, t]), eager.step(ids[:, t])
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)

@@ -156,10 +156,21 @@ class ContinuumMemory(nn.Module):
         """Which levels take their step (Eq. 71) with the token at stream position `pos` (0-based)."""
         return tuple((pos + 1) % c == 0 for c in self.chunk_sizes) if self.learns_in_context else ()
 
-    def static_state(self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype) -> dict:
+    def static_state(
+        self,
+        state: dict | None,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype,
+        read_dtype: torch.dtype | None = None,
+    ) -> dict:
         """`state` (None: the initial one) in fixed buffers that `decode_step` updates in place: the fast
         weights, every level's error sum from the prompt (zeros where none is pending), and room for
-        the inputs of one C_ℓ chunk per level with a mark of the slots decoding has filled."""
+        the inputs of one C_ℓ chunk per level with a mark of the slots decoding has filled.
+
+        `read_dtype` (autocast's, when the step runs under it): the levels are read from copies of the
+        fast weights in it, refreshed when a level steps, instead of casting every weight every token.
+        The numbers are the same; the float32 weights still take the steps."""
         device = self.w_up[0].device
         pos = 0 if state is None else state["pos"]
         if not self.learns_in_context:
@@ -184,9 +195,11 @@ class ContinuumMemory(nn.Module):
             )
         like = fast[0][0]
         d = self.spec.d_in
+        copies = read_dtype is not None and read_dtype != like.dtype
         return {
             "pos": torch.tensor(pos, device=device),
             "fast": fast,
+            "read": [[w.to(read_dtype) for w in level] for level in fast] if copies else fast,
             "pending": pending,
             "inputs": [like.new_zeros(batch_size, c, d) for c in self.chunk_sizes],
             "filled": [like.new_zeros(c) for c in self.chunk_sizes],
@@ -202,8 +215,8 @@ class ContinuumMemory(nn.Module):
         if not self.learns_in_context:
             state["pos"].add_(1)
             return self._levels(x, [self.slow_weights(i) for i in range(len(self.chunk_sizes))])[0]
-        fast = state["fast"]
-        delta, inputs = self._levels(x, fast)
+        fast, read = state["fast"], state["read"]
+        delta, inputs = self._levels(x, read)
         for i, (c, stepping) in enumerate(zip(self.chunk_sizes, steps, strict=True)):
             slot = (state["pos"] % c).view(1)
             chunk, filled = state["inputs"][i], state["filled"][i]
@@ -214,8 +227,10 @@ class ContinuumMemory(nn.Module):
             grads = self._level_gradients(i, fast[i], chunk, mask=filled)
             # as in `absorb`: a nested level restarts from the faster level's weights of this very token
             start = fast[i - 1] if (self.cms.variant == "nested" and i > 0) else fast[i]
-            for w, w_start, sums, g in zip(fast[i], start, state["pending"][i], grads):
+            for w, r, w_start, sums, g in zip(fast[i], read[i], start, state["pending"][i], grads):
                 w.copy_(w_start - (self.cms.lr / c) * (sums + g))
+                if r is not w:
+                    r.copy_(w)
                 sums.zero_()
             filled.zero_()
         state["pos"].add_(1)

@@ -28,7 +28,7 @@ class SwiGLU(nn.Module):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up), None
 
-    def static_state(self, state, batch_size: int, max_len: int, dtype: torch.dtype) -> None:
+    def static_state(self, state, batch_size: int, max_len: int, dtype: torch.dtype, read_dtype=None) -> None:
         return None
 
     def level_steps(self, pos: int) -> tuple[bool, ...]:

@@ -29,12 +29,20 @@ class Block(nn.Module):
     def init_state(self, batch_size: int) -> dict:
         return {"mixer": self.mixer.init_state(batch_size), "ffn": self.ffn.init_state(batch_size)}
 
-    def static_state(self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype) -> dict:
-        """The block's state in the fixed buffers `decode_step` updates in place (`hope.models.decode`)."""
+    def static_state(
+        self,
+        state: dict | None,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype,
+        read_dtype: torch.dtype | None = None,
+    ) -> dict:
+        """The block's state in the fixed buffers `decode_step` updates in place (`hope.models.decode`);
+        `read_dtype`: the CMS reads copies of its fast weights in it (the mixers' memories stay float32)."""
         state = state if state is not None else {"mixer": None, "ffn": None}
         return {
-            part: getattr(self, part).static_state(state[part], batch_size, max_len, dtype)
-            for part in ("mixer", "ffn")
+            "mixer": self.mixer.static_state(state["mixer"], batch_size, max_len, dtype),
+            "ffn": self.ffn.static_state(state["ffn"], batch_size, max_len, dtype, read_dtype),
         }
 
     def decode_step(self, x: torch.Tensor, state: dict, steps: tuple[bool, ...]) -> torch.Tensor:

@@ -8,13 +8,23 @@ what lets `Decoder` capture the whole model's step as a CUDA graph and replay it
 knows which CMS levels complete a chunk with the next token (`model.level_steps(pos)`), so there is
 one graph per such pattern (one more than the number of levels when each period divides the next): between
 boundaries a step only reads the levels.
+
+A step runs in the precision the `Decoder` was built in. Under autocast it would cast every weight
+it multiplies, every token; instead the decoder casts them once: the `nn.Linear` weights outside the
+Titans mixers (which run in float32) and the frozen CMS levels, swapped in for the step with
+`torch.func.functional_call`, and the CMS fast weights, which the state keeps as read copies beside
+the float32 weights that take the steps. The numbers are the ones autocast gives.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torch.func import functional_call
 
 from hope.checks import check_int
+from hope.layers.cms import ContinuumMemory
+from hope.layers.self_ref_titans import SelfReferentialTitans
 
 
 def _tensors(tree) -> list[torch.Tensor]:
@@ -33,13 +43,49 @@ def state_batch_size(state: dict | None) -> int | None:
     return tensors[0].shape[0] if tensors else None
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast multiplies in on `device_type` right now; None where it is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+def cast_weights(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The parameters a decode step multiplies under autocast every token, cast to `dtype` once, by
+    name: every `nn.Linear` outside the Titans mixers (those run with autocast off) and the weights
+    of CMS levels that do not learn in context."""
+    titans = [name + "." for name, m in model.named_modules() if isinstance(m, SelfReferentialTitans)]
+    out = {}
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix) for prefix in titans):
+            continue
+        if isinstance(module, nn.Linear):
+            named = module.named_parameters(prefix=name, recurse=False)
+        elif isinstance(module, ContinuumMemory) and not module.learns_in_context:
+            named = ((n, p) for n, p in module.named_parameters(prefix=name) if "readout" not in n)
+        else:
+            continue
+        out.update({n: p.detach().to(dtype) for n, p in named if p.dtype != dtype})
+    return out
+
+
+class _Step(nn.Module):
+    """`model.decode_step` as a module call, so that `functional_call` can swap the weights it reads."""
+
+    def __init__(self, model: nn.Module, step):
+        super().__init__()
+        self.model, self.step = model, step
+
+    def forward(self, ids, state, steps):
+        return self.step(ids, state, steps)
+
+
 class Decoder:
     """Continue `state` (None: a new stream) one token per `step`: logits (B, 1, V) of the given ids.
 
     `max_len` bounds the stream's length where the model attends (its caches are preallocated);
     memory models have no bound. `cuda_graph` (default: on CUDA) captures the step the first time each
     pattern of CMS level steps comes up and replays it; `compile` first fuses the step's small kernels
-    with `torch.compile` (a one-off compilation per pattern).
+    with `torch.compile` (a one-off compilation per pattern). Built under autocast, every step runs
+    under the same autocast, on weights cast once (module doc): the parameters as they are now.
     """
 
     def __init__(
@@ -58,12 +104,16 @@ class Decoder:
         if held is not None and held != batch_size:
             raise ValueError(f"the state holds {held} sequences, but batch_size={batch_size}")
         self.model = model
-        self._step = torch.compile(model.decode_step, dynamic=False) if compile else model.decode_step
+        step = torch.compile(model.decode_step, dynamic=False) if compile else model.decode_step
         self.pos = 0 if state is None else state["pos"]
         self.capacity = None if model.config.uses_titans else max_len
         device = model.embed.weight.device
+        self.device_type, self.autocast = device.type, autocast_dtype(device.type)
         with torch.no_grad():
-            self.state = model.static_state(state, batch_size, max_len, dtype)
+            self.state = model.static_state(state, batch_size, max_len, dtype, self.autocast)
+            cast = {} if self.autocast is None else cast_weights(model, self.autocast)
+        self.weights = {f"model.{name}": w for name, w in cast.items()}  # names inside `_Step`
+        self._module = _Step(model, step)
         self.ids = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
         graph = device.type == "cuda" if cuda_graph is None else cuda_graph
         if graph and device.type != "cuda":
@@ -80,14 +130,27 @@ class Decoder:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture (lazy initialisation), then undone
             for _ in range(2):
-                self._step(self.ids, self.state, steps)
+                self._run(steps)
         torch.cuda.current_stream().wait_stream(stream)
         for t, s in zip(_tensors(self.state), saved):
             t.copy_(s)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self._step(self.ids, self.state, steps)
+            logits = self._run(steps)
         return graph, logits
+
+    def _run(self, steps: tuple[bool, ...]) -> torch.Tensor:
+        precision = (
+            torch.autocast(self.device_type, dtype=self.autocast)
+            if self.autocast is not None
+            else torch.autocast(self.device_type, enabled=False)
+        )
+        with precision:
+            if not self.weights:
+                return self._module(self.ids, self.state, steps)
+            return functional_call(
+                self._module, self.weights, (self.ids, self.state, steps), tie_weights=False, strict=False
+            )
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
@@ -100,7 +163,7 @@ class Decoder:
         steps = self.model.level_steps(self.pos)
         self.pos += 1
         if self.graphs is None:
-            return self._step(self.ids, self.state, steps)
+            return self._run(steps)
         if steps not in self.graphs:
             self.graphs[steps] = self._capture(steps)
         graph, logits = self.graphs[steps]

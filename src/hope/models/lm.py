@@ -124,10 +124,16 @@ class LanguageModel(nn.Module):
 
     # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
     def static_state(
-        self, state: dict | None, batch_size: int, max_len: int, dtype: torch.dtype | None = None
+        self,
+        state: dict | None,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype | None = None,
+        read_dtype: torch.dtype | None = None,
     ) -> dict:
         """`state` (None: the start of a stream) as fixed buffers for `decode_step`: attention caches of
-        `max_len` positions in `dtype` (default: the parameters'), every memory a buffer of its own."""
+        `max_len` positions in `dtype` (default: the parameters'), every memory a buffer of its own;
+        `read_dtype` (autocast's): the CMS levels are read from copies of their fast weights in it."""
         dtype = dtype or self.embed.weight.dtype
         if state is None:
             state = {"pos": 0, "blocks": [None] * len(self.blocks), "pending": None}
@@ -139,7 +145,9 @@ class LanguageModel(nn.Module):
             raise ValueError(
                 "the state ends inside a cms.error='lm' segment, which decode_step cannot continue"
             )
-        blocks = [b.static_state(s, batch_size, max_len, dtype) for b, s in zip(self.blocks, state["blocks"])]
+        blocks = [
+            b.static_state(s, batch_size, max_len, dtype, read_dtype) for b, s in zip(self.blocks, state["blocks"])
+        ]
         return {"pos": torch.tensor(state["pos"], device=self.embed.weight.device), "blocks": blocks}
 
     def level_steps(self, pos: int) -> tuple[bool, ...]:
