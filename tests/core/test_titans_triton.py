@@ -294,6 +294,12 @@ def test_triton_step_equals_the_pytorch_step(variant):
     "options, variants, tol",
     [
         ({"share_inverse": False}, ("hope", "matrix", "no-selfmod"), TOL),
+        (
+            {"split": False},
+            ("hope", "matrix", "no-selfmod", "titans-lmm", "momentum-selfmod-matrix-decay-to-zero",
+             "absolute-gate-decay-to-zero", "gd-dot-silu", "titans-inclusive-read"),
+            TOL,
+        ),  # fmt: skip
         # bfloat16 operands round every product to 8 bits of mantissa; Triton's interpreter has no
         # bfloat16 arithmetic (it multiplies the raw bits), so this one runs on the GPU only
         pytest.param(
@@ -303,7 +309,7 @@ def test_triton_step_equals_the_pytorch_step(variant):
             marks=pytest.mark.skipif(DEVICE == "cpu", reason="the interpreter has no bfloat16 arithmetic"),
         ),
     ],
-    ids=["separate_inverses", "bf16_dots"],
+    ids=["separate_inverses", "one_launch", "bf16_dots"],
 )
 def test_kernel_variants_equal_chunked(options, variants, tol, monkeypatch):
     """The kernel's tuning variants (`fused.KERNEL`) compute the same chunks as the default."""
@@ -321,6 +327,17 @@ def test_kernel_variants_equal_chunked(options, variants, tol, monkeypatch):
         torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol, msg=variant)
         for w, w_ref in zip(s["weights"], s_ref["weights"], strict=True):
             torch.testing.assert_close(w, w_ref, atol=tol, rtol=tol, msg=variant)
+
+
+def test_one_launch_kernel_trains_like_chunked(monkeypatch):
+    """The one-launch forward (`chunk_fwd`, split off) also replays the groups between kept boundaries
+    with the forward's gate in the backward: outputs, end state and every gradient equal `chunked`'s."""
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "split", False)
+    layer = _layer("hope", **{"titans.boundary_every": 2})
+    x = torch.randn(1, 4 * 16 + 3, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
 
 
 def test_bad_kernel_options_are_refused(monkeypatch):
