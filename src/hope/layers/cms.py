@@ -22,6 +22,7 @@ K = 1, `level="swiglu"` and `error="none"` this is exactly a Transformer++ MLP.
 from __future__ import annotations
 
 import math
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +33,19 @@ from hope.config import ModelConfig
 from hope.memory import core
 
 
+@cache
+def _compiled_segment():
+    """`ContinuumMemory._segment` compiled once for every layer (impl="auto" on CUDA): a segment's few
+    hundred small kernels, most of a streamed piece's host time, fuse into a handful."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
+    return torch.compile(ContinuumMemory._segment, dynamic=False)
+
+
 class ContinuumMemory(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         cms = config.cms
-        self.cms = cms
+        self.cms, self.impl = cms, config.impl
         d = config.d_model
         hidden = max(1, round(cms.expansion * d))
         self.spec = core.MemorySpec("mlp", d, d, hidden=hidden, depth=2, activation=cms.activation)
@@ -108,15 +117,20 @@ class ContinuumMemory(nn.Module):
             if (pos % self.segment) + x.shape[1] > self.segment:
                 raise ValueError("cms.error='lm' needs the model to feed one segment at a time")
             return self._levels(x, state["fast"])[0], dict(state)
+        segment = partial(_compiled_segment(), self) if self.impl == "auto" and x.is_cuda else self._segment
         outs, t = [], 0
         while t < x.shape[1]:
             n = min(self.segment - state["pos"] % self.segment, x.shape[1] - t)
-            piece = x[:, t : t + n]
-            delta, inputs = self._levels(piece, state["fast"])
+            delta, grads = segment(x[:, t : t + n], state["fast"])
             outs.append(delta)
-            state = self.absorb(state, self._local_gradients(state["fast"], inputs), n)
+            state = self.absorb(state, grads, n)
             t += n
         return torch.cat(outs, dim=1), state
+
+    def _segment(self, piece: torch.Tensor, fast):
+        """Tokens that read the same fast weights: the levels' output y − x and their error gradients."""
+        delta, inputs = self._levels(piece, fast)
+        return delta, self._local_gradients(fast, inputs)
 
     def _local_gradients(self, weights, inputs):
         """Σ_t ∇θ ½‖M_ℓ(k̂_t) − v̂_t‖² per level, at the level's current fast weights."""
