@@ -15,7 +15,7 @@ one CUDA graph on CUDA, timed after a full period of patterns. Attention presets
 above --attention-max (their prefill is quadratic); the row says so.
 
 Soak: the built-in corpus as bytes, repeated, streamed through the model in pieces with test-time
-learning on; every --log-every tokens: tokens/s, peak memory, every memory state's norm relative to
+learning on (through `Streamer` where the model's state has a fixed size); every --log-every tokens: tokens/s, peak memory, every memory state's norm relative to
 its start, and the mean next-token loss. A random-weight model unless --checkpoint names a run's
 model.safetensors.
 
@@ -214,6 +214,10 @@ def soak(args) -> dict:
     model = build(preset, args, 256)
     corpus = np.frombuffer(builtin_text().encode("utf-8"), dtype=np.uint8)
     ids_all = torch.from_numpy(corpus.astype(np.int64)).to(args.device)
+    streamer = None  # static buffers and CUDA graphs where the model's state has a fixed size
+    if model.config.uses_titans and not model.learns_from_lm_loss:
+        with _autocast(args.device):
+            streamer = Streamer(model, None, batch_size=1, piece=args.piece)
     state, losses, log = None, [], []
     start = last = time.perf_counter()
     first_norms = None
@@ -221,8 +225,11 @@ def soak(args) -> dict:
     while streamed < args.soak:
         offset = streamed % (len(ids_all) - args.piece - 1)
         piece = ids_all[offset : offset + args.piece + 1][None]
-        with _autocast(args.device):
-            logits, state = model(piece[:, :-1], state)
+        if streamer is not None:
+            logits, state = streamer(piece[:, :-1]), streamer.tree  # the buffers, read in place
+        else:
+            with _autocast(args.device):
+                logits, state = model(piece[:, :-1], state)
         losses.append(F.cross_entropy(logits[0].float(), piece[0, 1:]))  # on the device until logged
         if first_norms is None:
             first_norms = memory_norms(state)
