@@ -33,10 +33,17 @@ for stage in $stages; do
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \
             --size 125m --contexts "${INFER_T:-4096,65536}" ${INFER_ARGS:-} --out "$out/inference" >"$out/inference.txt" 2>&1
         grep -v -i warn "$out/inference.txt" | tail -10 ;;
+    stream)  # Streamer's CUDA graphs against eager pieces, then the streamed column at batch 1 (issue 12)
+        timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_stream.py tests/core/test_decode.py \
+            >"$out/stream-tests.txt" 2>&1
+        tail -4 "$out/stream-tests.txt"
+        timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-hope}" --size 125m \
+            --contexts "${INFER_T:-16384}" --decode-steps 64 --out "$out/stream" >"$out/stream.txt" 2>&1
+        grep -v -i warn "$out/stream.txt" | tail -6 ;;
     soak)  # 10M tokens streamed through hope-125m with test-time learning on
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, inference, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, inference, stream, soak)" >&2; exit 2 ;;
     esac
 done
