@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hope import ModelConfig, build_model
-from hope.models.decode import Decoder
+from hope.models.decode import Decoder, state_tensors
 from hope.models.stream import Streamer
 
 VOCAB = 61
@@ -98,11 +98,5 @@ def test_cuda_graph_pieces_equal_eager_pieces(preset, bf16):
     for t in range(0, 192, 32):
         got, want = graphed(ids[:, t : t + 32]), eager(ids[:, t : t + 32])
         torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol, msg=f"piece at {t}")
-    for a, b in zip(_tensors_of(graphed.state()), _tensors_of(eager.state()), strict=True):
+    for a, b in zip(state_tensors(graphed.state()), state_tensors(eager.state()), strict=True):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
-
-
-def _tensors_of(state):
-    from hope.models.decode import _tensors
-
-    return _tensors(state)

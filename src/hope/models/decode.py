@@ -27,19 +27,20 @@ from hope.layers.cms import ContinuumMemory
 from hope.layers.self_ref_titans import SelfReferentialTitans
 
 
-def _tensors(tree) -> list[torch.Tensor]:
+def state_tensors(tree) -> list[torch.Tensor]:
+    """Every tensor of a state tree (nested dicts and lists), in a fixed order."""
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, dict):
-        return [t for v in tree.values() for t in _tensors(v)]
+        return [t for v in tree.values() for t in state_tensors(v)]
     if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in _tensors(v)]
+        return [t for v in tree for t in state_tensors(v)]
     return []
 
 
 def state_batch_size(state: dict | None) -> int | None:
     """How many sequences a model state holds (None for the start of a stream)."""
-    tensors = [t for b in (state or {}).get("blocks", []) for t in _tensors(b) if t.dim() > 0]
+    tensors = [t for b in (state or {}).get("blocks", []) for t in state_tensors(b) if t.dim() > 0]
     return tensors[0].shape[0] if tensors else None
 
 
@@ -125,14 +126,14 @@ class Decoder:
 
     @torch.no_grad()
     def _capture(self, steps: tuple[bool, ...]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        saved = [t.clone() for t in _tensors(self.state)]
+        saved = [t.clone() for t in state_tensors(self.state)]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture (lazy initialisation), then undone
             for _ in range(2):
                 self._run(steps)
         torch.cuda.current_stream().wait_stream(stream)
-        for t, s in zip(_tensors(self.state), saved):
+        for t, s in zip(state_tensors(self.state), saved):
             t.copy_(s)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

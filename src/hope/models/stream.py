@@ -21,7 +21,7 @@ import math
 import torch
 
 from hope.checks import check_int
-from hope.models.decode import _tensors, autocast_dtype, state_batch_size
+from hope.models.decode import autocast_dtype, state_batch_size, state_tensors
 
 
 def _static(tree):
@@ -46,7 +46,7 @@ def _copy_into(static, new) -> None:
     """Copy a forward's new state into the buffers; a None where buffers are (an error sum just
     spent by its level's step) zeroes them. Ints are the host's (`_set_counters`)."""
     if new is None:
-        for t in _tensors(static):
+        for t in state_tensors(static):
             t.zero_()
     elif isinstance(static, torch.Tensor):
         static.copy_(new)
@@ -161,13 +161,13 @@ class Streamer:
         return logits, _surprise_count(new)
 
     def _capture(self) -> tuple:
-        saved = [t.clone() for t in _tensors(self.tree)]
+        saved = [t.clone() for t in state_tensors(self.tree)]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture (compilation), then undone
             for _ in range(2):
                 self._run()
-                for t, s in zip(_tensors(self.tree), saved):
+                for t, s in zip(state_tensors(self.tree), saved):
                     t.copy_(s)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
