@@ -40,6 +40,15 @@ def _component(c, keep_every, n_kept, b, p, h, B, P: tl.constexpr, H: tl.constex
     return ((_slot(c, keep_every, n_kept) * B + b) * P + p) * H + h
 
 
+@triton.jit
+def _layers(p1, p2, index, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr):
+    """Pointers to the two layers of the memory at `index` (in units of one layer): MLP w1 (F, D),
+    w2 (D, F); a matrix memory has w1 (D, D) only (p2 is then a placeholder, never read)."""
+    S1: tl.constexpr = F * D if MLP else D * D
+    S2: tl.constexpr = D * F if MLP else 1
+    return p1 + index * S1, p2 + index * S2
+
+
 @triton.jit(do_not_specialize=["T", "c", "keep_every", "n_kept"])
 def generate_kernel(
     x_ptr, w1_ptr, w2_ptr, re_ptr, be_ptr, ra_ptr, ba_ptr, k_ptr, v_ptr, eta_ptr, la_ptr,
@@ -53,13 +62,11 @@ def generate_kernel(
     role = tl.program_id(1)
     b, h = pid // H, pid % H
     B = tl.num_programs(0) // H
-    S1: tl.constexpr = F * D if MLP else D * D
-    S2: tl.constexpr = D * F if MLP else 1
     offs_t = tl.arange(0, BT)
     offs_d = tl.arange(0, D)
     xh = tl.load(x_ptr + pid.to(tl.int64) * T * D + c * BT * D + _rows(BT, D))
-    at = _component(c, keep_every, n_kept, b, role + 1, h, B, P, H)
-    y = _memory_read(w1_ptr + at * S1, w2_ptr + at * S2, xh, D, F, MLP, ACT, PREC)
+    w1, w2 = _layers(w1_ptr, w2_ptr, _component(c, keep_every, n_kept, b, role + 1, h, B, P, H), D, F, MLP)
+    y = _memory_read(w1, w2, xh, D, F, MLP, ACT, PREC)
     out = pid.to(tl.int64) * BT * D + _rows(BT, D)
     if role == 0:
         tl.store(k_ptr + out, y / tl.maximum(tl.sqrt(tl.sum(y * y, 1)), 1e-6)[:, None])
@@ -87,8 +94,6 @@ def gate_kernel(
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
     B = tl.num_programs(0) // H
-    S1: tl.constexpr = F * D if MLP else D * D
-    S2: tl.constexpr = D * F if MLP else 1
     offs_t = tl.arange(0, BT)
     kv = pid.to(tl.int64) * kv_T * D + kv_t0 * D + _rows(BT, D)
     k = tl.load(k_ptr + kv)
@@ -101,9 +106,9 @@ def gate_kernel(
         if MODE == 0:
             gate = tl.full((BT,), 1.0, k.dtype)
         else:
-            at = _component(c, keep_every, n_kept, b, 0, h, B, P, H)
+            w1, w2 = _layers(w1_ptr, w2_ptr, _component(c, keep_every, n_kept, b, 0, h, B, P, H), D, F, MLP)
             v = tl.load(v_ptr + kv)
-            surprise, _, _, _ = _gradients(w1_ptr + at * S1, w2_ptr + at * S2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
+            surprise, _, _, _ = _gradients(w1, w2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
             gate = _gate(surprise, hist_ptr + pid * WINDOW, count, threshold, BT, MODE, WINDOW)
         tl.store(gates, gate)
     eta = eta * gate
@@ -130,8 +135,6 @@ def update_kernel(
     p = tl.program_id(1)
     b, h = pid // H, pid % H
     B = tl.num_programs(0) // H
-    S1: tl.constexpr = F * D if MLP else D * D
-    S2: tl.constexpr = D * F if MLP else 1
     offs_t = tl.arange(0, BT)
     rows = pid.to(tl.int64) * T * D + c * BT * D + _rows(BT, D)
     kv = pid.to(tl.int64) * kv_T * D + kv_t0 * D + _rows(BT, D)
@@ -150,11 +153,11 @@ def update_kernel(
         inv1 = tl.zeros((BT, BT), dtype=k.dtype)
     at_in = _component(c, keep_every, n_kept, b, p, h, B, P, H)
     at_out = _component(c + 1, keep_every, n_kept, b, p, h, B, P, H)
-    w1_in, w2_in = w1_ptr + at_in * S1, w2_ptr + at_in * S2
-    w1_out, w2_out = w1_ptr + at_out * S1, w2_ptr + at_out * S2
-    s1_in, s2_in = s1_ptr + at_in * S1, s2_ptr + at_in * S2
-    s1_out, s2_out = s1_ptr + at_out * S1, s2_ptr + at_out * S2
-    w1_0, w2_0 = w1_0_ptr + (p * H + h) * S1, w2_0_ptr + (p * H + h) * S2
+    w1_in, w2_in = _layers(w1_ptr, w2_ptr, at_in, D, F, MLP)
+    w1_out, w2_out = _layers(w1_ptr, w2_ptr, at_out, D, F, MLP)
+    s1_in, s2_in = _layers(s1_ptr, s2_ptr, at_in, D, F, MLP)
+    s1_out, s2_out = _layers(s1_ptr, s2_ptr, at_out, D, F, MLP)
+    w1_0, w2_0 = _layers(w1_0_ptr, w2_0_ptr, p * H + h, D, F, MLP)
     scratch = scratch_ptr + (pid * P + p).to(tl.int64) * SCR
     _, g1, g2, u2 = _gradients(w1_in, w2_in, k, v, D, F, MLP, SGV, L2, ACT, PREC)
     if p == 0:  # only M_mem is read
