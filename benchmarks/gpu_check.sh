@@ -38,7 +38,7 @@ for stage in $stages; do
             >"$out/stream-tests.txt" 2>&1
         tail -4 "$out/stream-tests.txt"
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-hope}" --size 125m \
-            --contexts "${INFER_T:-16384}" --decode-steps 64 --out "$out/stream" >"$out/stream.txt" 2>&1
+            --contexts "${INFER_T:-16384}" --decode-steps 64 ${INFER_ARGS:-} --out "$out/stream" >"$out/stream.txt" 2>&1
         grep -v -i warn "$out/stream.txt" | tail -6 ;;
     soak)  # 10M tokens streamed through hope-125m with test-time learning on
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \

@@ -110,21 +110,45 @@ def profile_step(model, state, context: int, args, path: str) -> int:
     return round(kernels / steps)
 
 
-def stream_rate(model, context: int, args) -> tuple[float, int]:
+def stream_rate(model, context: int, args, profile_path: str | None = None) -> tuple[float, int]:
     """`Streamer` over `context` tokens in --piece pieces (one CUDA graph per pattern of CMS level
-    steps on CUDA): (tokens/s, patterns first met while timed). A full period of patterns streams
-    untimed first, so every graph is captured before the timed pieces."""
+    steps on CUDA): (tokens/s, patterns first met while timed). Untimed periods of patterns stream
+    first, until one passes with no new pattern (the surprise count saturates only after its window),
+    so every graph is captured before the timed pieces. With `profile_path`, the kernels of a few
+    more pieces go there."""
     with _autocast(args.device):
         streamer = Streamer(model, None, batch_size=1, piece=args.piece)
-    ids = torch.randint(0, args.vocab_size, (1, streamer.period + context), device=args.device)
-    for t in range(0, ids.shape[1], args.piece):
-        if t == streamer.period:
-            _sync(args.device)
-            captured = len(streamer.graphs or ())
-            start = time.perf_counter()
-        streamer(ids[:, t : t + args.piece])
+    ids = torch.randint(0, args.vocab_size, (1, max(context, streamer.period)), device=args.device)
+
+    def stream(tokens: int) -> None:
+        for t in range(0, tokens, args.piece):
+            t %= ids.shape[1]
+            streamer(ids[:, t : t + args.piece])
+
+    for _ in range(8):
+        captured = len(streamer.graphs or ())
+        stream(streamer.period)
+        if len(streamer.graphs or ()) == captured:
+            break
     _sync(args.device)
-    return context / (time.perf_counter() - start), len(streamer.graphs or ()) - captured
+    captured = len(streamer.graphs or ())
+    start = time.perf_counter()
+    stream(context)
+    _sync(args.device)
+    rate = context / (time.perf_counter() - start)
+    if profile_path:
+        from torch.profiler import ProfilerActivity, profile
+
+        pieces = 4
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            stream(pieces * args.piece)
+            _sync(args.device)
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_ms = sum(e.device_time for e in kernels) / 1e3 / pieces
+        with open(profile_path, "w") as f:
+            f.write(f"{len(kernels) / pieces:.0f} kernels and {busy_ms:.1f} GPU-ms a {args.piece}-token piece\n")
+            f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30))
+    return rate, len(streamer.graphs or ()) - captured
 
 
 def decode_rate(model, state, logits, context: int, args) -> tuple[float, int]:
@@ -180,7 +204,12 @@ def speed_rows(args) -> list[dict]:
                 rate, captures = decode_rate(model, state, logits, context, args)
                 row["decode_tok_s"], row["captures_while_timed"] = rate, captures
                 if model.config.uses_titans and context % args.piece == 0:
-                    row["stream_tok_s"], row["stream_captures_while_timed"] = stream_rate(model, context, args)
+                    profile_path = None
+                    if args.profile and context == args.contexts[0]:
+                        profile_path = os.path.join(args.out, f"profile_stream_{preset}.txt")
+                    row["stream_tok_s"], row["stream_captures_while_timed"] = stream_rate(
+                        model, context, args, profile_path
+                    )
                 if args.profile and context == args.contexts[0]:
                     path = os.path.join(args.out, f"profile_{preset}.txt")
                     row["kernels_per_step"] = profile_step(model, state, context, args, path)

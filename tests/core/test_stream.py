@@ -11,7 +11,8 @@ VOCAB = 61
 
 
 def _model(preset: str, **overrides):
-    config = ModelConfig.preset(preset, size="tiny", vocab_size=VOCAB, impl="chunked", **overrides)
+    overrides.setdefault("impl", "chunked")
+    config = ModelConfig.preset(preset, size="tiny", vocab_size=VOCAB, **overrides)
     torch.manual_seed(0)
     return build_model(config).double().eval()
 
