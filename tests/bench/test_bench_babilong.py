@@ -24,13 +24,16 @@ def test_streaming_in_pieces_equals_one_call(preset):
     ids = torch.from_numpy(np.stack([prompt_ids(ex, ByteTokenizer()) for ex in examples]))
     with torch.no_grad():
         whole, _ = model(ids)
-    for piece in (64, 50, 320):  # whole chunks, pieces cutting Titans and CMS chunks, one piece
+    streamers = {}  # on the chunk grid (64, 320) memory models go through a Streamer, reset per call
+    for piece, kept in [(64, None), (50, None), (320, None), (64, streamers), (64, streamers), (320, streamers)]:
+        # whole chunks, pieces cutting Titans and CMS chunks, one piece
         seen: list[torch.Tensor] = []
         last, _ = stream_pieces(
-            model, ids, piece, torch.device("cpu"), "fp32", lambda _, x, to=seen: to.append(x)
+            model, ids, piece, torch.device("cpu"), "fp32", lambda _, x, to=seen: to.append(x), kept
         )
         torch.testing.assert_close(torch.cat(seen, 1), whole, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(last, whole[:, -1], rtol=1e-4, atol=1e-4)
+    assert len(streamers) == (0 if preset == "transformer" else 2)
     one = predict(model, "babi", examples, piece=4096)
     streamed = predict(model, "babi", examples, piece=37, batch_size=1)
     assert streamed == one and babi.score(examples, streamed) == babi.score(examples, one)

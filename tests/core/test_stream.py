@@ -63,6 +63,25 @@ def test_streaming_leaves_the_given_state_alone():
         assert torch.equal(w, b)
 
 
+@pytest.mark.parametrize("preset", ["hope", "titans"])
+def test_reset_starts_a_new_stream(preset):
+    """After a stream whose pieces moved the surprise count and every level, `reset` streams a new
+    sequence as a fresh model does (the host's counters included, not only the buffers)."""
+    model = _model(preset)
+    first, second = torch.randint(0, VOCAB, (2, 2, 96), generator=torch.Generator().manual_seed(3))
+    streamer = Streamer(model, None, batch_size=2, piece=32)
+    for t in range(0, 96, 32):
+        streamer(first[:, t : t + 32])
+    streamer.reset()
+    with torch.no_grad():
+        want, end = model(second)
+    for t in range(0, 96, 32):
+        torch.testing.assert_close(streamer(second[:, t : t + 32]), want[:, t : t + 32], rtol=1e-9, atol=1e-9)
+    with torch.no_grad():  # the state goes on as the fresh forward's would
+        more = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(model(more, streamer.state())[0], model(more, end)[0], rtol=1e-9, atol=1e-9)
+
+
 def test_bad_streamer_inputs_are_refused():
     model = _model("hope")
     with pytest.raises(ValueError, match="piece=24 must be a multiple of 16"):
@@ -101,3 +120,8 @@ def test_cuda_graph_pieces_equal_eager_pieces(preset, bf16):
         torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol, msg=f"piece at {t}")
     for a, b in zip(state_tensors(graphed.state()), state_tensors(eager.state()), strict=True):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
+    graphed.reset()  # the graphs replay on the reset buffers
+    eager.reset()
+    for t in range(0, 64, 32):
+        got, want = graphed(ids[:, t : t + 32]), eager(ids[:, t : t + 32])
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol, msg=f"after reset, piece at {t}")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from hope import distributed as dist
 from hope.data.loader import eval_batches
+from hope.eval.predict import stream_pieces
 
 
 @torch.no_grad()
@@ -28,25 +29,29 @@ def evaluate_lm(
     Bits per byte divides the summed loss (in bits) by the UTF-8 bytes the predicted tokens stand for,
     which makes byte- and BPE-tokenised runs comparable. With ``piece``, each window streams through the
     model ``piece`` tokens at a time with its state carried: the same loss (a model that streams exactly)
-    in memory bounded by the piece, so windows can be as long as a memory model reaches.
+    in memory bounded by the piece, so windows can be as long as a memory model reaches. Where the model's
+    state has a fixed size the whole pieces go through `Streamer` (static buffers; a CUDA graph a piece on
+    CUDA), the rest of a window through ``model(ids, state)``.
     """
     was_training = model.training
     model.eval()
     byte_lengths_t = torch.as_tensor(byte_lengths, device=device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
     start = time.perf_counter()
+    streamers: dict = {}  # stream_pieces' Streamers, one per batch size (the last batch may be smaller)
     for inputs, targets in eval_batches(
         tokens, seq_len, batch_size, max_batches, dist.rank(), dist.world_size()
     ):
         inputs, targets = inputs.to(device), targets.to(device)
-        nats, state = 0.0, None
-        for t in range(0, inputs.shape[1], piece or inputs.shape[1]):
-            span = slice(t, t + (piece or inputs.shape[1]))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits, state = model(inputs[:, span], state)
-            nats = nats + F.cross_entropy(
-                logits.float().flatten(0, 1), targets[:, span].flatten(), reduction="sum"
-            )
+        nats = []
+
+        def add(start: int, logits: torch.Tensor) -> None:
+            span = targets[:, start : start + logits.shape[1]]
+            nats.append(F.cross_entropy(logits.flatten(0, 1), span.flatten(), reduction="sum"))
+
+        # a whole window in one call stays on model(ids) (no graphs captured for a training run's eval)
+        stream_pieces(model, inputs, piece or inputs.shape[1], device, precision, add, streamers if piece else None)
+        nats = torch.stack(nats).sum()
         sums += torch.stack(
             [
                 nats.double(),

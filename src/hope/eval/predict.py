@@ -34,6 +34,8 @@ import torch.nn.functional as F
 
 from hope.checks import check_int
 from hope.data.tokenizer import ByteTokenizer, Tokenizer
+from hope.models.lm import LanguageModel
+from hope.models.stream import Streamer, why_not_streamed
 from hope.suites import get_suite
 from hope.suites.common import IGNORE, Example
 
@@ -104,16 +106,39 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def stream_pieces(model, ids: torch.Tensor, piece: int, device: torch.device, precision: str, on_logits=None):
-    """Feeds ``ids`` (B, T, on the CPU) through ``model`` ``piece`` tokens at a time, passing the state.
-    Calls ``on_logits(start, logits)`` per piece; returns the last position's logits and the state."""
+def stream_pieces(
+    model, ids: torch.Tensor, piece: int, device: torch.device, precision: str, on_logits=None, streamers=None
+):
+    """Feeds ``ids`` (B, T) through ``model`` ``piece`` tokens at a time, passing the state.
+    Calls ``on_logits(start, logits)`` per piece; returns the last position's logits and the state.
+
+    With ``streamers`` (a dict the caller keeps for one evaluation), a language model whose state has a
+    fixed size streams its whole pieces through a `Streamer` per batch size and piece (static buffers, a CUDA
+    graph a piece on CUDA), reset for each new stream; the rest of ``ids`` goes through
+    ``model(ids, state)``. The numbers are the same either way; a Streamer's logits are a buffer its
+    next piece overwrites, so ``on_logits`` reads them before it returns."""
     state = logits = None
-    for start in range(0, ids.shape[1], piece):
+    whole = 0
+    if streamers is not None and isinstance(model, LanguageModel) and why_not_streamed(model, piece) is None:
+        whole = ids.shape[1] - ids.shape[1] % piece
+    if whole:
+        key = (ids.shape[0], piece)
+        if key in streamers:
+            streamers[key].reset()
+        else:
+            with _autocast(device, precision):
+                streamers[key] = Streamer(model, None, ids.shape[0], piece)
+        for start in range(0, whole, piece):
+            logits = streamers[key](ids[:, start : start + piece].to(device))
+            if on_logits is not None:
+                on_logits(start, logits.float())
+        state = streamers[key].state()
+    for start in range(whole, ids.shape[1], piece):
         with _autocast(device, precision):
             logits, state = model(ids[:, start : start + piece].to(device), state)
         if on_logits is not None:
             on_logits(start, logits.float())
-    return logits[:, -1].float(), state
+    return logits[:, -1].float().clone(), state
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -150,9 +175,10 @@ def predict(
     if hasattr(model, "eval"):
         model.eval()
     try:
+        streamers: dict = {}  # stream_pieces' Streamers for this call's prompts
         if mode == "generate":
-            return _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piece, precision)
-        return _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision)
+            return _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piece, precision, streamers)
+        return _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision, streamers)
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -165,7 +191,7 @@ def _check_vocab(model, ids: Sequence[np.ndarray]) -> None:
         raise ValueError(f"the suite uses token id {top} but the model's vocabulary has {vocab} ids")
 
 
-def _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision) -> list[Any]:
+def _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision, streamers) -> list[Any]:
     """choice / positions / loss: one pass over the training pairs, read out where the targets are."""
     pairs = [training_pair(suite, ex, tokenizer) for ex in examples]
     _check_vocab(model, [p[0] for p in pairs] + [p[1][p[1] != IGNORE] for p in pairs])
@@ -182,6 +208,7 @@ def _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, pr
             device,
             precision,
             functools.partial(_collect, mode, targets, choices, per_row),
+            streamers,
         )
         for values in per_row:
             if mode == "loss":
@@ -219,7 +246,9 @@ def suite_vocab(examples: Sequence[Example]) -> int:
     return max(sizes) if sizes else ByteTokenizer.vocab_size
 
 
-def _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piece, precision) -> list[str]:
+def _decode_greedily(
+    model, suite, examples, tokenizer, device, batch_size, piece, precision, streamers
+) -> list[str]:
     """Greedy continuation of each prompt; rows of equal token length go through the model together."""
     ids = [prompt_ids(ex, tokenizer) for ex in examples]
     _check_vocab(model, ids)
@@ -231,9 +260,8 @@ def _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piec
     for group in by_length.values():
         for batch in _batches(len(group), batch_size):
             index = [group[j] for j in batch]
-            last, state = stream_pieces(
-                model, torch.from_numpy(np.stack([ids[i] for i in index])), piece, device, precision
-            )
+            prompts = torch.from_numpy(np.stack([ids[i] for i in index]))
+            last, state = stream_pieces(model, prompts, piece, device, precision, streamers=streamers)
             budget = max(budgets[i] for i in index)
             tokens = []
             for step in range(budget):

@@ -89,6 +89,30 @@ def _surprise_count(tree) -> int | None:
     return None
 
 
+def _grid(config) -> int:
+    """Tokens a piece and a stream position must be a multiple of: the Titans chunk and the CMS segment."""
+    grid = [config.titans.chunk_size]
+    if config.uses_cms and config.cms.error != "none":
+        grid.append(min(config.cms.chunk_sizes))
+    return math.lcm(*grid)
+
+
+def why_not_streamed(model, piece: int) -> str | None:
+    """Why `Streamer` cannot stream `model` in `piece`-token pieces, or None if it can."""
+    config = model.config
+    if not config.uses_titans:
+        return (
+            f"Streamer needs a state of fixed size, but block {config.block!r} attends over a cache"
+            " that grows with the stream: stream it with model(ids, state)"
+        )
+    if model.learns_from_lm_loss:
+        return "cms.error='lm' steps between whole segments of the model's loss: use model(ids, state)"
+    step = _grid(config)
+    if piece % step:
+        return f"piece={piece} must be a multiple of {step} (the Titans chunk and the CMS segment)"
+    return None
+
+
 class Streamer:
     """Continue `state` (None: a new stream) one piece of `piece` tokens per call: logits (B, piece, V),
     the numbers `model(ids, state)` gives for the same pieces. `state()` is the stream's state now, in
@@ -102,20 +126,11 @@ class Streamer:
     def __init__(self, model, state: dict | None, batch_size: int, piece: int, cuda_graph: bool | None = None):
         check_int("batch_size", batch_size)
         check_int("piece", piece)
+        refusal = why_not_streamed(model, piece)
+        if refusal:
+            raise ValueError(refusal)
         config = model.config
-        if not config.uses_titans:
-            raise ValueError(
-                f"Streamer needs a state of fixed size, but block {config.block!r} attends over a cache"
-                " that grows with the stream: stream it with model(ids, state)"
-            )
-        if model.learns_from_lm_loss:
-            raise ValueError("cms.error='lm' steps between whole segments of the model's loss: use model(ids, state)")
-        grid = [config.titans.chunk_size]
-        if config.uses_cms and config.cms.error != "none":
-            grid.append(min(config.cms.chunk_sizes))
-        step = math.lcm(*grid)
-        if piece % step:
-            raise ValueError(f"piece={piece} must be a multiple of {step} (the Titans chunk and the CMS segment)")
+        step = _grid(config)
         held = state_batch_size(state)
         if held is not None and held != batch_size:
             raise ValueError(f"the state holds {held} sequences, but batch_size={batch_size}")
@@ -140,6 +155,13 @@ class Streamer:
             raise ValueError(f"cuda_graph=True needs the model on CUDA, it is on {device.type}")
         # pattern → (graph or None, logits buffer, surprise count after the piece)
         self.graphs: dict[tuple[int, int | None], tuple] | None = {} if graph else None
+
+    def reset(self) -> None:
+        """Start a new stream on the same buffers (and graphs): the model's initial state, position 0."""
+        with torch.no_grad():
+            fresh = _static(self.model.init_state(self.batch_size))
+            _copy_into(self.tree, fresh)
+        self.pos, self.count = 0, _surprise_count(fresh)  # the tree's own ints are the last piece's
 
     def state(self) -> dict:
         """The stream's state after the pieces so far (copies, safe to keep; a CMS level with nothing
