@@ -2,6 +2,8 @@
 
     python benchmarks/speed.py --presets transformer,titans,hope,hope-no-selfmod --size 125m \\
         --seq-lens 4096,16384 --impls auto,chunked --out runs/speed
+    python benchmarks/speed.py --presets transformer,titans,hope,hope-no-cms,hope-no-selfmod,hope-no-surprise \\
+        --size study-small --seq-lens 512 --batches 8 --vocab-size 32768 --out runs/speed-study
 
 Training step = forward + backward + AdamW, bf16 autocast, vocabulary 32000. For each preset and
 sequence length the batch is the largest of --batches that fits (out-of-memory steps down to the
@@ -37,8 +39,20 @@ def _flops_per_token(model, cfg, seq_len: int, train: bool) -> float:
     return (6 if train else 2) * n + (3 if train else 1) * attention
 
 
+def model_config(preset: str, size: str, impl: str, vocab_size: int) -> hope.ModelConfig:
+    """`preset` at a size preset, or at one of the "Dissecting HOPE" study's sizes (`study-small`,
+    `study-scaled`: `hope.bench.dissect.study_config`, its widths and CMS periods 8 and 32)."""
+    if size.startswith("study-"):
+        from hope.bench.dissect import SIZES, study_config
+
+        if size[6:] not in SIZES:
+            raise SystemExit(f"--size {size}: the study's sizes are {', '.join('study-' + s for s in SIZES)}")
+        return study_config(preset, size[6:], vocab_size, {"impl": impl})
+    return hope.ModelConfig.preset(preset, size=size, vocab_size=vocab_size, impl=impl)
+
+
 def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
-    cfg = hope.ModelConfig.preset(preset, size=size, vocab_size=args.vocab_size, impl=impl)
+    cfg = model_config(preset, size, impl, args.vocab_size)
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(args.device)
     step_model = torch.compile(model) if compile_model else model
@@ -141,7 +155,7 @@ def write_table(result: dict, path: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="transformer,titans,hope,hope-no-selfmod")
-    p.add_argument("--size", default="125m")
+    p.add_argument("--size", default="125m", help="a size preset, or study-small / study-scaled (bench-suite dissect's)")
     p.add_argument("--seq-lens", default="4096", help="comma-separated sequence lengths")
     p.add_argument("--batches", default="8,4,2,1", help="batch sizes to try, largest first")
     p.add_argument("--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked")
