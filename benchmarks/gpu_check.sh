@@ -29,6 +29,11 @@ for stage in $stages; do
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${SPEED_PRESETS:-transformer,hope}" \
             --size 125m --seq-lens "${SPEED_T:-4096}" --steps 2 --warmup 1 --out "$out/speed" >"$out/speed.txt" 2>&1
         grep -v -i warn "$out/speed.txt" | tail -8 ;;
+    study)  # training at the dissection study's size (issue 16's budget), profiled
+        timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${STUDY_PRESETS:-transformer,hope,hope-no-cms}" \
+            --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 --profile \
+            --out "$out/study" >"$out/study.txt" 2>&1
+        grep "^|" "$out/study/results.md" ;;
     inference)  # prefill and decode at batch 1 (issue 12): the plain and the compiled decode step
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \
             --size 125m --contexts "${INFER_T:-4096,65536}" ${INFER_ARGS:-} --out "$out/inference" >"$out/inference.txt" 2>&1
@@ -44,6 +49,6 @@ for stage in $stages; do
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, inference, stream, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, inference, stream, soak)" >&2; exit 2 ;;
     esac
 done

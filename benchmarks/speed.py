@@ -11,7 +11,8 @@ next). The transformer is timed eager and under torch.compile; the memory preset
 entry ("auto" on CUDA is the Triton path where it runs, see `hope.ops.titans`). MFU counts 6·N
 FLOPs a token for training (2·N forward-only), N the non-embedding parameters, plus the attention
 matmuls for attention blocks, against the device's dense bf16 peak (--peak-tflops). Timings are
-medians of synchronised steps after warm-up. Writes results.json and results.md into --out.
+medians of synchronised steps after warm-up. Writes results.json and results.md into --out (and with
+--profile, one more step's kernel and host-op tables per row).
 Not a test: nothing here asserts a speed.
 """
 
@@ -81,6 +82,8 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
             times.append(elapsed)
         print(f"[{time.strftime('%H:%M:%S')}] {preset} B={batch} T={seq_len} step {i}: {elapsed:.2f} s",
               file=sys.stderr, flush=True)  # fmt: skip
+        if args.profile and i == args.warmup + args.steps - 1:
+            profile_step(step_model, opt, ids, preset, compile_model, args)
     sec = statistics.median(times)
     tokens_per_s = batch * seq_len / sec
     flops = _flops_per_token(model, cfg, seq_len, not args.forward_only) * tokens_per_s
@@ -97,6 +100,29 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
         "first_loss": losses[0],
         "last_loss": losses[-1],
     }
+
+
+def profile_step(step_model, opt, ids, preset, compiled, args) -> None:
+    """One more training step under the profiler: kernels a step, GPU-busy ms, and the top kernels and
+    host ops into --out/profile_<preset>.txt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            logits, _ = step_model(ids[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_ms = sum(e.device_time for e in kernels) / 1e3
+    name = f"{preset}{'-compiled' if compiled else ''}"
+    with open(os.path.join(args.out, f"profile_{name}.txt"), "w") as f:
+        f.write(f"{len(kernels)} kernels, {busy_ms:.1f} GPU-ms busy in one step of {tuple(ids.shape)}\n\n")
+        f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
+        f.write("\n\n")
+        f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 def largest_batch_that_fits(preset, seq_len, impl, compile_model, args) -> dict:
@@ -164,6 +190,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM)")
+    p.add_argument("--profile", action="store_true", help="profile one more step of each row (profile_<preset>.txt)")
     p.add_argument("--out", default="runs/speed")
     args = p.parse_args()
     if not torch.cuda.is_available():
