@@ -53,7 +53,11 @@ def model_config(preset: str, size: str, impl: str, vocab_size: int) -> hope.Mod
 
 
 def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
-    cfg = model_config(preset, size, impl, args.vocab_size)
+    """`impl` "auto-recompute": "auto" with the CMS trained through `hope.ops.cms.segments`."""
+    from hope.ops.cms import segments
+
+    segments.OPTIONS.enabled = impl == "auto-recompute"
+    cfg = model_config(preset, size, "auto" if impl == "auto-recompute" else impl, args.vocab_size)
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(args.device)
     step_model = torch.compile(model) if compile_model else model
@@ -83,7 +87,7 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
         print(f"[{time.strftime('%H:%M:%S')}] {preset} B={batch} T={seq_len} step {i}: {elapsed:.2f} s",
               file=sys.stderr, flush=True)  # fmt: skip
         if args.profile and i == args.warmup + args.steps - 1:
-            profile_step(step_model, opt, ids, preset, compile_model, args)
+            profile_step(step_model, opt, ids, f"{preset}-{'compiled' if compile_model else impl}", args)
     sec = statistics.median(times)
     tokens_per_s = batch * seq_len / sec
     flops = _flops_per_token(model, cfg, seq_len, not args.forward_only) * tokens_per_s
@@ -102,9 +106,9 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
     }
 
 
-def profile_step(step_model, opt, ids, preset, compiled, args) -> None:
+def profile_step(step_model, opt, ids, name: str, args) -> None:
     """One more training step under the profiler: kernels a step, GPU-busy ms, and the top kernels and
-    host ops into --out/profile_<preset>.txt."""
+    host ops into --out/profile_<preset>-<impl>.txt."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -117,7 +121,6 @@ def profile_step(step_model, opt, ids, preset, compiled, args) -> None:
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy_ms = sum(e.device_time for e in kernels) / 1e3
-    name = f"{preset}{'-compiled' if compiled else ''}"
     with open(os.path.join(args.out, f"profile_{name}.txt"), "w") as f:
         f.write(f"{len(kernels)} kernels, {busy_ms:.1f} GPU-ms busy in one step of {tuple(ids.shape)}\n\n")
         f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
@@ -184,13 +187,15 @@ def main() -> None:
     p.add_argument("--size", default="125m", help="a size preset, or study-small / study-scaled (bench-suite dissect's)")
     p.add_argument("--seq-lens", default="4096", help="comma-separated sequence lengths")
     p.add_argument("--batches", default="8,4,2,1", help="batch sizes to try, largest first")
-    p.add_argument("--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked")
+    p.add_argument(
+        "--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked (auto-recompute: auto, CMS by hope.ops.cms.segments)"
+    )
     p.add_argument("--forward-only", action="store_true", help="time the no-grad forward (prefill)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM)")
-    p.add_argument("--profile", action="store_true", help="profile one more step of each row (profile_<preset>.txt)")
+    p.add_argument("--profile", action="store_true", help="profile one more step of each row (profile_<preset>-<impl>.txt)")
     p.add_argument("--out", default="runs/speed")
     args = p.parse_args()
     if not torch.cuda.is_available():

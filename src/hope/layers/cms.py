@@ -31,6 +31,7 @@ from torch import nn
 from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.memory import core
+from hope.ops.cms import segments
 
 
 @cache
@@ -118,6 +119,8 @@ class ContinuumMemory(nn.Module):
                 raise ValueError("cms.error='lm' needs the model to feed one segment at a time")
             return self._levels(x, state["fast"])[0], dict(state)
         segment = partial(_compiled_segment(), self) if self.impl == "auto" and x.is_cuda else self._segment
+        if segments.OPTIONS.enabled and torch.is_grad_enabled() and self.impl == "auto" and x.is_cuda:
+            return segments.segments_forward(self, x, state, segment, segments.OPTIONS.cuda_graphs)
         outs, t = [], 0
         while t < x.shape[1]:
             n = min(self.segment - state["pos"] % self.segment, x.shape[1] - t)
@@ -158,7 +161,12 @@ class ContinuumMemory(nn.Module):
         pos = state["pos"] + n_tokens
         fast, pending = list(state["fast"]), list(state["pending"])
         for i, c in enumerate(self.chunk_sizes):
-            pending[i] = grads[i] if pending[i] is None else [p + g for p, g in zip(pending[i], grads[i])]
+            # the sums keep the fast weights' dtype (float32 under autocast, whose products are bf16)
+            pending[i] = (
+                [g.to(w.dtype) for w, g in zip(fast[i], grads[i])]
+                if pending[i] is None
+                else [p + g for p, g in zip(pending[i], grads[i])]
+            )
             if pos % c == 0:
                 start = fast[i - 1] if (self.cms.variant == "nested" and i > 0) else fast[i]
                 fast[i] = [w - (self.cms.lr / c) * g for w, g in zip(start, pending[i])]

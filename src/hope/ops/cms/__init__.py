@@ -1,0 +1,1 @@
+"""The CMS's training path over many segments (segments.py), tested against `hope.layers.cms`'s walk."""
