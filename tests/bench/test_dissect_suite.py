@@ -62,6 +62,36 @@ def test_the_command_end_to_end(tmp_path):
     assert "| Full HOPE | `hope` |" in table and "7.216" in table and "6.880" in table
 
 
+def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypatch):
+    """A study spread over sessions: --resume with one more seed trains only that seed's models and
+    keeps the first run's; other settings are refused by name, and without --resume the directory is."""
+    from hope.bench import dissect
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_text()[:100_000])
+    out = tmp_path / "out"
+    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "transformer,titans", "--steps", "2"]
+    argv += ["--measure-every", "2", "--train-length", "32", "--batch-size", "2", "--val-batches", "1"]
+    argv += ["--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu", "--out", str(out)]
+    argv += ["--model.d_model", "16", "--model.n_layers", "1", "--model.n_heads", "2", "--model.impl", "chunked"]
+    trained = []
+    run_one = dissect.run_one
+    monkeypatch.setattr(dissect, "run_one", lambda *a: trained.append((a[3], a[1])) or run_one(*a))
+    assert main([*argv, "--seeds", "1"]) == 0
+    first = json.loads((out / "results.json").read_text())["runs"]
+    assert trained == [(0, "transformer"), (0, "titans")]
+    assert main([*argv, "--seeds", "2", "--resume"]) == 0
+    assert trained[2:] == [(1, "transformer"), (1, "titans")]
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and [(r["seed"], r["preset"]) for r in results["runs"]] == [
+        (0, "transformer"), (0, "titans"), (1, "transformer"), (1, "titans")
+    ]  # fmt: skip
+    assert results["runs"][:2] == first
+    assert main([*argv, "--seeds", "2", "--resume"]) == 0 and len(trained) == 4  # nothing left to train
+    assert main([*argv, "--seeds", "2", "--resume", "--steps", "3"]) == 1
+    assert main([*argv, "--seeds", "2"]) == 1
+
+
 @pytest.mark.parametrize("size", list(SIZES))
 def test_study_sizes_have_the_study_parameter_counts(size):
     configs = model_configs(DissectConfig(size=size), vocab=32768)  # the default bpe:32768

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import statistics
 import sys
@@ -125,6 +126,7 @@ class DissectConfig(RunOptions):
     tokenizer: str = "bpe:32768"
     val_fraction: float = 0.05
     jobs: int = 1
+    resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
     loss_thresholds: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0)
     abs_thresholds: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
     rel_thresholds: tuple[float, ...] = (-1.0, 0.0, 1.0)
@@ -143,6 +145,8 @@ class DissectConfig(RunOptions):
         shadow.validate_run(self.presets)
         for name in ("steps", "context", "measure_every", "measure_batch", "jobs"):
             check_int(f"dissect.{name}", getattr(self, name))
+        if not isinstance(self.resume, bool):
+            raise ValueError(f"dissect.resume must be true or false, got {self.resume!r}")
         if self.val_batches is not None:
             check_int("dissect.val_batches", self.val_batches)
         check_sources("dissect", self.data, self.tokenizer)
@@ -379,14 +383,39 @@ def run_one(
 
 # ---- the driver -----------------------------------------------------------------------------------
 
+_FREE_TO_CHANGE = ("resume", "jobs", "out", "presets", "seeds", "models")
+"""Settings a resumed run may change: which models it adds, and how it runs them."""
+
+
+def _resumable_runs(path: Path, resolved: dict) -> dict[tuple[int, str], dict]:
+    """The finished runs of the results at `path`, by (seed, preset), if they were trained with the
+    settings `resolved` names (ValueError naming the first that differs); a model whose configuration
+    changed is not kept."""
+    old = json.loads(path.read_text())
+    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
+    before = old.get("config", {})
+    for key in sorted(set(before) | set(new)):
+        if key not in _FREE_TO_CHANGE and before.get(key) != new.get(key):
+            raise ValueError(
+                f"--resume: {path} was run with {key}={before.get(key)!r}, this run has {new.get(key)!r};"
+                " resume with the same settings or pick another --out"
+            )
+    models = before.get("models", {})
+    return {
+        (run["seed"], run["preset"]): run
+        for run in old.get("runs", [])
+        if models.get(run["preset"]) == new["models"].get(run["preset"])
+    }
+
+
 
 def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Every preset x seed (seed-major, so a cut-off run holds every preset on the seeds it finished);
     ``results.json``, ``results.md`` and the plots are rewritten after every finished model."""
     device = pick_device(cfg.device)
     out = Path(cfg.out or f"bench/dissect-{cfg.size}-{datetime.now():%Y%m%d-%H%M%S}")
-    if (out / "results.json").exists():
-        raise FileExistsError(f"{out} already holds results; pick another --out")
+    if (out / "results.json").exists() and not cfg.resume:
+        raise FileExistsError(f"{out} already holds results; pick another --out, or --resume to continue it")
     splits, tokenizer = prepare_tokens(list(cfg.data), cfg.tokenizer, cfg.val_fraction)
     check_long_enough(splits.train, cfg.context, "training")
     if len(splits.val) < cfg.measure_batch * cfg.context + 1:
@@ -417,6 +446,11 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         for i, (seed, preset) in enumerate(plan)
     ]
     finished: dict[int, dict] = {}
+    if cfg.resume and (out / "results.json").exists():
+        kept = _resumable_runs(out / "results.json", resolved)
+        finished = {i: kept[key] for i, key in enumerate(plan) if key in kept}
+        jobs = [job for job in jobs if job[0] not in finished]
+        log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
     failed: list[dict] = []
     start = time.perf_counter()
 
@@ -440,10 +474,11 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         finished[index] = run
         write(False)
         done, elapsed = len(finished) + len(failed), time.perf_counter() - start
+        fresh = done - (len(plan) - len(jobs))  # this process's models, which time the rest
         log(
             f"[{done}/{len(plan)}] {run['preset']} seed {run['seed']}: val loss {run['final_val_loss']:.3f} "
             f"({run['params'] / 1e6:.1f}M params, {run['train_tokens_per_s']:,.0f} tokens/s, "
-            f"{run['seconds']:.0f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
+            f"{run['seconds']:.0f}s; ~{elapsed / max(fresh, 1) * (len(plan) - done) / 60:.1f} min left)"
         )
 
     def fail(index: int, error: BaseException) -> None:

@@ -301,7 +301,8 @@ def plot_measurements(results: dict, out: Path) -> Path:
     for ax in axes.flat:
         for handle, name in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(name, handle)
-    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=len(seen), fontsize=8)
+    if seen:  # none while only models without a memory (the transformer) have finished
+        fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=len(seen), fontsize=8)
     fig.suptitle(f"dissect ({cfg['size']}): the study's measurements", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, out / "measurements.png")
