@@ -193,7 +193,10 @@ class Streamer:
                     t.copy_(s)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records the piece; the replay runs it
+        # one memory pool for every pattern's graph: replays run one at a time, the state lands in
+        # buffers outside the pool, and a piece's logits are read before the next piece runs
+        pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None
+        with torch.cuda.graph(graph, pool=pool):  # records the piece; the replay runs it
             logits, count = self._run()
         return graph, logits, count
 

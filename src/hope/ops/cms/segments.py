@@ -161,11 +161,13 @@ def _graph_for(module, segment, sizes, pos, x_s, flat, grad_delta, params):
     """The captured backward of a segment like this one (None: run it eagerly)."""
     steps = tuple((pos + x_s.shape[1]) % c == 0 for c in module.chunk_sizes)
     addresses = tuple(p.data_ptr() for p in params)
-    key = (x_s.shape, x_s.dtype, steps, addresses)
+    device = x_s.device.type  # a capture records the autocast it ran under
+    autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+    key = (x_s.shape, x_s.dtype, steps, autocast, addresses)
     graphs = _GRAPHS.setdefault(module, {})
     if key in graphs:
         return graphs[key]
-    if graphs and next(iter(graphs))[3] != addresses:
+    if graphs and next(iter(graphs))[-1] != addresses:
         graphs.clear()  # the parameters moved: an old capture points at stale memory
         _CAPTURES[module] = _CAPTURES.get(module, 0) + 1
         if _CAPTURES[module] == _MAX_CAPTURES:
