@@ -33,7 +33,7 @@ for stage in $stages; do
         timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_cms_segments.py \
             tests/core/test_cms.py >"$out/cms-tests.txt" 2>&1
         tail -3 "$out/cms-tests.txt"
-        timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${STUDY_PRESETS:-transformer,hope,hope-no-cms}" \
+        timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${STUDY_PRESETS:-transformer,hope,hope-no-cms,titans}" \
             --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 --profile \
             --impls "${STUDY_IMPLS:-auto,auto-recompute}" \
             --out "$out/study" >"$out/study.txt" 2>&1

@@ -189,6 +189,20 @@ def test_a_kernel_too_large_for_the_device_is_refused_by_name(monkeypatch):
     assert fused.unsupported_reason(layer, x) is not None
 
 
+def test_wide_momentum_memories_are_refused_up_front_only_by_the_one_launch_kernel(monkeypatch):
+    """64 x 128 MLP memories with momentum overflow the one-launch kernel's shared memory (measured);
+    the split kernel holds one memory a program, so it is tried (and falls back if it does not fit)."""
+    from hope.ops.titans import fused
+
+    cfg = ModelConfig.preset("titans", size="small", vocab_size=64, impl="triton")
+    layer = SelfReferentialTitans(cfg)
+    assert (layer.head_dim, layer.spec.hidden, cfg.titans.update_rule) == (64, 128, "momentum")
+    x = torch.randn(1, 16, cfg.d_model, device=DEVICE)
+    assert fused.unsupported_reason(layer, x) is None
+    monkeypatch.setattr(fused.KERNEL, "split", False)
+    assert "exceeds shared memory" in fused.unsupported_reason(layer, x)
+
+
 def test_chunk_backward_through_stand_in_parameters_equals_the_real_ones():
     """The CUDA-graph backward differentiates one chunk with respect to detached aliases of the
     parameters (the capture must not touch the real ones' autograd nodes): same gradients, and they

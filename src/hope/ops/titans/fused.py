@@ -106,11 +106,14 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     if reason is not None:
         return reason
     if (
-        titans.update_rule == "momentum"
+        not KERNEL.split
+        and titans.update_rule == "momentum"
         and titans.memory == "mlp"
         and layer.head_dim * layer.spec.hidden > 4096
     ):
-        # measured on the H200 (2026-12-01): 272 KB at 64 x 128, over the 227 KB a Hopper SM has
+        # the one-launch kernel, measured on the H200 (2026-12-01): 272 KB at 64 x 128, over the 227 KB a
+        # Hopper SM has. The split kernel holds one memory a program; it is tried, and a configuration
+        # that does not fit falls back once, by the OutOfResources its compilation raises.
         return "titans.update_rule='momentum' with MLP memories wider than 64 x 64 exceeds shared memory"
     if _key(layer, x) in _TOO_LARGE:
         return "its kernel needs more shared memory than this device has"
