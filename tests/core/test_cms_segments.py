@@ -182,3 +182,64 @@ def test_the_recompute_runs_under_the_forwards_autocast():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # the input's gradient sums its bf16 contributions in another order: 0.2% (0.8% in float32)
     assert (got[2] - want[2]).norm() < 4e-3 * want[2].norm()
+
+
+class _EagerGraph:
+    """Stands in for `_SegmentGraph` on the CPU: records its capture, and each replay runs the eager
+    segment backward it would have recorded."""
+
+    made: list = []
+
+    def __init__(self, module, segment, sizes, pos, x_s, flat, grad_delta, params, pool):
+        self.args, self.params, self.replays = (module, segment, sizes, pos), params, 0
+        self.graph = type("Graph", (), {"pool": lambda self: None})()
+        _EagerGraph.made.append(self)
+
+    def __call__(self, x_s, flat, grad_delta, grad_next):
+        self.replays += 1
+        return segments._segment_backward(*self.args, x_s, flat, grad_delta, grad_next, self.params)
+
+
+def test_captures_happen_in_the_forward_once_per_pattern_and_the_backward_replays_them(monkeypatch):
+    monkeypatch.setattr(segments, "_SegmentGraph", _EagerGraph)
+    monkeypatch.setattr(_EagerGraph, "made", [])
+    module = _cms()
+    x = torch.randn(2, 40, 8, dtype=D64, generator=torch.Generator().manual_seed(8))
+
+    def run():
+        xi = x.clone().requires_grad_()
+        y, _ = segments_forward(module, xi, module.init_state(2), module._segment, cuda_graphs=True)
+        return y, xi
+
+    y, xi = run()
+    # 13 segments of 3 tokens (ending on a boundary of the 6-token level or not) and a last one of 1
+    assert len(_EagerGraph.made) == 3 and all(g.replays == 0 for g in _EagerGraph.made)
+    y.square().sum().backward()
+    assert sum(g.replays for g in _EagerGraph.made) == 14
+    plain = x.clone().requires_grad_()
+    module(plain)[0].square().sum().backward()
+    torch.testing.assert_close(xi.grad, plain.grad, rtol=1e-10, atol=1e-12)
+    run()
+    assert len(_EagerGraph.made) == 3  # the same parameters: the captures are kept
+
+
+def test_a_cms_layer_whose_parameters_keep_moving_stops_capturing(monkeypatch):
+    monkeypatch.setattr(segments, "_SegmentGraph", _EagerGraph)
+    monkeypatch.setattr(_EagerGraph, "made", [])
+    module = _cms()
+    x_s = torch.randn(2, 3, 8, dtype=D64)
+    flat = segments._flatten(module.init_state(2))
+    params = list(module.parameters())
+
+    def capture(at):
+        segments._capture(module, module._segment, [2, 2], 0, x_s, flat, x_s, at)
+
+    capture(params)
+    capture(params)  # the same addresses: kept
+    for _ in range(segments._MAX_CAPTURES - 1):  # the same values at new addresses (FSDP resharding)
+        capture([p.clone() for p in params])
+    assert len(_EagerGraph.made) == segments._MAX_CAPTURES
+    with pytest.warns(UserWarning, match="without CUDA graphs"):
+        capture([p.clone() for p in params])
+    capture(params)
+    assert len(_EagerGraph.made) == segments._MAX_CAPTURES and not segments._GRAPHS[module]

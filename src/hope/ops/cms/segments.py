@@ -12,8 +12,8 @@ direction and stores every segment's fast weights: 87% of hope's training step a
 * backward in reverse, block by block: the block's segment starts recomputed from its checkpoint,
   then each segment recomputed with autograd and differentiated (its output, next state) → (its
   input, start state, read-out parameters). On CUDA that per-segment recompute + gradient is captured
-  once per pattern (segment length, which levels step at its end) and replayed, the pattern of the
-  Titans backward (`hope.ops.titans.fused`).
+  in the forward once per pattern (segment length, which levels step at its end) and replayed in the
+  backward, the pattern of the Titans backward (`hope.ops.titans.fused`).
 
 The numbers are the plain walk's (`tests/core/test_cms_segments.py`: float64, every variant and
 level kind, states that start mid-segment with pending error sums). Inside the Function a level's
@@ -116,9 +116,10 @@ def _segment_backward(module, segment, sizes, pos, x_s, flat, grad_delta, grad_n
 
 
 class _SegmentGraph:
-    """One segment's recompute + autograd captured as a CUDA graph. Inputs are copied into static
-    buffers; the outputs are static buffers too, valid until the next replay. It differentiates with
-    respect to detached aliases of the parameters (same storage), as `hope.ops.titans.fused` does."""
+    """One segment's recompute + autograd captured as a CUDA graph (in `pool`, None: a new one). Inputs
+    are copied into static buffers; the outputs are static buffers too, valid until the next replay. It
+    differentiates with respect to detached aliases of the parameters (same storage), as
+    `hope.ops.titans.fused` does."""
 
     def __init__(self, module, segment, sizes, pos, x_s, flat, grad_delta, params, pool):
         self.device = x_s.device
@@ -136,7 +137,7 @@ class _SegmentGraph:
                 self._call()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
+        with torch.cuda.graph(self.graph, pool=pool or torch.cuda.graph_pool_handle()):
             self.outputs = self._call()
 
     def _call(self):
@@ -157,17 +158,24 @@ _CAPTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MAX_CAPTURES = 4
 
 
-def _graph_for(module, segment, sizes, pos, x_s, flat, grad_delta, params):
-    """The captured backward of a segment like this one (None: run it eagerly)."""
+def _key(module, pos: int, x_s: torch.Tensor, params) -> tuple:
+    """What a capture depends on: the segment's shape, which levels step at its end, the autocast it
+    runs under, and where the parameters live (last: a move drops every capture)."""
     steps = tuple((pos + x_s.shape[1]) % c == 0 for c in module.chunk_sizes)
-    addresses = tuple(p.data_ptr() for p in params)
-    device = x_s.device.type  # a capture records the autocast it ran under
+    device = x_s.device.type
     autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
-    key = (x_s.shape, x_s.dtype, steps, autocast, addresses)
+    return (x_s.shape, x_s.dtype, steps, autocast, tuple(p.data_ptr() for p in params))
+
+
+def _capture(module, segment, sizes, pos, x_s, flat, delta, params) -> None:
+    """Capture the backward of segments like this one, once per layer and pattern, here in the forward:
+    a capture inside autograd's backward thread would make the legacy stream wait on the capturing
+    one (as `hope.ops.titans.fused` found)."""
+    key = _key(module, pos, x_s, params)
     graphs = _GRAPHS.setdefault(module, {})
     if key in graphs:
-        return graphs[key]
-    if graphs and next(iter(graphs))[-1] != addresses:
+        return
+    if graphs and next(iter(graphs))[-1] != key[-1]:
         graphs.clear()  # the parameters moved: an old capture points at stale memory
         _CAPTURES[module] = _CAPTURES.get(module, 0) + 1
         if _CAPTURES[module] == _MAX_CAPTURES:
@@ -177,12 +185,9 @@ def _graph_for(module, segment, sizes, pos, x_s, flat, grad_delta, params):
                 stacklevel=3,
             )
     if _CAPTURES.get(module, 0) >= _MAX_CAPTURES:
-        return None
+        return
     pool = next((g.graph.pool() for gs in _GRAPHS.values() for g in gs.values()), None)
-    graphs[key] = _SegmentGraph(
-        module, segment, sizes, pos, x_s, flat, grad_delta, params, pool or torch.cuda.graph_pool_handle()
-    )
-    return graphs[key]
+    graphs[key] = _SegmentGraph(module, segment, sizes, pos, x_s, flat, torch.zeros_like(delta), params, pool)
 
 
 class _Segments(torch.autograd.Function):
@@ -196,8 +201,11 @@ class _Segments(torch.autograd.Function):
         for s, (t, n, at) in enumerate(plan):
             if s % every == 0:
                 checkpoints.append(flat)
-            delta, flat = _step(module, segment, sizes, x[:, t : t + n], flat, at)
+            delta, after = _step(module, segment, sizes, x[:, t : t + n], flat, at)
+            if cuda_graphs:
+                _capture(module, segment, sizes, at, x[:, t : t + n], flat, delta, params)
             outs.append(delta)
+            flat = after
         ctx.module, ctx.segment, ctx.cuda_graphs = module, segment, cuda_graphs
         device = x.device.type  # the recompute runs under the forward's autocast, as checkpointing does
         ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
@@ -237,7 +245,7 @@ def _backward_blocks(ctx, x, grad_out, grad_state):
         for s, flat in zip(reversed(block), reversed(starts)):
             t, n, at = plan[s]
             x_s, g_s = x[:, t : t + n], grad_out[:, t : t + n]
-            graph = _graph_for(module, segment, sizes, at, x_s, flat, g_s, params) if ctx.cuda_graphs else None
+            graph = _GRAPHS.get(module, {}).get(_key(module, at, x_s, params)) if ctx.cuda_graphs else None
             if graph is not None:
                 gx, grad_state, gp = graph(x_s, flat, g_s, grad_state)
             else:
