@@ -23,6 +23,7 @@ for stage in $stages; do
         # SIGABRT on time-out: PYTHONFAULTHANDLER prints where every thread was
         TORCH_LOGS=${LAYER_LOGS:-recompiles} PYTHONFAULTHANDLER=1 timeout -s ABRT "${LAYER_S:-420}" \
             python3 benchmarks/titans_layer.py --presets "${LAYER_PRESETS:-hope}" --seq-len "${LAYER_T:-4096}" \
+            --batch-size "${LAYER_B:-8}" \
             --impls "${LAYER_IMPLS:-triton,triton:share_inverse=false,triton:dots=bf16}" --profile --out "$out/layer" >"$out/layer.txt" 2>&1
         grep -v -i warn "$out/layer.txt" | tail -8 ;;
     speed)
