@@ -190,9 +190,8 @@ class _EagerGraph:
 
     made: list = []
 
-    def __init__(self, module, segment, sizes, pos, x_s, flat, grad_delta, params, pool):
+    def __init__(self, module, segment, sizes, pos, x_s, flat, grad_delta, params):
         self.args, self.params, self.replays = (module, segment, sizes, pos), params, 0
-        self.graph = type("Graph", (), {"pool": lambda self: None})()
         _EagerGraph.made.append(self)
 
     def __call__(self, x_s, flat, grad_delta, grad_next):
@@ -236,10 +235,11 @@ def test_a_cms_layer_whose_parameters_keep_moving_stops_capturing(monkeypatch):
 
     capture(params)
     capture(params)  # the same addresses: kept
-    for _ in range(segments._MAX_CAPTURES - 1):  # the same values at new addresses (FSDP resharding)
+    moves = segments._CAPTURED.max_moves
+    for _ in range(moves - 1):  # the same values at new addresses (FSDP resharding)
         capture([p.clone() for p in params])
-    assert len(_EagerGraph.made) == segments._MAX_CAPTURES
-    with pytest.warns(UserWarning, match="without CUDA graphs"):
+    assert len(_EagerGraph.made) == moves
+    with pytest.warns(UserWarning, match="CMS layer moved .* without CUDA graphs"):
         capture([p.clone() for p in params])
     capture(params)
-    assert len(_EagerGraph.made) == segments._MAX_CAPTURES and not segments._GRAPHS[module]
+    assert len(_EagerGraph.made) == moves and not segments._CAPTURED.of(module)

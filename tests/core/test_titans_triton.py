@@ -255,14 +255,15 @@ def test_a_layer_whose_parameters_keep_moving_stops_capturing(monkeypatch):
     def moved():
         return [p.detach().clone() for p in params]  # the same values at new addresses
 
-    for _ in range(fused._MAX_CAPTURES - 2):
+    moves = fused._CAPTURED.max_moves
+    for _ in range(moves - 1):
         fused._capture_chunk_backward(layer, xc, state, gate, moved())
-    assert len(captured) == fused._MAX_CAPTURES - 1
-    with pytest.warns(UserWarning, match="without CUDA graphs"):
+    assert len(captured) == moves
+    with pytest.warns(UserWarning, match="Titans layer moved .* without CUDA graphs"):
         fused._capture_chunk_backward(layer, xc, state, gate, moved())
     fused._capture_chunk_backward(layer, xc, state, gate, moved())
-    assert len(captured) == fused._MAX_CAPTURES - 1
-    assert not fused._GRAPHS[layer]  # the stale capture is gone and no new one is made
+    assert len(captured) == moves
+    assert not fused._CAPTURED.of(layer)  # the stale capture is gone and no new one is made
 
 
 def _tensors(tree):

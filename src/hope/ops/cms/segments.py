@@ -23,12 +23,12 @@ error sum is a tensor of zeros where the plain walk holds None (nothing pending)
 from __future__ import annotations
 
 import math
-import warnings
-import weakref
 from dataclasses import dataclass
 from functools import partial
 
 import torch
+
+from hope.ops.captures import Captures, addresses
 
 
 @dataclass
@@ -116,12 +116,12 @@ def _segment_backward(module, segment, sizes, pos, x_s, flat, grad_delta, grad_n
 
 
 class _SegmentGraph:
-    """One segment's recompute + autograd captured as a CUDA graph (in `pool`, None: a new one). Inputs
-    are copied into static buffers; the outputs are static buffers too, valid until the next replay. It
-    differentiates with respect to detached aliases of the parameters (same storage), as
+    """One segment's recompute + autograd captured as a CUDA graph, in the pool the CMS captures share.
+    Inputs are copied into static buffers; the outputs are static buffers too, valid until the next
+    replay. It differentiates with respect to detached aliases of the parameters (same storage), as
     `hope.ops.titans.fused` does."""
 
-    def __init__(self, module, segment, sizes, pos, x_s, flat, grad_delta, params, pool):
+    def __init__(self, module, segment, sizes, pos, x_s, flat, grad_delta, params):
         self.device = x_s.device
         self.inputs = [t.detach().clone() for t in (x_s, grad_delta, *flat, *flat)]
         self.n_state = len(flat)
@@ -137,7 +137,7 @@ class _SegmentGraph:
                 self._call()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool or torch.cuda.graph_pool_handle()):
+        with torch.cuda.graph(self.graph, pool=_CAPTURED.pool(self.device)):
             self.outputs = self._call()
 
     def _call(self):
@@ -151,20 +151,17 @@ class _SegmentGraph:
         return self.outputs
 
 
-# per CMS layer: {(segment pattern, shapes, parameter addresses): its captured segment backward}
-_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# per CMS layer: how often its parameters moved; a layer whose parameters keep moving stops capturing
-_CAPTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MAX_CAPTURES = 4
+# per CMS layer: {(segment shape, level steps, autocast, parameter addresses): its captured backward}
+_CAPTURED = Captures("CMS", "hope.ops.cms.segments.OPTIONS.cuda_graphs")
 
 
 def _key(module, pos: int, x_s: torch.Tensor, params) -> tuple:
     """What a capture depends on: the segment's shape, which levels step at its end, the autocast it
-    runs under, and where the parameters live (last: a move drops every capture)."""
+    runs under, and where the parameters live."""
     steps = tuple((pos + x_s.shape[1]) % c == 0 for c in module.chunk_sizes)
     device = x_s.device.type
     autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
-    return (x_s.shape, x_s.dtype, steps, autocast, tuple(p.data_ptr() for p in params))
+    return (x_s.shape, x_s.dtype, steps, autocast, addresses(params))
 
 
 def _capture(module, segment, sizes, pos, x_s, flat, delta, params) -> None:
@@ -172,22 +169,8 @@ def _capture(module, segment, sizes, pos, x_s, flat, delta, params) -> None:
     a capture inside autograd's backward thread would make the legacy stream wait on the capturing
     one (as `hope.ops.titans.fused` found)."""
     key = _key(module, pos, x_s, params)
-    graphs = _GRAPHS.setdefault(module, {})
-    if key in graphs:
-        return
-    if graphs and next(iter(graphs))[-1] != key[-1]:
-        graphs.clear()  # the parameters moved: an old capture points at stale memory
-        _CAPTURES[module] = _CAPTURES.get(module, 0) + 1
-        if _CAPTURES[module] == _MAX_CAPTURES:
-            warnings.warn(
-                f"the parameters of a CMS layer moved {_MAX_CAPTURES} times between steps (FSDP resharding?):"
-                " its backward now runs without CUDA graphs",
-                stacklevel=3,
-            )
-    if _CAPTURES.get(module, 0) >= _MAX_CAPTURES:
-        return
-    pool = next((g.graph.pool() for gs in _GRAPHS.values() for g in gs.values()), None)
-    graphs[key] = _SegmentGraph(module, segment, sizes, pos, x_s, flat, torch.zeros_like(delta), params, pool)
+    if _CAPTURED.wants(module, key):
+        _CAPTURED.add(module, key, _SegmentGraph(module, segment, sizes, pos, x_s, flat, torch.zeros_like(delta), params))
 
 
 class _Segments(torch.autograd.Function):
@@ -245,7 +228,7 @@ def _backward_blocks(ctx, x, grad_out, grad_state):
         for s, flat in zip(reversed(block), reversed(starts)):
             t, n, at = plan[s]
             x_s, g_s = x[:, t : t + n], grad_out[:, t : t + n]
-            graph = _GRAPHS.get(module, {}).get(_key(module, at, x_s, params)) if ctx.cuda_graphs else None
+            graph = _CAPTURED.get(module, _key(module, at, x_s, params)) if ctx.cuda_graphs else None
             if graph is not None:
                 gx, grad_state, gp = graph(x_s, flat, g_s, grad_state)
             else:

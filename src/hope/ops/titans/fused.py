@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
-import weakref
 from functools import partial
 
 import torch
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 
 from hope.checks import check_choice
 from hope.memory import core
+from hope.ops.captures import Captures, addresses
 
 
 class KernelTooLarge(RuntimeError):
@@ -277,7 +276,7 @@ def _chunk_backward_for(layer, cuda: bool):
     """The per-chunk backward: `_segment` through autograd, compiled on CUDA and there replayed from
     the CUDA graph the forward captured for this layer and chunk shape (`titans.cuda_graphs`)."""
     backward = partial(_chunk_backward, layer, layer.chunk_step(compiled=cuda))
-    graphs = _GRAPHS.get(layer, {})
+    graphs = _CAPTURED.of(layer)
 
     def replay(x_c, start, gate, grad_o, grad_end, params):
         graph = graphs.get(_graph_key(x_c, params))
@@ -289,45 +288,22 @@ def _chunk_backward_for(layer, cuda: bool):
 
 
 def _graph_key(x_c, params) -> tuple:
-    return (x_c.shape, x_c.dtype, x_c.device, tuple(p.data_ptr() for p in params))
+    return (x_c.shape, x_c.dtype, x_c.device, addresses(params))
 
 
 def _capture_chunk_backward(layer, xc, state, gate, params) -> None:
     """Capture the chunk backward once per layer and chunk shape, here in the forward: a capture
     inside autograd's backward thread would make the legacy stream wait on the capturing one."""
     x_c = xc[:, : layer.titans.chunk_size]
-    graphs = _GRAPHS.setdefault(layer, {})
     key = _graph_key(x_c, params)
-    if key in graphs or _CAPTURES.get(layer, 0) >= _MAX_CAPTURES:
-        return
-    graphs.clear()  # parameters moved (or a new shape): an old capture points at stale memory
-    _CAPTURES[layer] = _CAPTURES.get(layer, 0) + 1
-    if _CAPTURES[layer] == _MAX_CAPTURES:
-        warnings.warn(
-            f"the parameters of a Titans layer moved {_MAX_CAPTURES} times between steps (FSDP resharding,"
-            " or changing shapes): its backward now runs without CUDA graphs (titans.cuda_graphs)",
-            stacklevel=2,
-        )
+    if not _CAPTURED.wants(layer, key):
         return
     grad_o = xc.new_zeros(xc.shape[0], layer.n_heads, x_c.shape[1], layer.head_dim)
-    graphs[key] = _ChunkGraph(layer, x_c, state, gate[..., : x_c.shape[1]], grad_o, params)
+    _CAPTURED.add(layer, key, _ChunkGraph(layer, x_c, state, gate[..., : x_c.shape[1]], grad_o, params))
 
 
 # per layer: {(chunk shape, dtype, device, parameter addresses): its captured chunk backward}
-_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# per layer: how often it was captured; a layer whose parameters keep moving stops capturing
-_CAPTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MAX_CAPTURES = 4
-
-
-def _shared_pool(device):
-    """The memory pool of any live capture on the device (a new one if none): the backward replays
-    one graph at a time and reads each replay's outputs before the next, so captures may share."""
-    for graphs in list(_GRAPHS.values()):
-        for graph in graphs.values():
-            if graph.device == device:
-                return graph.graph.pool()
-    return torch.cuda.graph_pool_handle()
+_CAPTURED = Captures("Titans", "titans.cuda_graphs")
 
 
 class _ChunkGraph:
@@ -355,7 +331,7 @@ class _ChunkGraph:
                 self._call(backward, aliases)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=_shared_pool(self.device)):
+        with torch.cuda.graph(self.graph, pool=_CAPTURED.pool(self.device)):
             self.outputs = self._call(backward, aliases)
 
     def _call(self, backward, params):
