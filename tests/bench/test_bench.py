@@ -62,6 +62,26 @@ def test_max_minutes_stops_early_and_still_writes_the_tables(tmp_path):
     assert "(1 seed)" in row and "±" not in row  # one seed has no spread to report
 
 
+def test_resume_continues_a_run_cut_short_by_max_minutes(tmp_path, monkeypatch):
+    """A run spread over sessions: the first stops after one model (--max-minutes), --resume trains the
+    other three and keeps the first's; a changed setting is refused by name."""
+    trained = []
+    one_run = R._one_run
+    monkeypatch.setattr(R, "_one_run", lambda *a: trained.append((a[4], a[2])) or one_run(*a))
+    first = R.run_bench(_mad_bench(tmp_path, max_minutes=1e-6), log=lambda _: None)
+    assert trained == [(0, "transformer")] and not first["complete"]
+    results = R.run_bench(_mad_bench(tmp_path, resume=True), log=lambda _: None)
+    assert trained[1:] == [(0, "titans"), (1, "transformer"), (1, "titans")]
+    assert results["complete"] and results["runs"][0] == first["runs"][0]
+    assert [(r["seed"], r["preset"]) for r in results["runs"]] == [
+        (0, "transformer"), (0, "titans"), (1, "transformer"), (1, "titans")
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="was run with steps=2, this run has 3"):
+        R.run_bench(_mad_bench(tmp_path, resume=True, steps=3), log=lambda _: None)
+    with pytest.raises(FileExistsError, match="--resume to continue it"):
+        R.run_bench(_mad_bench(tmp_path), log=lambda _: None)
+
+
 def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
     serial = R.run_bench(_mad_bench(tmp_path / "serial"), log=lambda _: None)
     parallel = R.run_bench(_mad_bench(tmp_path / "parallel", jobs=2), log=lambda _: None)

@@ -168,6 +168,7 @@ def test_the_command_runs_continual_and_takes_model_fields_as_dotted_options(tmp
         ),
         (["--lengths", "64"], "--lengths does not apply to bench-suite continual"),
         (["--jobs", "2"], "--jobs does not apply to bench-suite continual"),
+        (["--resume"], "--resume does not apply to bench-suite continual"),
     ],
 )
 def test_the_command_refuses_bad_input_by_name(tmp_path, capsys, options, message):

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import statistics
 import sys
@@ -80,7 +79,7 @@ from hope.bench.dissect_report import (
     summarise,
 )
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions, run_parallel, start_results
+from hope.bench.run import RunOptions, resumable_runs, run_parallel, start_results
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
@@ -383,32 +382,6 @@ def run_one(
 
 # ---- the driver -----------------------------------------------------------------------------------
 
-_FREE_TO_CHANGE = ("resume", "jobs", "out", "presets", "seeds", "models")
-"""Settings a resumed run may change: which models it adds, and how it runs them."""
-
-
-def _resumable_runs(path: Path, resolved: dict) -> dict[tuple[int, str], dict]:
-    """The finished runs of the results at `path`, by (seed, preset), if they were trained with the
-    settings `resolved` names (ValueError naming the first that differs); a model whose configuration
-    changed is not kept."""
-    old = json.loads(path.read_text())
-    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
-    before = old.get("config", {})
-    for key in sorted(set(before) | set(new)):
-        if key not in _FREE_TO_CHANGE and before.get(key) != new.get(key):
-            raise ValueError(
-                f"--resume: {path} was run with {key}={before.get(key)!r}, this run has {new.get(key)!r};"
-                " resume with the same settings or pick another --out"
-            )
-    models = before.get("models", {})
-    return {
-        (run["seed"], run["preset"]): run
-        for run in old.get("runs", [])
-        if models.get(run["preset"]) == new["models"].get(run["preset"])
-    }
-
-
-
 def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Every preset x seed (seed-major, so a cut-off run holds every preset on the seeds it finished);
     ``results.json``, ``results.md`` and the plots are rewritten after every finished model."""
@@ -447,7 +420,9 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
     ]
     finished: dict[int, dict] = {}
     if cfg.resume and (out / "results.json").exists():
-        kept = _resumable_runs(out / "results.json", resolved)
+        kept = resumable_runs(
+            out / "results.json", resolved, key=lambda r: (r["seed"], r["preset"]), model=lambda r: (r["preset"],)
+        )
         finished = {i: kept[key] for i, key in enumerate(plan) if key in kept}
         jobs = [job for job in jobs if job[0] not in finished]
         log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")

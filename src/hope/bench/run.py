@@ -103,6 +103,7 @@ class BenchConfig(RunOptions):
     max_minutes: float | None = None  # start no model past this wall time; None: run everything
     jobs: int = 1  # models trained at once, each in its own process
     context: int | None = None  # attention models' context; None: the protocol's default (or no limit)
+    resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
 
     def __post_init__(self) -> None:
         self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
@@ -118,6 +119,8 @@ class BenchConfig(RunOptions):
             raise ValueError("bench.tasks must not be empty")
         for name in ("steps", "jobs"):
             check_int(f"bench.{name}", getattr(self, name))
+        if not isinstance(self.resume, bool):
+            raise ValueError(f"bench.resume must be true or false, got {self.resume!r}")
         if self.train_length is not None:
             check_int("bench.train_length", self.train_length)
         if self.lengths is not None:
@@ -272,8 +275,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     every model (a run cut short keeps what it finished), and finally ``results.md`` and the plot."""
     device = pick_device(cfg.device)
     out = Path(cfg.out or f"bench/{cfg.suite}-{datetime.now():%Y%m%d-%H%M%S}")
-    if (out / "results.json").exists():
-        raise FileExistsError(f"{out} already holds results; pick another --out")
+    if (out / "results.json").exists() and not cfg.resume:
+        raise FileExistsError(f"{out} already holds results; pick another --out, or --resume to continue it")
     settings = _settings(cfg)
     out.mkdir(parents=True, exist_ok=True)
     configs = {s.vocab: model_configs(cfg, s.vocab) for s in settings}
@@ -295,6 +298,18 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
     ]
     finished: dict[int, dict] = {}
+    if cfg.resume and (out / "results.json").exists():
+        vocab = {(s.task, s.train_length): str(s.vocab) for s in settings}
+        kept = resumable_runs(
+            out / "results.json",
+            resolved,
+            key=lambda r: (r["seed"], r["task"], r["train_length"], r["preset"]),
+            model=lambda r: (vocab.get((r["task"], r["train_length"])), r["preset"]),
+        )
+        keys = [(seed, s.task, s.train_length, preset) for seed, s, preset in plan]
+        finished = {i: kept[k] for i, k in enumerate(keys) if k in kept}
+        log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
+    resumed = len(finished)
     start = time.perf_counter()
 
     def may_start(preset: str) -> bool:
@@ -303,7 +318,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
             return True
         same = [r["seconds"] for r in finished.values() if r["preset"] == preset] or [
             r["seconds"] for r in finished.values()
-        ]
+        ]  # a resumed run's models time the new ones too
         return time.perf_counter() - start + sum(same) / len(same) <= 60 * cfg.max_minutes
 
     def record(index: int, run: dict) -> None:
@@ -314,7 +329,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         log(
             f"[{done}/{len(plan)}] {run['preset']} seed {run['seed']} {run['task']}: "
             + ", ".join(f"{r['label']} {_shown(r, header['metric'])}" for r in run["results"])
-            + f" ({run['seconds']:.1f}s; ~{elapsed / done * (len(plan) - done) / 60:.1f} min left)"
+            + f" ({run['seconds']:.1f}s; ~{elapsed / (done - resumed) * (len(plan) - done) / 60:.1f} min left)"
         )
 
     failed: list[dict] = []
@@ -328,6 +343,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     jobs = [
         (i, (cfg, setting, preset, configs[setting.vocab][preset], seed, device))
         for i, (seed, setting, preset) in enumerate(plan)
+        if i not in finished
     ]
     if cfg.jobs == 1:
         for index, args in jobs:
@@ -359,6 +375,37 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     plot = plot_results(results, out)
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {plot}")
     return results
+
+
+RESUMABLE = ("resume", "jobs", "out", "presets", "seeds", "models", "max_minutes")
+"""Settings a resumed run may change: which models it adds, and how it runs them."""
+
+
+def resumable_runs(path: Path, resolved: dict, key: Callable, model: Callable) -> dict[tuple, dict]:
+    """The finished runs of the results at `path` by `key(run)`, if they were trained with the settings
+    `resolved` names (ValueError naming the first that differs, `RESUMABLE` aside); a run whose model
+    configuration, ``resolved["models"]`` at the path `model(run)`, changed is not kept."""
+    old = json.loads(path.read_text())
+    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
+    before = old.get("config", {})
+    for name in sorted(set(before) | set(new)):
+        if name not in RESUMABLE and before.get(name) != new.get(name):
+            raise ValueError(
+                f"--resume: {path} was run with {name}={before.get(name)!r}, this run has {new.get(name)!r};"
+                " resume with the same settings or pick another --out"
+            )
+
+    def config(models: dict, run: dict):
+        for part in model(run):
+            models = models.get(part) if isinstance(models, dict) else None
+        return models
+
+    return {
+        key(run): run
+        for run in old.get("runs", [])
+        if config(before.get("models", {}), run) is not None
+        and config(before.get("models", {}), run) == config(new["models"], run)
+    }
 
 
 def start_results(out: Path, suite: str, device: torch.device, resolved: dict, **extra) -> dict:

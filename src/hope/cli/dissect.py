@@ -15,7 +15,6 @@ _OWN = {
     "val_batches": "--val-batches",
     "data": "--data",
     "tokenizer": "--tokenizer",
-    "resume": "--resume",
 }
 """The options only dissect has."""
 _SHARED = {
@@ -31,6 +30,7 @@ _SHARED = {
     "piece": "piece",
     "out": "out",
     "train_length": "context",
+    "resume": "resume",
 }
 """``bench-suite`` options dissect reads (dest: DissectConfig field); left at bench-suite's default,
 each takes the study's value (DissectConfig's default) instead."""
@@ -74,13 +74,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bpe:N (learned on the training split, as hope train), byte or a tokenizer.json "
         "(default: bpe:32768)",
-    )
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        default=None,
-        help="continue the run in --out: keep the models it finished (same settings; more --seeds or "
-        "--presets may be added), train the rest",
     )
 
 

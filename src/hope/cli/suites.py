@@ -136,6 +136,12 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         default=1,
         help="models trained at once, one process each; small models share a GPU well (default: 1)",
     )
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: keep the models it finished (same settings; more --seeds or "
+        "--presets, another --jobs or --max-minutes allowed) and train the rest",
+    )
     _common_options(b, BENCH_SUITES)
     continual.add_options(b)
     dissect.add_options(b)
