@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Triton path on a GPU in few calls (device time is scarce): the triton == chunked tests, one-layer
 # timings and profiles at 125m shapes, the whole-model table at T = 4096, batch-1 inference and the
-# 10M-token soak. Name the stages to run (default: tests layer speed); each has its own time limit and writes under $OUT (default runs/gpu_check),
+# 10M-token soak, the dissection study a slice at a time. Name the stages to run (default: tests layer speed); each has its own time limit and writes under $OUT (default runs/gpu_check),
 # so what finished comes back even if a later stage runs out of time.
 #
 #   OUT=$OUT bash benchmarks/gpu_check.sh tests layer      # on the GPU machine
@@ -39,6 +39,14 @@ for stage in $stages; do
             --impls "${STUDY_IMPLS:-auto,auto-recompute}" \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
+    dissect)  # the dissection study, a slice a call: --resume keeps what earlier calls finished (the
+        # directory comes with the working tree; copy $out/dissect back over it and commit)
+        dir=${DISSECT_DIR:-docs/results/dissect-small}
+        timeout "${DISSECT_S:-560}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" --seeds 3 \
+            --jobs "${DISSECT_JOBS:-6}" --device cuda --max-minutes "${DISSECT_MIN:-7}" --resume --out "$dir" \
+            >"$out/dissect.txt" 2>&1
+        mkdir -p "$out/dissect" && cp -r "$dir"/. "$out/dissect/"
+        grep -v -i warn "$out/dissect.txt" | tail -8 ;;
     inference)  # prefill and decode at batch 1 (issue 12): the plain and the compiled decode step
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \
             --size 125m --contexts "${INFER_T:-4096,65536}" ${INFER_ARGS:-} --out "$out/inference" >"$out/inference.txt" 2>&1
@@ -54,6 +62,6 @@ for stage in $stages; do
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, inference, stream, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, dissect, inference, stream, soak)" >&2; exit 2 ;;
     esac
 done
