@@ -79,7 +79,7 @@ from hope.bench.dissect_report import (
     summarise,
 )
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions, resumable_runs, run_parallel, start_results
+from hope.bench.run import RunOptions, ends_in_time, resumable_runs, run_parallel, start_results
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
@@ -126,6 +126,7 @@ class DissectConfig(RunOptions):
     val_fraction: float = 0.05
     jobs: int = 1
     resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
+    max_minutes: float | None = None  # start no model past this wall time; None: run everything
     loss_thresholds: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0)
     abs_thresholds: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
     rel_thresholds: tuple[float, ...] = (-1.0, 0.0, 1.0)
@@ -146,6 +147,8 @@ class DissectConfig(RunOptions):
             check_int(f"dissect.{name}", getattr(self, name))
         if not isinstance(self.resume, bool):
             raise ValueError(f"dissect.resume must be true or false, got {self.resume!r}")
+        if self.max_minutes is not None:
+            check_number("dissect.max_minutes", self.max_minutes, lo_open=True)
         if self.val_batches is not None:
             check_int("dissect.val_batches", self.val_batches)
         check_sources("dissect", self.data, self.tokenizer)
@@ -461,8 +464,13 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         failed.append({"preset": preset, "seed": seed, "error": repr(error)[:500]})
         log(f"FAILED {preset} seed {seed}: {error!r}"[:500])
 
+    def may_start(args: tuple) -> bool:  # a job's arguments: (cfg, preset, ...)
+        return ends_in_time(finished, start, cfg.max_minutes, args[1])
+
     if cfg.jobs == 1:
         for index, args in jobs:
+            if not may_start(args):
+                break
             try:
                 run = run_one(*args)
             except RuntimeError as error:  # e.g. CUDA out of memory: the other models still run
@@ -470,7 +478,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
             else:
                 record(index, run)
     else:
-        run_parallel(jobs, cfg.jobs, record, fail, runner=run_one)
+        run_parallel(jobs, cfg.jobs, record, fail, runner=run_one, may_start=may_start)
     results = write(len(finished) == len(plan))
     log(
         f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}, {out / 'measurements.png'}"

@@ -312,14 +312,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     resumed = len(finished)
     start = time.perf_counter()
 
-    def may_start(preset: str) -> bool:
-        # A model may start if one like it (same preset, else any) would end before --max-minutes.
-        if cfg.max_minutes is None or not finished:
-            return True
-        same = [r["seconds"] for r in finished.values() if r["preset"] == preset] or [
-            r["seconds"] for r in finished.values()
-        ]  # a resumed run's models time the new ones too
-        return time.perf_counter() - start + sum(same) / len(same) <= 60 * cfg.max_minutes
+    def may_start(args: tuple) -> bool:  # a job's arguments: (cfg, setting, preset, ...)
+        return ends_in_time(finished, start, cfg.max_minutes, args[2])
 
     def record(index: int, run: dict) -> None:
         finished[index] = run
@@ -347,7 +341,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     ]
     if cfg.jobs == 1:
         for index, args in jobs:
-            if not may_start(args[2]):
+            if not may_start(args):
                 break
             try:
                 run = _one_run(*args)
@@ -375,6 +369,17 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     plot = plot_results(results, out)
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {plot}")
     return results
+
+
+def ends_in_time(finished: dict[int, dict], start: float, max_minutes: float | None, preset: str) -> bool:
+    """Whether a model of `preset` may start: one like it (same preset, else any) of the `finished`
+    runs would end before `max_minutes` after `start` (None: no limit; nothing finished: yes)."""
+    if max_minutes is None or not finished:
+        return True
+    same = [r["seconds"] for r in finished.values() if r["preset"] == preset] or [
+        r["seconds"] for r in finished.values()
+    ]  # a resumed run's models time the new ones too
+    return time.perf_counter() - start + sum(same) / len(same) <= 60 * max_minutes
 
 
 RESUMABLE = ("resume", "jobs", "out", "presets", "seeds", "models", "max_minutes")
@@ -428,11 +433,11 @@ def run_parallel(
     record: Callable,
     fail: Callable,
     runner: Callable | None = None,
-    may_start: Callable[[str], bool] = lambda preset: True,
+    may_start: Callable[[tuple], bool] = lambda args: True,
 ) -> None:
     """Runs ``runner(*args)`` (default: this suite driver's one run) for each ``(index, args)`` in
-    ``workers`` spawned processes, in order, starting none that ``may_start`` refuses (it gets
-    ``args[2]``, the preset); ``record`` gets each result, ``fail`` each RuntimeError. ``runner`` must
+    ``workers`` spawned processes, in order, starting none that ``may_start`` refuses (it gets the
+    job's ``args``); ``record`` gets each result, ``fail`` each RuntimeError. ``runner`` must
     be a module-level function (spawned processes import it). Small models leave a GPU idle between
     kernel launches, so processes sharing it train several models in little more than the time of one."""
     runner = runner or _one_run
@@ -447,7 +452,7 @@ def run_parallel(
         while queue or running:
             while queue and len(running) < workers:
                 index, args = queue.pop(0)
-                if not may_start(args[2]):
+                if not may_start(args):
                     queue.clear()
                     break
                 running[pool.submit(runner, *args)] = index

@@ -31,13 +31,13 @@ _SHARED = {
     "out": "out",
     "train_length": "context",
     "resume": "resume",
+    "max_minutes": "max_minutes",
 }
 """``bench-suite`` options dissect reads (dest: DissectConfig field); left at bench-suite's default,
 each takes the study's value (DissectConfig's default) instead."""
 _ELSEWHERE = {
     "tasks": "--tasks does not apply to bench-suite dissect",
     "lengths": "--lengths does not apply to bench-suite dissect",
-    "max_minutes": "--max-minutes does not apply to bench-suite dissect",
     "context": "--context does not apply to bench-suite dissect (its context is --train-length)",
 }
 
