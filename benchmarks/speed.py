@@ -25,9 +25,9 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 import hope
 
@@ -53,14 +53,19 @@ def model_config(preset: str, size: str, impl: str, vocab_size: int) -> hope.Mod
 
 
 def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
-    """`impl` "auto-recompute": "auto" with the CMS trained through `hope.ops.cms.segments`."""
+    """`impl` "auto-recompute": "auto" with the CMS trained through `hope.ops.cms.segments`; a "+graphs"
+    suffix: the step's forward and backward replayed from CUDA graphs (`hope.train.graphs`)."""
     from hope.ops.cms import segments
+    from hope.train.graphs import GraphedLoss
+    from hope.train.step import next_token_loss
 
-    segments.OPTIONS.enabled = impl == "auto-recompute"
-    cfg = model_config(preset, size, "auto" if impl == "auto-recompute" else impl, args.vocab_size)
+    base, graphs = impl.removesuffix("+graphs"), impl.endswith("+graphs")
+    segments.OPTIONS.enabled = base == "auto-recompute"
+    cfg = model_config(preset, size, "auto" if base == "auto-recompute" else base, args.vocab_size)
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(args.device)
     step_model = torch.compile(model) if compile_model else model
+    loss_fn = GraphedLoss(step_model, "bf16") if graphs else partial(next_token_loss, step_model, precision="bf16")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device == "cuda")
     ids = torch.randint(0, args.vocab_size, (batch, seq_len + 1), device=args.device)
     times, losses = [], []
@@ -68,14 +73,11 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
     for i in range(args.warmup + args.steps):
         torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            if args.forward_only:
-                with torch.no_grad():
-                    logits, _ = step_model(ids[:, :-1])
-            else:
-                logits, _ = step_model(ids[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
-        if not args.forward_only:
+        if args.forward_only:
+            with torch.no_grad():
+                loss = next_token_loss(step_model, ids[:, :-1], ids[:, 1:], "bf16")
+        else:
+            loss = loss_fn(ids[:, :-1], ids[:, 1:])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -87,7 +89,7 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
         print(f"[{time.strftime('%H:%M:%S')}] {preset} B={batch} T={seq_len} step {i}: {elapsed:.2f} s",
               file=sys.stderr, flush=True)  # fmt: skip
         if args.profile and i == args.warmup + args.steps - 1:
-            profile_step(step_model, opt, ids, f"{preset}-{'compiled' if compile_model else impl}", args)
+            profile_step(loss_fn, opt, ids, f"{preset}-{'compiled' if compile_model else impl}", args)
     sec = statistics.median(times)
     tokens_per_s = batch * seq_len / sec
     flops = _flops_per_token(model, cfg, seq_len, not args.forward_only) * tokens_per_s
@@ -106,16 +108,13 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
     }
 
 
-def profile_step(step_model, opt, ids, name: str, args) -> None:
+def profile_step(loss_fn, opt, ids, name: str, args) -> None:
     """One more training step under the profiler: kernels a step, GPU-busy ms, and the top kernels and
     host ops into --out/profile_<preset>-<impl>.txt."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            logits, _ = step_model(ids[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
-        loss.backward()
+        loss_fn(ids[:, :-1], ids[:, 1:]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
@@ -188,7 +187,8 @@ def main() -> None:
     p.add_argument("--seq-lens", default="4096", help="comma-separated sequence lengths")
     p.add_argument("--batches", default="8,4,2,1", help="batch sizes to try, largest first")
     p.add_argument(
-        "--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked (auto-recompute: auto, CMS by hope.ops.cms.segments)"
+        "--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked (auto-recompute: auto, CMS by hope.ops.cms.segments;"
+        " a +graphs suffix, e.g. auto+graphs: the step replayed from CUDA graphs)"
     )
     p.add_argument("--forward-only", action="store_true", help="time the no-grad forward (prefill)")
     p.add_argument("--steps", type=int, default=3)
@@ -220,7 +220,7 @@ def main() -> None:
     for seq_len in (int(t) for t in args.seq_lens.split(",")):
         for preset in args.presets.split(","):
             runs = (
-                [("auto", False), ("auto", True)]
+                [("auto", False), ("auto", True)] + [("auto+graphs", False)] * ("+graphs" in args.impls)
                 if preset == "transformer"
                 else [(impl, False) for impl in args.impls.split(",")]
             )

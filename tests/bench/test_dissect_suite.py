@@ -125,6 +125,8 @@ def test_study_sizes_have_the_study_parameter_counts(size):
         ({"abs_thresholds": ()}, "dissect.abs_thresholds"),
         ({"rel_thresholds": (math.nan,)}, "dissect.rel_thresholds"),
         ({"precision": "fp8"}, "dissect.precision"),
+        ({"cuda_graphs": "yes"}, "dissect.cuda_graphs"),
+        ({"cuda_graphs": True, "device": "cpu"}, "dissect.cuda_graphs"),
         ({"overrides": {"titans.chunk_size": 0}}, "titans.chunk_size"),
     ],
 )
@@ -143,6 +145,9 @@ def test_the_cli_refuses_what_does_not_apply(capsys):
     with pytest.raises(SystemExit):
         main(["bench-suite", "formal", "--measure-every", "5"])
     assert "--measure-every applies only to bench-suite dissect" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench-suite", "formal", "--cuda-graphs"])
+    assert "--cuda-graphs applies only to bench-suite dissect" in capsys.readouterr().err
 
 
 def test_cms_similarity_leaves_the_forward_alone():

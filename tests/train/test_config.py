@@ -34,6 +34,8 @@ def test_defaults_are_the_quick_hope_preset_on_the_builtin_corpus():
         ({"steps": 10, "warmup_steps": 10}, "train.warmup_steps"),
         ({"data": []}, "train.data"),
         ({"seed": True}, "train.seed"),
+        ({"cuda_graphs": True, "device": "cpu"}, "train.cuda_graphs"),
+        ({"cuda_graphs": True, "fsdp": True}, "train.cuda_graphs"),
     ],
 )
 def test_invalid_values_name_the_field(changes, field):

@@ -91,6 +91,7 @@ from hope.eval.lm import evaluate_lm
 from hope.layers.cms import ContinuumMemory
 from hope.layers.self_ref_titans import SelfReferentialTitans
 from hope.optim import build_optimizer
+from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
 
 SUITE = "dissect"
@@ -127,6 +128,7 @@ class DissectConfig(RunOptions):
     jobs: int = 1
     resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
     max_minutes: float | None = None  # start no model past this wall time; None: run everything
+    cuda_graphs: bool = False  # training steps replayed from CUDA graphs (hope.train.graphs)
     loss_thresholds: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0)
     abs_thresholds: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
     rel_thresholds: tuple[float, ...] = (-1.0, 0.0, 1.0)
@@ -145,8 +147,11 @@ class DissectConfig(RunOptions):
         shadow.validate_run(self.presets)
         for name in ("steps", "context", "measure_every", "measure_batch", "jobs"):
             check_int(f"dissect.{name}", getattr(self, name))
-        if not isinstance(self.resume, bool):
-            raise ValueError(f"dissect.resume must be true or false, got {self.resume!r}")
+        for name in ("resume", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"dissect.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.cuda_graphs and self.device == "cpu":
+            raise ValueError("dissect.cuda_graphs needs a GPU: it cannot run with dissect.device 'cpu'")
         if self.max_minutes is not None:
             check_number("dissect.max_minutes", self.max_minutes, lo_open=True)
         if self.val_batches is not None:
@@ -317,6 +322,7 @@ def run_one(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     loader = TokenLoader(train_ids, cfg.context, cfg.batch_size, seed)
     warmup = max(1, cfg.steps // 20)
+    loss_fn = GraphedLoss(model, cfg.precision) if cfg.cuda_graphs else None
     losses: list[float] = []
     checkpoints: list[dict] = []
     skipped, train_seconds = 0, 0.0
@@ -359,6 +365,7 @@ def run_one(
             device,
             precision=cfg.precision,
             grad_clip=cfg.grad_clip,
+            loss_fn=loss_fn,
         )
         train_seconds += time.perf_counter() - t0
         skipped += not (math.isfinite(loss) and math.isfinite(norm))
@@ -389,6 +396,8 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
     """Every preset x seed (seed-major, so a cut-off run holds every preset on the seeds it finished);
     ``results.json``, ``results.md`` and the plots are rewritten after every finished model."""
     device = pick_device(cfg.device)
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ValueError(f"dissect.cuda_graphs needs a GPU; the run would be on {device}")
     out = Path(cfg.out or f"bench/dissect-{cfg.size}-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "results.json").exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds results; pick another --out, or --resume to continue it")

@@ -382,7 +382,7 @@ def ends_in_time(finished: dict[int, dict], start: float, max_minutes: float | N
     return time.perf_counter() - start + sum(same) / len(same) <= 60 * max_minutes
 
 
-RESUMABLE = ("resume", "jobs", "out", "presets", "seeds", "models", "max_minutes")
+RESUMABLE = ("resume", "jobs", "out", "presets", "seeds", "models", "max_minutes", "cuda_graphs")
 """Settings a resumed run may change: which models it adds, and how it runs them."""
 
 

@@ -15,6 +15,7 @@ _OWN = {
     "val_batches": "--val-batches",
     "data": "--data",
     "tokenizer": "--tokenizer",
+    "cuda_graphs": "--cuda-graphs",
 }
 """The options only dissect has."""
 _SHARED = {
@@ -74,6 +75,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bpe:N (learned on the training split, as hope train), byte or a tokenizer.json "
         "(default: bpe:32768)",
+    )
+    group.add_argument(
+        "--cuda-graphs",
+        action="store_const",
+        const=True,
+        default=None,
+        help="replay each training step from CUDA graphs (hope.train.graphs; on a GPU, several times "
+        "faster for the memory presets)",
     )
 
 

@@ -5,14 +5,30 @@ A capture reads its layer's parameters where they were when it was recorded, so 
 their addresses. When they move (FSDP resharding between steps) every capture of the layer is stale
 and is dropped; a layer whose parameters keep moving stops capturing after a few moves, with one
 warning, instead of recording new graphs every step.
+
+Inside `suspended()` (a whole training step being captured: `hope.train.graphs`) no capture is made
+or replayed: a graph cannot be launched inside another's capture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 import weakref
 
 import torch
+
+_SUSPENDED = [0]
+
+
+@contextlib.contextmanager
+def suspended():
+    """No layer captures or replays its own graphs inside: the plain paths run (and get captured)."""
+    _SUSPENDED[0] += 1
+    try:
+        yield
+    finally:
+        _SUSPENDED[0] -= 1
 
 
 def addresses(params) -> tuple[int, ...]:
@@ -30,14 +46,16 @@ class Captures:
         self.moves: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def get(self, layer, key: tuple):
-        return self.graphs.get(layer, {}).get(key)
+        return None if _SUSPENDED[0] else self.graphs.get(layer, {}).get(key)
 
     def of(self, layer) -> dict:
-        return self.graphs.get(layer, {})
+        return {} if _SUSPENDED[0] else self.graphs.get(layer, {})
 
     def wants(self, layer, key: tuple) -> bool:
         """Whether `key` is to be captured now: not captured yet, and the layer still captures. Drops
         the layer's captures if its parameters moved since they were made."""
+        if _SUSPENDED[0]:
+            return False
         graphs = self.graphs.setdefault(layer, {})
         if key in graphs:
             return False

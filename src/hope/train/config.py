@@ -93,6 +93,12 @@ class TrainConfig:
     )
     precision: str = _option("fp32", "fp32 or bf16 (autocast)", choices=PRECISIONS)
     compile: bool = _option(False, "torch.compile the model", resumable=True)
+    cuda_graphs: bool = _option(
+        False,
+        "replay each micro-batch's forward and backward from CUDA graphs (one GPU process; several times "
+        "faster for the memory presets, whose steps are launch-bound: docs/PERFORMANCE.md)",
+        resumable=True,
+    )
     fsdp: bool = _option(False, "under torchrun, shard with FSDP2 instead of DDP")
     device: str = _option("auto", "auto, cpu or cuda", resumable=True, choices=DEVICES)
     eval_every: int = _option(100, "validate every N steps (0: only at the end)", resumable=True, lo=0)
@@ -146,6 +152,11 @@ class TrainConfig:
             raise ValueError(
                 f"train.optimizer_args {unknown} are not hyper-parameters of {self.optimizer}; "
                 f"accepted: {sorted(accepted)} (lr and weight_decay have their own options)"
+            )
+        if self.cuda_graphs and (self.device == "cpu" or self.fsdp):
+            raise ValueError(
+                "train.cuda_graphs needs one GPU process: it cannot run with "
+                + ("train.device 'cpu'" if self.device == "cpu" else "train.fsdp")
             )
         if self.batch_size % self.grad_accum:
             raise ValueError(

@@ -29,6 +29,7 @@ from hope.optim import build_optimizer
 from hope.train.budget import Budget
 from hope.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from hope.train.config import TrainConfig
+from hope.train.graphs import GraphedLoss
 from hope.train.metrics import MetricsLogger, plot_losses
 from hope.train.step import train_step
 
@@ -174,6 +175,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # groups may scale the global lr differently
     if cfg.compile:
         model = torch.compile(model)
+    loss_fn = GraphedLoss(model, cfg.precision) if cfg.cuda_graphs else None
 
     loader = TokenLoader(splits.train, cfg.seq_len, micro, cfg.seed, dist.rank(), world)
     step = 0
@@ -230,6 +232,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device) -> TrainResult:
                 cfg.grad_accum,
                 cfg.precision,
                 cfg.grad_clip,
+                loss_fn=loss_fn,
             )
             seconds = time.perf_counter() - started
             window_time += seconds

@@ -20,6 +20,15 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def next_token_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``model`` on ``inputs`` (bf16 autocast if ``precision`` says so),
+    no loss where a target is -100. Autocast's weight cache is off: it cannot live in a CUDA graph
+    (``hope.train.graphs``), and it saves nothing when each weight is cast once a step."""
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+        logits, _ = model(inputs)
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -31,23 +40,24 @@ def train_step(
     precision: str = "fp32",
     grad_clip: float = 0.0,
     after_backward: Callable[[], None] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
     """One optimizer step at ``factor`` times each group's base learning rate, over ``grad_accum``
     micro-batches ``(inputs, targets)`` from ``next_batch`` (next-token cross-entropy; no loss where a
     target is -100). Returns the all-process mean loss and the global gradient norm (clipped to
     ``grad_clip``; 0: not clipped). A non-finite loss or norm leaves the weights as they were.
-    ``after_backward`` is called between the backward pass and the optimizer step (for timing)."""
+    ``after_backward`` is called between the backward pass and the optimizer step (for timing).
+    ``loss_fn(inputs, targets)`` replaces ``next_token_loss`` (a ``hope.train.graphs.GraphedLoss``)."""
     for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
         group["lr"] = base * factor
     loss_sum = torch.zeros((), device=device)
     for micro in range(grad_accum):
         inputs, targets = (t.to(device, non_blocking=True) for t in next_batch())
-        with (
-            _grad_sync(model, micro == grad_accum - 1),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
-        ):
-            logits, _ = model(inputs)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        with _grad_sync(model, micro == grad_accum - 1):
+            if loss_fn is None:
+                loss = next_token_loss(model, inputs, targets, precision)
+            else:
+                loss = loss_fn(inputs, targets)
             (loss / grad_accum).backward()
         loss_sum += loss.detach()
     mean_loss = dist.all_reduce_sum(loss_sum / grad_accum).item() / dist.world_size()
