@@ -30,13 +30,14 @@ for stage in $stages; do
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${SPEED_PRESETS:-transformer,hope}" \
             --size 125m --seq-lens "${SPEED_T:-4096}" --steps 2 --warmup 1 --out "$out/speed" >"$out/speed.txt" 2>&1
         grep -v -i warn "$out/speed.txt" | tail -8 ;;
-    study)  # training at the dissection study's size (issue 16's budget), profiled; first the CMS path's GPU tests
-        timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_cms_segments.py \
-            tests/core/test_cms.py >"$out/cms-tests.txt" 2>&1
+    study)  # training at the dissection study's size (issue 16's budget), profiled; first the CMS walk's and
+        # the graphed step's GPU tests
+        timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_cms_walk.py \
+            tests/train/test_graphs.py >"$out/cms-tests.txt" 2>&1
         tail -3 "$out/cms-tests.txt"
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${STUDY_PRESETS:-transformer,hope,hope-no-cms,titans}" \
             --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 --profile \
-            --impls "${STUDY_IMPLS:-auto,auto-recompute}" \
+            --impls "${STUDY_IMPLS:-auto,auto+graphs}" \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
     dissect)  # the dissection study, a slice a call: --resume keeps what earlier calls finished (the

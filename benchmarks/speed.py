@@ -53,15 +53,13 @@ def model_config(preset: str, size: str, impl: str, vocab_size: int) -> hope.Mod
 
 
 def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
-    """`impl` "auto-recompute": "auto" with the CMS trained through `hope.ops.cms.segments`; a "+graphs"
-    suffix: the step's forward and backward replayed from CUDA graphs (`hope.train.graphs`)."""
-    from hope.ops.cms import segments
+    """`impl` with a "+graphs" suffix: the step's forward and backward replayed from CUDA graphs
+    (`hope.train.graphs`)."""
     from hope.train.graphs import GraphedLoss
     from hope.train.step import next_token_loss
 
     base, graphs = impl.removesuffix("+graphs"), impl.endswith("+graphs")
-    segments.OPTIONS.enabled = base == "auto-recompute"
-    cfg = model_config(preset, size, "auto" if base == "auto-recompute" else base, args.vocab_size)
+    cfg = model_config(preset, size, base, args.vocab_size)
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(args.device)
     step_model = torch.compile(model) if compile_model else model
@@ -187,8 +185,8 @@ def main() -> None:
     p.add_argument("--seq-lens", default="4096", help="comma-separated sequence lengths")
     p.add_argument("--batches", default="8,4,2,1", help="batch sizes to try, largest first")
     p.add_argument(
-        "--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked (auto-recompute: auto, CMS by hope.ops.cms.segments;"
-        " a +graphs suffix, e.g. auto+graphs: the step replayed from CUDA graphs)"
+        "--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked; a +graphs suffix (auto+graphs): the step replayed"
+        " from CUDA graphs, and the transformer timed so too"
     )
     p.add_argument("--forward-only", action="store_true", help="time the no-grad forward (prefill)")
     p.add_argument("--steps", type=int, default=3)

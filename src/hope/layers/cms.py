@@ -31,15 +31,14 @@ from torch import nn
 from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.memory import core
-from hope.ops.cms import segments
 
 
 @cache
-def _compiled_segment():
-    """`ContinuumMemory._segment` compiled once for every layer (impl="auto" on CUDA): a segment's few
+def _compiled(fn):
+    """A `ContinuumMemory` method compiled once for every layer (impl="auto" on CUDA): a piece's few
     hundred small kernels, most of a streamed piece's host time, fuse into a handful."""
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
-    return torch.compile(ContinuumMemory._segment, dynamic=False)
+    return torch.compile(fn, dynamic=False)
 
 
 class ContinuumMemory(nn.Module):
@@ -118,17 +117,59 @@ class ContinuumMemory(nn.Module):
             if (pos % self.segment) + x.shape[1] > self.segment:
                 raise ValueError("cms.error='lm' needs the model to feed one segment at a time")
             return self._levels(x, state["fast"])[0], dict(state)
-        segment = partial(_compiled_segment(), self) if self.impl == "auto" and x.is_cuda else self._segment
-        if segments.OPTIONS.enabled and torch.is_grad_enabled() and self.impl == "auto" and x.is_cuda:
-            return segments.segments_forward(self, x, state, segment, segments.OPTIONS.cuda_graphs)
+        if self.impl == "reference":
+            return self._walk_segments(x, state)
+        return self._walk_levels(x, state)
+
+    def _walk_segments(self, x: torch.Tensor, state: dict):
+        """Eq. 71 as it reads (impl="reference"): one segment (the shortest period) at a time, every level
+        read and its error summed, then the levels at a boundary step."""
         outs, t = [], 0
         while t < x.shape[1]:
             n = min(self.segment - state["pos"] % self.segment, x.shape[1] - t)
-            delta, grads = segment(x[:, t : t + n], state["fast"])
+            delta, grads = self._segment(x[:, t : t + n], state["fast"])
             outs.append(delta)
             state = self.absorb(state, grads, n)
             t += n
         return torch.cat(outs, dim=1), state
+
+    def _walk_levels(self, x: torch.Tensor, state: dict):
+        """The same numbers level by level: level ℓ walks the whole sequence in its own C_ℓ-token chunks,
+        reading and differentiating a chunk at once (its weights are constant there), before level ℓ+1
+        reads its output. A slow level costs T / C_ℓ steps instead of T / min C."""
+        piece = partial(_compiled(ContinuumMemory._level_piece), self) if self.impl == "auto" and x.is_cuda else self._level_piece
+        pos, n_tokens = state["pos"], x.shape[1]
+        fast, pending = list(state["fast"]), list(state["pending"])
+        z, total, faster = x, None, None
+        for i, c in enumerate(self.chunk_sizes):
+            z_i = x if self.cms.variant == "independent" else z
+            lengths, t = [], 0
+            while t < n_tokens:
+                lengths.append(min(c - (pos + t) % c, n_tokens - t))
+                t += lengths[-1]
+            # keys and values hold no fast weight: the whole sequence at once. Split, not sliced, so
+            # that the backward joins the pieces' gradients once instead of padding each to full length.
+            pieces = zip(*(u.split(lengths, dim=1) for u in (z_i, *self._keys_values(i, z_i))))
+            outs, t, kept = [], 0, [(pos, fast[i])]  # kept: (position, weights from there on)
+            for n, (z_p, keys, values) in zip(lengths, pieces):
+                out, grads = piece(fast[i], z_p, keys, values)
+                outs.append(out)
+                pending[i] = self._add_error(fast[i], pending[i], grads)
+                t += n
+                if (pos + t) % c == 0:
+                    # nested: restart from the faster level's weights at this very token (Eq. 72-73)
+                    start = _at(faster, pos + t) if (self.cms.variant == "nested" and i > 0) else fast[i]
+                    fast[i], pending[i] = self._take_step(c, start, pending[i]), None
+                    kept.append((pos + t, fast[i]))
+            z, faster = torch.cat(outs, dim=1), kept
+            if self.cms.variant == "independent":
+                total = z - x if total is None else total + (z - x)
+        delta = total if self.cms.variant == "independent" else z - x
+        return delta, {"pos": pos + n_tokens, "fast": fast, "pending": pending}
+
+    def _level_piece(self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        """A level on tokens z that read the same weights w: M(z) and Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖²."""
+        return self.read_level(w, z), self._error_gradients(w, keys, values)
 
     def _segment(self, piece: torch.Tensor, fast):
         """Tokens that read the same fast weights: the levels' output y − x and their error gradients."""
@@ -141,9 +182,15 @@ class ContinuumMemory(nn.Module):
 
     def _level_gradients(self, i: int, w, z: torch.Tensor, mask: torch.Tensor | None = None):
         """Level i's Σ_t ∇θ ½‖M_i(k̂_t) − v̂_t‖² over inputs z (B, n, D); `mask` (n,) weights the tokens."""
-        # Unit-norm keys and values keep the inner step's scale independent of the width.
-        keys = core.normalize(z @ self.key_readout[i].T)
-        values = core.normalize(z @ self.value_readout[i].T)
+        return self._error_gradients(w, *self._keys_values(i, z), mask)
+
+    def _keys_values(self, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Level i's k̂ = W_k z/‖W_k z‖ and v̂ = W_v z/‖W_v z‖: unit norms keep the inner step's scale
+        independent of the width."""
+        return core.normalize(z @ self.key_readout[i].T), core.normalize(z @ self.value_readout[i].T)
+
+    def _error_gradients(self, w, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None):
+        """Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖² at weights w."""
         if self.cms.level == "swiglu":
             return _swiglu_gradients(w, keys, values, mask)
         out, cache = core.forward(self.spec, w, keys)
@@ -161,17 +208,23 @@ class ContinuumMemory(nn.Module):
         pos = state["pos"] + n_tokens
         fast, pending = list(state["fast"]), list(state["pending"])
         for i, c in enumerate(self.chunk_sizes):
-            # the sums keep the fast weights' dtype (float32 under autocast, whose products are bf16)
-            pending[i] = (
-                [g.to(w.dtype) for w, g in zip(fast[i], grads[i])]
-                if pending[i] is None
-                else [p + g for p, g in zip(pending[i], grads[i])]
-            )
+            pending[i] = self._add_error(fast[i], pending[i], grads[i])
             if pos % c == 0:
                 start = fast[i - 1] if (self.cms.variant == "nested" and i > 0) else fast[i]
-                fast[i] = [w - (self.cms.lr / c) * g for w, g in zip(start, pending[i])]
-                pending[i] = None
+                fast[i], pending[i] = self._take_step(c, start, pending[i]), None
         return {"pos": pos, "fast": fast, "pending": pending}
+
+    @staticmethod
+    def _add_error(fast, pending, grads):
+        """A level's error sum plus new gradients, kept in the fast weights' dtype (float32 under
+        autocast, whose products are bf16)."""
+        if pending is None:
+            return [g.to(w.dtype) for w, g in zip(fast, grads)]
+        return [p + g for p, g in zip(pending, grads)]
+
+    def _take_step(self, chunk: int, start, pending):
+        """Eq. 71's step from weights `start` on the error summed over a `chunk`-token chunk."""
+        return [w - (self.cms.lr / chunk) * g for w, g in zip(start, pending)]
 
     # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
     def level_steps(self, pos: int) -> tuple[bool, ...]:
@@ -257,6 +310,11 @@ class ContinuumMemory(nn.Module):
             filled.zero_()
         state["pos"].add_(1)
         return delta
+
+
+def _at(kept, position: int):
+    """The weights in effect after `position` among `kept` [(position, weights), ...], oldest first."""
+    return [w for at, w in kept if at <= position][-1]
 
 
 def _swiglu_gradients(w, keys: torch.Tensor, values: torch.Tensor, mask=None) -> list[torch.Tensor]:

@@ -1,5 +1,6 @@
-"""The CUDA-graph captures of a layer's backward pieces, shared by the Titans chunk backward
-(`hope.ops.titans.fused`) and the CMS segment backward (`hope.ops.cms.segments`).
+"""The CUDA-graph captures of a layer's backward pieces (the Titans chunk backward,
+`hope.ops.titans.fused`), kept apart from the kernels so that a whole-step capture
+(`hope.train.graphs`) can set them aside.
 
 A capture reads its layer's parameters where they were when it was recorded, so its key ends with
 their addresses. When they move (FSDP resharding between steps) every capture of the layer is stale
