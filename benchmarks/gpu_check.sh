@@ -44,7 +44,7 @@ for stage in $stages; do
         # directory comes with the working tree; copy $out/dissect back over it and commit)
         dir=${DISSECT_DIR:-docs/results/dissect-small}
         timeout "${DISSECT_S:-560}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" --seeds 3 \
-            --jobs "${DISSECT_JOBS:-6}" --device cuda --max-minutes "${DISSECT_MIN:-7}" --resume --out "$dir" \
+            --jobs "${DISSECT_JOBS:-1}" --device cuda --cuda-graphs --max-minutes "${DISSECT_MIN:-7}" --resume --out "$dir" \
             >"$out/dissect.txt" 2>&1
         mkdir -p "$out/dissect" && cp -r "$dir"/. "$out/dissect/"
         grep -v -i warn "$out/dissect.txt" | tail -8 ;;

@@ -7,8 +7,9 @@
 
 Training step = forward + backward + AdamW, bf16 autocast, vocabulary 32000. For each preset and
 sequence length the batch is the largest of --batches that fits (out-of-memory steps down to the
-next). The transformer is timed eager and under torch.compile; the memory presets once per --impls
-entry ("auto" on CUDA is the Triton path where it runs, see `hope.ops.titans`). MFU counts 6·N
+next). The transformer is timed eager and under torch.compile (and with the step in CUDA graphs when an
+--impls entry asks for "+graphs"); the memory presets once per --impls entry ("auto" on CUDA is the
+Triton path where it runs, see `hope.ops.titans`; "auto+graphs" the same step replayed from CUDA graphs). MFU counts 6·N
 FLOPs a token for training (2·N forward-only), N the non-embedding parameters, plus the attention
 matmuls for attention blocks, against the device's dense bf16 peak (--peak-tflops). Timings are
 medians of synchronised steps after warm-up. Writes results.json and results.md into --out (and with

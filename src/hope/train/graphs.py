@@ -1,5 +1,5 @@
 """A training micro-batch (forward, next-token loss, backward) replayed from CUDA graphs
-(`train.cuda_graphs`, `bench-suite --cuda-graphs`).
+(`hope train --cuda-graphs`, `hope bench-suite dissect --cuda-graphs`).
 
 HOPE's memories walk a sequence chunk by chunk and segment by segment: tens of thousands of small
 kernels a step, each launched from Python. At the dissection study's size the GPU is busy about a
