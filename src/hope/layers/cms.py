@@ -27,6 +27,7 @@ from functools import cache, partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from hope.checks import check_shape
 from hope.config import ModelConfig
@@ -90,11 +91,17 @@ class ContinuumMemory(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def read_level(self, w, z: torch.Tensor) -> torch.Tensor:
         """M_ℓ(z) at weights w (Eq. 70's MLP^(f_ℓ)): `slow_weights(ℓ)` or a state's fast weights."""
+        return self._forward_level(w, z)[0]
+
+    def _forward_level(self, w, z: torch.Tensor):
+        """M_ℓ(z), and the intermediate values its error gradients reuse."""
         if self.cms.level == "residual":
-            return core.read(self.spec, w, z)
+            return core.forward(self.spec, w, z)
         w_gate, w_up, w_down = w
-        hidden = F.silu(z @ w_gate.transpose(-1, -2)) * (z @ w_up.transpose(-1, -2))
-        return z + hidden @ w_down.transpose(-1, -2)
+        pre_gate, up = z @ w_gate.transpose(-1, -2), z @ w_up.transpose(-1, -2)
+        gate = F.silu(pre_gate)
+        hidden = gate * up
+        return z + hidden @ w_down.transpose(-1, -2), (pre_gate, up, gate, hidden)
 
     def _levels(self, x: torch.Tensor, weights) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Apply the levels with the given weights; returns y − x and each level's input."""
@@ -168,8 +175,12 @@ class ContinuumMemory(nn.Module):
         return delta, {"pos": pos + n_tokens, "fast": fast, "pending": pending}
 
     def _level_piece(self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
-        """A level on tokens z that read the same weights w: M(z) and Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖²."""
-        return self.read_level(w, z), self._error_gradients(w, keys, values)
+        """A level on tokens z that read the same weights w: M(z) and Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖². The tokens
+        and the keys go through the level together, one product a layer for both."""
+        n = z.shape[1]
+        out, cache = self._forward_level(w, torch.cat([z, keys], dim=1))
+        at_keys = tree_map(lambda t: t[:, n:], cache)
+        return out[:, :n], self._gradients(w, keys, out[:, n:], at_keys, values)
 
     def _segment(self, piece: torch.Tensor, fast):
         """Tokens that read the same fast weights: the levels' output y − x and their error gradients."""
@@ -190,13 +201,25 @@ class ContinuumMemory(nn.Module):
         return core.normalize(z @ self.key_readout[i].T), core.normalize(z @ self.value_readout[i].T)
 
     def _error_gradients(self, w, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None):
-        """Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖² at weights w."""
-        if self.cms.level == "swiglu":
-            return _swiglu_gradients(w, keys, values, mask)
-        out, cache = core.forward(self.spec, w, keys)
+        """Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖² at weights w; `mask` (n,) weights the tokens."""
+        return self._gradients(w, keys, *self._forward_level(w, keys), values, mask)
+
+    def _gradients(self, w, keys, out, cache, values, mask=None) -> list[torch.Tensor]:
+        """Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖² in closed form, from out = M(k̂) and its cache (Eq. 71's error)."""
         err = core.objective_error("l2", out, values)
-        us, gs = core.backward(self.spec, w, cache, err if mask is None else err * mask[:, None])
-        return [g.transpose(-1, -2) @ u for u, g in zip(us, gs)]
+        if mask is not None:
+            err = err * mask[:, None]
+        if self.cms.level == "residual":
+            us, gs = core.backward(self.spec, w, cache, err)
+            return [g.transpose(-1, -2) @ u for u, g in zip(us, gs)]
+        pre_gate, up, gate, hidden = cache
+        d_hidden = err @ w[2]
+        d_pre_gate = d_hidden * up * core.activation_grad("silu", pre_gate)
+        return [
+            d_pre_gate.transpose(-1, -2) @ keys,
+            (d_hidden * gate).transpose(-1, -2) @ keys,
+            err.transpose(-1, -2) @ hidden,
+        ]
 
     def absorb(self, state: dict, grads, n_tokens: int) -> dict:
         """Add this segment's per-level error gradients; step every level whose C_ℓ boundary is reached (Eq. 71).
@@ -315,22 +338,3 @@ class ContinuumMemory(nn.Module):
 def _at(kept, position: int):
     """The weights in effect after `position` among `kept` [(position, weights), ...], oldest first."""
     return [w for at, w in kept if at <= position][-1]
-
-
-def _swiglu_gradients(w, keys: torch.Tensor, values: torch.Tensor, mask=None) -> list[torch.Tensor]:
-    """Σ_t ∇(W_g, W_u, W_d) ½‖k_t + W_d(silu(W_g k_t) ⊙ W_u k_t) − v_t‖², in closed form (Eq. 71's error);
-    `mask` (n,) weights the tokens."""
-    w_gate, w_up, w_down = w
-    pre_gate, up = keys @ w_gate.transpose(-1, -2), keys @ w_up.transpose(-1, -2)
-    gate = F.silu(pre_gate)
-    hidden = gate * up
-    err = keys + hidden @ w_down.transpose(-1, -2) - values
-    if mask is not None:
-        err = err * mask[:, None]
-    d_hidden = err @ w_down
-    d_pre_gate = d_hidden * up * core.activation_grad("silu", pre_gate)
-    return [
-        d_pre_gate.transpose(-1, -2) @ keys,
-        (d_hidden * gate).transpose(-1, -2) @ keys,
-        err.transpose(-1, -2) @ hidden,
-    ]
