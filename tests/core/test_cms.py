@@ -197,10 +197,10 @@ def test_unknown_variant_names_the_accepted_ones():
         _cms(**{"cms.variant": "parallel"})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="impl='auto' compiles the CMS segment on CUDA")
-def test_compiled_cms_segments_equal_the_eager_ones():
-    """impl='auto' on CUDA runs each CMS segment compiled: the same outputs and fast weights as eager
-    segments, over pieces that start and end inside a segment."""
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="impl='auto' compiles the CMS level pieces on CUDA")
+def test_compiled_cms_pieces_equal_the_eager_ones():
+    """impl='auto' on CUDA runs each level's chunk piece compiled: the same outputs and fast weights as
+    the eager walk, over pieces that start and end inside a chunk."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset("hope", size="tiny", impl="auto")
     auto = ContinuumMemory(cfg).cuda()
