@@ -40,6 +40,10 @@ for stage in $stages; do
             --impls "${STUDY_IMPLS:-auto,auto+graphs}" \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
+    overlap)  # graphed steps of small models on several streams of one process (a thread runner for --jobs?)
+        timeout "${OVERLAP_S:-300}" python3 benchmarks/overlap.py --preset "${OVERLAP_PRESET:-hope}" --size study-small \
+            --jobs "${OVERLAP_JOBS:-1,2,4}" --steps 10 --out "$out/overlap" >"$out/overlap.txt" 2>&1
+        grep -v -i warn "$out/overlap.txt" | tail -8 ;;
     dissect)  # the dissection study, a slice a call: --resume keeps what earlier calls finished (the
         # directory comes with the working tree; copy $out/dissect back over it and commit)
         dir=${DISSECT_DIR:-docs/results/dissect-small}
@@ -63,6 +67,6 @@ for stage in $stages; do
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, dissect, inference, stream, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, overlap, dissect, inference, stream, soak)" >&2; exit 2 ;;
     esac
 done
