@@ -7,6 +7,8 @@ MLP (`cms.level`).
 Level ℓ has slow weights θ_ℓ (parameters, the meta-learned initial state) and per-sequence fast
 weights that start at θ_ℓ and, at every C_ℓ-token boundary, take one step on the error accumulated over
 the last C_ℓ tokens (Eq. 71). Tokens read the weights of the last completed boundary: causal.
+`impl="reference"` walks the sequence as Eq. 71 reads, a segment of the shortest period at a time
+with every level; every other impl walks it level by level (`_walk_levels`), the same numbers.
 
 Error signals: `local` — ½‖M_ℓ(k̂) − v̂‖², k̂ = W_k z/‖W_k z‖, v̂ = W_v z/‖W_v z‖ on the level's input z,
 computed here; `lm` — the model's own next-token loss, whose gradient the language model computes
@@ -144,30 +146,30 @@ class ContinuumMemory(nn.Module):
         """The same numbers level by level: level ℓ walks the whole sequence in its own C_ℓ-token chunks,
         reading and differentiating a chunk at once (its weights are constant there), before level ℓ+1
         reads its output. A slow level costs T / C_ℓ steps instead of T / min C."""
-        piece = partial(_compiled(ContinuumMemory._level_piece), self) if self.impl == "auto" and x.is_cuda else self._level_piece
+        piece = self._level_piece
+        if self.impl == "auto" and x.is_cuda:
+            piece = partial(_compiled(ContinuumMemory._level_piece), self)
         pos, n_tokens = state["pos"], x.shape[1]
         fast, pending = list(state["fast"]), list(state["pending"])
         z, total, faster = x, None, None
         for i, c in enumerate(self.chunk_sizes):
             z_i = x if self.cms.variant == "independent" else z
-            lengths, t = [], 0
-            while t < n_tokens:
-                lengths.append(min(c - (pos + t) % c, n_tokens - t))
-                t += lengths[-1]
+            # where the pieces end: the level's chunk boundaries inside the sequence, then its end
+            ends = [*range((pos // c + 1) * c, pos + n_tokens, c), pos + n_tokens]
+            lengths = [b - a for a, b in zip([pos, *ends], ends)]
             # keys and values hold no fast weight: the whole sequence at once. Split, not sliced, so
             # that the backward joins the pieces' gradients once instead of padding each to full length.
             pieces = zip(*(u.split(lengths, dim=1) for u in (z_i, *self._keys_values(i, z_i))))
-            outs, t, kept = [], 0, [(pos, fast[i])]  # kept: (position, weights from there on)
-            for n, (z_p, keys, values) in zip(lengths, pieces):
+            outs, kept = [], [(pos, fast[i])]  # kept: (position, weights from there on)
+            for end, (z_p, keys, values) in zip(ends, pieces):
                 out, grads = piece(fast[i], z_p, keys, values)
                 outs.append(out)
                 pending[i] = self._add_error(fast[i], pending[i], grads)
-                t += n
-                if (pos + t) % c == 0:
+                if end % c == 0:
                     # nested: restart from the faster level's weights at this very token (Eq. 72-73)
-                    start = _at(faster, pos + t) if (self.cms.variant == "nested" and i > 0) else fast[i]
+                    start = _at(faster, end) if (self.cms.variant == "nested" and i > 0) else fast[i]
                     fast[i], pending[i] = self._take_step(c, start, pending[i]), None
-                    kept.append((pos + t, fast[i]))
+                    kept.append((end, fast[i]))
             z, faster = torch.cat(outs, dim=1), kept
             if self.cms.variant == "independent":
                 total = z - x if total is None else total + (z - x)
