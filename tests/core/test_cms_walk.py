@@ -110,6 +110,21 @@ def test_the_nested_restart_takes_the_faster_level_after_its_own_step():
     _assert_same(_run(levels, x, None), _run(reference, x, None))
 
 
+@pytest.mark.parametrize("level", ["residual", "swiglu"])
+def test_a_level_whose_step_no_token_reads_leaves_its_read_outs_without_a_gradient(level):
+    """12 tokens: the 12-token level steps only after the last one, so a loss on the output gives its
+    key/value read-outs no gradient at all (None, as the reference walk), which DDP's unused-parameter
+    list relies on (LanguageModel.unused_parameters)."""
+    levels, reference = _pair(**{"cms.level": level})
+    x = torch.randn(2, 12, 8, dtype=D64, generator=torch.Generator().manual_seed(8))
+    for module in (levels, reference):
+        module.zero_grad(set_to_none=True)
+        y, _ = module(x.clone().requires_grad_())
+        y.square().sum().backward()
+        idle = {n for n, p in module.named_parameters() if p.grad is None}
+        assert idle == {"key_readout.2", "value_readout.2"}
+
+
 def test_a_level_that_just_stepped_holds_no_error_sum():
     levels, _ = _pair()
     x = torch.randn(1, 12, 8, dtype=D64)

@@ -160,9 +160,12 @@ class ContinuumMemory(nn.Module):
             # keys and values hold no fast weight: the whole sequence at once. Split, not sliced, so
             # that the backward joins the pieces' gradients once instead of padding each to full length.
             pieces = zip(*(u.split(lengths, dim=1) for u in (z_i, *self._keys_values(i, z_i))))
+            # a level whose step no token here reads must leave its read-outs without a gradient
+            # (LanguageModel.unused_parameters), not with a zero one through the joint product
+            together = any(end % c == 0 for end in ends[:-1])
             outs, kept = [], [(pos, fast[i])]  # kept: (position, weights from there on)
             for end, (z_p, keys, values) in zip(ends, pieces):
-                out, grads = piece(fast[i], z_p, keys, values)
+                out, grads = piece(fast[i], z_p, keys, values, together)
                 outs.append(out)
                 pending[i] = self._add_error(fast[i], pending[i], grads)
                 if end % c == 0:
@@ -176,9 +179,11 @@ class ContinuumMemory(nn.Module):
         delta = total if self.cms.variant == "independent" else z - x
         return delta, {"pos": pos + n_tokens, "fast": fast, "pending": pending}
 
-    def _level_piece(self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
-        """A level on tokens z that read the same weights w: M(z) and Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖². The tokens
-        and the keys go through the level together, one product a layer for both."""
+    def _level_piece(self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, together: bool = True):
+        """A level on tokens z that read the same weights w: M(z) and Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖². `together`:
+        the tokens and the keys go through the level in one product a layer."""
+        if not together:
+            return self.read_level(w, z), self._error_gradients(w, keys, values)
         n = z.shape[1]
         out, cache = self._forward_level(w, torch.cat([z, keys], dim=1))
         at_keys = tree_map(lambda t: t[:, n:], cache)
