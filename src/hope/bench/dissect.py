@@ -328,6 +328,8 @@ def run_one(
     skipped, train_seconds = 0, 0.0
 
     def checkpoint(step: int) -> None:
+        # a window no longer than a piece streams as one piece: through a Streamer, which on CUDA
+        # replays it from a graph (the eager forward of a memory model waits on its launches)
         val = evaluate_lm(
             model,
             val_ids,
@@ -337,7 +339,7 @@ def run_one(
             device,
             cfg.val_batches,
             cfg.precision,
-            cfg.piece,
+            min(cfg.piece, cfg.context),
         )
         probe.load_state_dict(model.state_dict())
         recent = [v for v in losses[-cfg.measure_every :] if math.isfinite(v)]
