@@ -81,7 +81,7 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         elapsed = time.perf_counter() - start
         if i >= args.warmup:
             times.append(elapsed)
