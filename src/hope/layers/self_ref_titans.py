@@ -296,7 +296,7 @@ class SelfReferentialTitans(nn.Module):
             base=list(self.init_weights) if self.titans.decay_to == "init" else None,
         )
         o = o[:, 0]
-        rate = torch.ones(()) if gate is None else gate.mean()
+        rate = o.new_ones(()) if gate is None else gate.mean()
         return o, weights, momentum, hist, count, rate
 
     # ---- one-token decoding on static buffers (hope.models.decode) -------------------------------
