@@ -45,12 +45,16 @@ for stage in $stages; do
             --jobs "${OVERLAP_JOBS:-1,2,4}" --steps 10 --out "$out/overlap" >"$out/overlap.txt" 2>&1
         grep -v -i warn "$out/overlap.txt" | tail -8 ;;
     dissect)  # the dissection study, a slice a call: --resume keeps what earlier calls finished (the
-        # directory comes with the working tree; copy $out/dissect back over it and commit)
+        # directory comes with the working tree; copy $out/dissect back over it and commit). A model
+        # paused at --max-minutes keeps its checkpoint in /tmp on the device, which a call made while the
+        # machine is still warm continues from (too large to come back).
         dir=${DISSECT_DIR:-docs/results/dissect-small}
-        timeout "${DISSECT_S:-560}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" --seeds 3 \
-            --jobs "${DISSECT_JOBS:-1}" --device cuda --cuda-graphs --max-minutes "${DISSECT_MIN:-7}" --resume --out "$dir" \
-            >"$out/dissect.txt" 2>&1
-        mkdir -p "$out/dissect" && cp -r "$dir"/. "$out/dissect/"
+        timeout "${DISSECT_S:-560}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" \
+            --presets "${DISSECT_PRESETS:-hope,hope-no-cms,hope-no-selfmod,hope-no-surprise,titans,transformer}" \
+            --seeds "${DISSECT_SEEDS:-3}" --jobs "${DISSECT_JOBS:-1}" --device cuda --cuda-graphs \
+            --max-minutes "${DISSECT_MIN:-8}" --partial-dir "/tmp/hope-dissect-partial/${DISSECT_SIZE:-small}" \
+            --resume --out "$dir" >"$out/dissect.txt" 2>&1
+        mkdir -p "$out/dissect" && cp "$dir"/*.* "$out/dissect/"
         grep -v -i warn "$out/dissect.txt" | tail -8 ;;
     inference)  # prefill and decode at batch 1 (issue 12): the plain and the compiled decode step
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \

@@ -159,3 +159,47 @@ def test_cms_similarity_leaves_the_forward_alone():
     before = model(ids)[0]
     sims = cms_level_similarity(model, ids)
     assert len(sims) == 2 and torch.equal(model(ids)[0], before)
+
+
+def test_a_paused_model_continues_as_if_never_stopped(tmp_path, monkeypatch):
+    """A model paused at a measurement (its deadline passed) keeps a checkpoint there; --resume continues
+    it from that step, and it ends with the losses and measurements of a run never stopped. Settings
+    other than the resumable ones are refused by name, and without --resume the paused run is."""
+    import time
+
+    from hope.bench import dissect
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_text()[:100_000])
+    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "hope", "--seeds", "1", "--steps", "4"]
+    argv += ["--measure-every", "2", "--train-length", "40", "--batch-size", "2", "--val-batches", "1"]
+    argv += ["--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu"]
+    argv += ["--model.d_model", "16", "--model.n_layers", "1", "--model.n_heads", "2", "--model.impl", "chunked"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["runs"][0]
+    assert whole["measure_seconds"] > 0
+
+    out = tmp_path / "paused"
+    run_one, calls = dissect.run_one, []
+
+    def first_call_late(*args):  # the deadline (the last argument) already past on the first call
+        calls.append(args[-1])
+        return run_one(*args[:-1], time.monotonic() if len(calls) == 1 else args[-1])
+
+    monkeypatch.setattr(dissect, "run_one", first_call_late)
+    assert main([*argv, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert not results["complete"] and results["runs"] == []
+    kept = out / "partial" / "hope-seed0" / "checkpoints"
+    assert [p.name for p in kept.iterdir()] == ["step_00000002"]
+    assert main([*argv, "--out", str(out)]) == 1  # not without --resume
+    assert main([*argv, "--out", str(out), "--resume", "--lr", "2e-3"]) == 1  # nor with another lr
+    assert len(calls) == 1
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and not (out / "partial" / "hope-seed0").exists()
+    resumed = results["runs"][0]
+    for timing in ("seconds", "train_tokens_per_s", "measure_seconds"):
+        whole.pop(timing), resumed.pop(timing)
+    assert resumed == whole
+    assert [c["step"] for c in resumed["checkpoints"]] == [0, 2, 4]

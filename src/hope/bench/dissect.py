@@ -46,14 +46,18 @@ per-token surprise) and a fixed batch of ``measure_batch`` validation windows:
 Written to ``out``: ``config.json`` first; after every finished model ``results.json``
 (``"complete": false`` until the end), ``results.md`` (Table 1 side by side with the study's, the final
 measurements, the gate sweep) and ``curves.png`` / ``measurements.png`` (``dissect_report``); so a run
-cut off keeps every model it finished.
+cut off keeps every model it finished. A model in training keeps a checkpoint at its last measurement
+in ``partial_dir`` (``out/partial`` by default), so ``--resume`` continues it from there, also after
+``max_minutes`` paused it; it is removed once the model's result is written.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -79,7 +83,7 @@ from hope.bench.dissect_report import (
     summarise,
 )
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions, ends_in_time, resumable_runs, run_parallel, start_results
+from hope.bench.run import RunOptions, check_same_settings, resumable_runs, run_parallel, start_results
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
@@ -91,6 +95,7 @@ from hope.eval.lm import evaluate_lm
 from hope.layers.cms import ContinuumMemory
 from hope.layers.self_ref_titans import SelfReferentialTitans
 from hope.optim import build_optimizer
+from hope.train.checkpoint import latest_checkpoint, load_checkpoint, read_record, save_checkpoint
 from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
 
@@ -127,7 +132,10 @@ class DissectConfig(RunOptions):
     val_fraction: float = 0.05
     jobs: int = 1
     resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
-    max_minutes: float | None = None  # start no model past this wall time; None: run everything
+    # start no model past this wall time, and pause one at a measurement whose next segment would end
+    # past it (--resume continues it there); None: run everything
+    max_minutes: float | None = None
+    partial_dir: str | None = None  # a training model's checkpoint at its last measurement; None: out/partial
     cuda_graphs: bool = False  # training steps replayed from CUDA graphs (hope.train.graphs)
     loss_thresholds: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0)
     abs_thresholds: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
@@ -154,6 +162,10 @@ class DissectConfig(RunOptions):
             raise ValueError("dissect.cuda_graphs needs a GPU: it cannot run with dissect.device 'cpu'")
         if self.max_minutes is not None:
             check_number("dissect.max_minutes", self.max_minutes, lo_open=True)
+        if self.partial_dir is not None and not (isinstance(self.partial_dir, str) and self.partial_dir):
+            raise ValueError(
+                f"dissect.partial_dir must be a directory path or None, got {self.partial_dir!r}"
+            )
         if self.val_batches is not None:
             check_int("dissect.val_batches", self.val_batches)
         check_sources("dissect", self.data, self.tokenizer)
@@ -229,11 +241,10 @@ def measure(probe, ids: torch.Tensor, init: dict, previous: dict, cfg: DissectCo
         }
     }
     names = {id(p): n for n, p in probe.named_parameters()}
-    cms = [b.ffn for b in probe.blocks if isinstance(b.ffn, ContinuumMemory)]
+    cms = _cms_levels(probe)
     if cms:
         norms, from_init, from_prev = [], [], []
-        for memory in cms:
-            levels = [memory.slow_weights(i) for i in range(len(memory.chunk_sizes))]
+        for levels in cms:
             norms.append([_norm(ws) for ws in levels])
             from_init.append([_norm([w - init[names[id(w)]] for w in ws]) for ws in levels])
             row = []
@@ -242,10 +253,10 @@ def measure(probe, ids: torch.Tensor, init: dict, previous: dict, cfg: DissectCo
                 row.append(
                     _norm([w - previous[k] for w, k in zip(ws, keys)]) if keys[0] in previous else None
                 )
-                previous.update({k: w.detach().clone() for k, w in zip(keys, ws)})
             from_prev.append(row)
+        previous.update(_level_weights(probe))
         out["cms"] = {
-            "periods": list(cms[0].chunk_sizes),
+            "periods": list(_cms_memories(probe)[0].chunk_sizes),
             "similarity": cms_level_similarity(probe, x),
             "norm": norms,
             "drift_init": from_init,
@@ -267,6 +278,21 @@ def measure(probe, ids: torch.Tensor, init: dict, previous: dict, cfg: DissectCo
         out["surprise"] = surprise_profile(probe, x)
         out["gate_sweep"] = _gate_sweep(probe, layers, x, cfg)
     return out
+
+
+def _cms_memories(model) -> list[ContinuumMemory]:
+    return [b.ffn for b in model.blocks if isinstance(b.ffn, ContinuumMemory)]
+
+
+def _cms_levels(model) -> list[list[list[torch.Tensor]]]:
+    """Each CMS layer's levels, each level's slow weights (parameters of `model`)."""
+    return [[m.slow_weights(i) for i in range(len(m.chunk_sizes))] for m in _cms_memories(model)]
+
+
+def _level_weights(model) -> dict[str, torch.Tensor]:
+    """Copies of every CMS level weight by parameter name: what the next measurement's drift is from."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(w)]: w.detach().clone() for levels in _cms_levels(model) for ws in levels for w in ws}
 
 
 def _gate_sweep(probe, layers, x, cfg: DissectConfig) -> dict:
@@ -301,9 +327,18 @@ def run_one(
     train_ids: np.ndarray,
     val_ids: np.ndarray,
     byte_lengths: np.ndarray,
+    partial: Path | None = None,
+    settings: dict | None = None,
+    deadline: float | None = None,
 ) -> dict:
     """Trains one model ``cfg.steps`` AdamW steps (warm-up 5%, cosine to 10%, as ``bench-suite``) on
-    seeded windows of ``train_ids``, measuring it at step 0, every ``measure_every`` steps and at the end."""
+    seeded windows of ``train_ids``, measuring it at step 0, every ``measure_every`` steps and at the end.
+
+    With a ``partial`` directory the model keeps a checkpoint there at every measurement (weights,
+    optimizer, data position, what it measured; ``settings``, the run's resolved config, with them) and
+    starts from the one it finds, so a run cut off continues where it was. Past a measurement whose
+    next segment would end after ``deadline`` (``time.monotonic()``) it stops and returns
+    ``{"preset", "seed", "paused_at"}`` instead of a result."""
     torch.manual_seed(seed)
     model = hope.build_model(model_cfg).to(device)
     # The measurement copy: its own config (the gate sweep changes its gates), the chunked path.
@@ -322,12 +357,23 @@ def run_one(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     loader = TokenLoader(train_ids, cfg.context, cfg.batch_size, seed)
     warmup = max(1, cfg.steps // 20)
-    loss_fn = GraphedLoss(model, cfg.precision) if cfg.cuda_graphs else None
     losses: list[float] = []
     checkpoints: list[dict] = []
-    skipped, train_seconds = 0, 0.0
+    skipped, train_seconds, measure_seconds, spent, first = 0, 0.0, 0.0, 0.0, 0
+    saved = latest_checkpoint(partial) if partial is not None else None
+    if saved is not None:
+        record = load_checkpoint(saved, model, optimizer)
+        loader.load_state_dict(record["loader"])
+        losses, checkpoints, first = record["train_loss"], record["checkpoints"], record["step"]
+        skipped, spent = record["skipped_steps"], record["seconds"]
+        train_seconds, measure_seconds = record["train_seconds"], record["measure_seconds"]
+        probe.load_state_dict(model.state_dict())
+        previous = _level_weights(probe)  # the weights the last measurement saw
+    loss_fn = GraphedLoss(model, cfg.precision) if cfg.cuda_graphs else None
 
     def checkpoint(step: int) -> None:
+        nonlocal measure_seconds
+        t0 = time.perf_counter()
         # a window no longer than a piece streams as one piece: through a Streamer, which on CUDA
         # replays it from a graph (the eager forward of a memory model waits on its launches)
         val = evaluate_lm(
@@ -352,11 +398,14 @@ def run_one(
                 **measure(probe, measure_ids, init, previous, cfg),
             }
         )
+        measure_seconds += time.perf_counter() - t0
 
     began = time.perf_counter()
-    checkpoint(0)
+    if saved is None:
+        checkpoint(0)
+    segment_began = time.monotonic()
     model.train()
-    for step in range(cfg.steps):
+    for step in range(first, cfg.steps):
         t0 = time.perf_counter()
         loss, norm = train_step(
             model,
@@ -375,6 +424,24 @@ def run_one(
         if (step + 1) % cfg.measure_every == 0 or step + 1 == cfg.steps:
             checkpoint(step + 1)
             model.train()
+            if partial is not None and step + 1 < cfg.steps:
+                progress = {
+                    "preset": preset,
+                    "seed": seed,
+                    "config": settings,
+                    "loader": loader.state_dict(),
+                    "train_loss": losses,
+                    "checkpoints": checkpoints,
+                    "skipped_steps": skipped,
+                    "seconds": spent + time.perf_counter() - began,
+                    "train_seconds": train_seconds,
+                    "measure_seconds": measure_seconds,
+                }
+                save_checkpoint(partial, step + 1, model, optimizer, progress, keep=1)
+                now = time.monotonic()
+                if deadline is not None and now + (now - segment_began) > deadline:
+                    return {"preset": preset, "seed": seed, "paused_at": step + 1}
+            segment_began = time.monotonic()
     final = checkpoints[-1]
     return {
         "preset": preset,
@@ -382,8 +449,9 @@ def run_one(
         "params": model.num_parameters(),
         "d_model": model_cfg.d_model,
         "n_layers": model_cfg.n_layers,
-        "seconds": time.perf_counter() - began,
+        "seconds": spent + time.perf_counter() - began,
         "train_tokens_per_s": cfg.steps * cfg.batch_size * cfg.context / max(train_seconds, 1e-9),
+        "measure_seconds": measure_seconds,
         "skipped_steps": skipped,
         "final_val_loss": final["val_loss"],
         "final_val_bpb": final["val_bpb"],
@@ -392,17 +460,46 @@ def run_one(
     }
 
 
+def _check_partial(path: Path, preset: str, settings: dict, log: Callable[[str], None]) -> None:
+    """A model's checkpoint in training may be continued only under the settings it was trained with
+    (ValueError naming the first that differs); if its preset's configuration changed, it is dropped."""
+    saved = latest_checkpoint(path)
+    if saved is None:
+        return
+    before = read_record(saved)["config"]
+    check_same_settings(before, settings, path)
+    if before["models"].get(preset) != settings["models"][preset]:
+        log(f"{path}: {preset}'s model configuration changed since; it trains again from the start")
+        shutil.rmtree(path)
+
+
+def partial_checkpoints(cfg: DissectConfig, out: Path, preset: str, seed: int) -> Path:
+    """The directory where `preset` at `seed` keeps its checkpoint while it trains."""
+    return (Path(cfg.partial_dir) if cfg.partial_dir else out / "partial") / f"{preset}-seed{seed}"
+
+
 # ---- the driver -----------------------------------------------------------------------------------
+
 
 def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Every preset x seed (seed-major, so a cut-off run holds every preset on the seeds it finished);
-    ``results.json``, ``results.md`` and the plots are rewritten after every finished model."""
+    ``results.json``, ``results.md`` and the plots are rewritten after every finished model. A model in
+    training keeps a checkpoint at each measurement (``partial_checkpoints``), from which ``resume``
+    continues it; ``max_minutes`` pauses it there."""
     device = pick_device(cfg.device)
     if cfg.cuda_graphs and device.type != "cuda":
         raise ValueError(f"dissect.cuda_graphs needs a GPU; the run would be on {device}")
     out = Path(cfg.out or f"bench/dissect-{cfg.size}-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "results.json").exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds results; pick another --out, or --resume to continue it")
+    plan = [(seed, preset) for seed in range(cfg.seeds) for preset in cfg.presets]
+    partials = [partial_checkpoints(cfg, out, preset, seed) for seed, preset in plan]
+    if not cfg.resume:
+        for path in partials:
+            if latest_checkpoint(path) is not None:
+                raise FileExistsError(
+                    f"{path} holds a model in training; --resume to continue it, or remove it"
+                )
     splits, tokenizer = prepare_tokens(list(cfg.data), cfg.tokenizer, cfg.val_fraction)
     check_long_enough(splits.train, cfg.context, "training")
     if len(splits.val) < cfg.measure_batch * cfg.context + 1:
@@ -427,20 +524,42 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
     header = {**start_results(out, SUITE, device, resolved), "study_loss": STUDY_LOSS[cfg.size]}
     train_ids, val_ids = np.asarray(splits.train), np.asarray(splits.val)
     byte_lengths = token_byte_lengths(tokenizer)
-    plan = [(seed, preset) for seed in range(cfg.seeds) for preset in cfg.presets]
+    settings = json.loads(to_json(resolved))
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     jobs = [
-        (i, (cfg, preset, configs[preset], seed, device, train_ids, val_ids, byte_lengths))
+        (
+            i,
+            (
+                cfg,
+                preset,
+                configs[preset],
+                seed,
+                device,
+                train_ids,
+                val_ids,
+                byte_lengths,
+                partials[i],
+                settings,
+                deadline,
+            ),
+        )
         for i, (seed, preset) in enumerate(plan)
     ]
     finished: dict[int, dict] = {}
     if cfg.resume and (out / "results.json").exists():
         kept = resumable_runs(
-            out / "results.json", resolved, key=lambda r: (r["seed"], r["preset"]), model=lambda r: (r["preset"],)
+            out / "results.json",
+            resolved,
+            key=lambda r: (r["seed"], r["preset"]),
+            model=lambda r: (r["preset"],),
         )
         finished = {i: kept[key] for i, key in enumerate(plan) if key in kept}
         jobs = [job for job in jobs if job[0] not in finished]
         log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
+    for index, args in jobs:
+        _check_partial(partials[index], args[1], settings, log)
     failed: list[dict] = []
+    paused: list[dict] = []
     start = time.perf_counter()
 
     def write(complete: bool) -> dict:
@@ -460,8 +579,16 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         return results
 
     def record(index: int, run: dict) -> None:
+        if "paused_at" in run:
+            paused.append(run)
+            log(
+                f"paused {run['preset']} seed {run['seed']} at step {run['paused_at']} of {cfg.steps} "
+                f"(--max-minutes); --resume continues it from {partials[index]}"
+            )
+            return
         finished[index] = run
         write(False)
+        shutil.rmtree(partials[index], ignore_errors=True)  # its result is on disk now
         done, elapsed = len(finished) + len(failed), time.perf_counter() - start
         fresh = done - (len(plan) - len(jobs))  # this process's models, which time the rest
         log(
@@ -475,8 +602,8 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         failed.append({"preset": preset, "seed": seed, "error": repr(error)[:500]})
         log(f"FAILED {preset} seed {seed}: {error!r}"[:500])
 
-    def may_start(args: tuple) -> bool:  # a job's arguments: (cfg, preset, ...)
-        return ends_in_time(finished, start, cfg.max_minutes, args[1])
+    def may_start(args: tuple) -> bool:  # a model that starts late pauses at its first measurement
+        return not paused and (deadline is None or time.monotonic() < deadline)
 
     if cfg.jobs == 1:
         for index, args in jobs:

@@ -382,8 +382,22 @@ def ends_in_time(finished: dict[int, dict], start: float, max_minutes: float | N
     return time.perf_counter() - start + sum(same) / len(same) <= 60 * max_minutes
 
 
-RESUMABLE = ("resume", "jobs", "out", "presets", "seeds", "models", "max_minutes", "cuda_graphs")
+RESUMABLE = (
+    "resume", "jobs", "out", "presets", "seeds", "models", "max_minutes", "cuda_graphs", "partial_dir"
+)  # fmt: skip
 """Settings a resumed run may change: which models it adds, and how it runs them."""
+
+
+def check_same_settings(before: dict, resolved: dict, where: Path) -> None:
+    """ValueError naming the first setting (`RESUMABLE` aside) in which the run recorded at `where`
+    (its resolved config `before`, JSON form) differs from `resolved`."""
+    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
+    for name in sorted(set(before) | set(new)):
+        if name not in RESUMABLE and before.get(name) != new.get(name):
+            raise ValueError(
+                f"--resume: {where} was run with {name}={before.get(name)!r}, this run has {new.get(name)!r};"
+                " resume with the same settings or pick another --out"
+            )
 
 
 def resumable_runs(path: Path, resolved: dict, key: Callable, model: Callable) -> dict[tuple, dict]:
@@ -391,14 +405,9 @@ def resumable_runs(path: Path, resolved: dict, key: Callable, model: Callable) -
     `resolved` names (ValueError naming the first that differs, `RESUMABLE` aside); a run whose model
     configuration, ``resolved["models"]`` at the path `model(run)`, changed is not kept."""
     old = json.loads(path.read_text())
-    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
+    new = json.loads(to_json(resolved))
     before = old.get("config", {})
-    for name in sorted(set(before) | set(new)):
-        if name not in RESUMABLE and before.get(name) != new.get(name):
-            raise ValueError(
-                f"--resume: {path} was run with {name}={before.get(name)!r}, this run has {new.get(name)!r};"
-                " resume with the same settings or pick another --out"
-            )
+    check_same_settings(before, resolved, path)
 
     def config(models: dict, run: dict):
         for part in model(run):

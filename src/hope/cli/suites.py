@@ -128,7 +128,9 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         "--max-minutes",
         type=float,
         default=None,
-        help="start no model that would end past this wall time; the tables cover what finished",
+        help="start no model that would end past this wall time; the tables cover what finished "
+        "(dissect: start none past it, and pause a model at a measurement whose next segment would end "
+        "past it; --resume continues it)",
     )
     b.add_argument(
         "--jobs",

@@ -95,7 +95,7 @@ class TrainConfig:
     compile: bool = _option(False, "torch.compile the model", resumable=True)
     cuda_graphs: bool = _option(
         False,
-        "replay each micro-batch's forward and backward from CUDA graphs (one GPU process): up to 4.6x "
+        "replay each micro-batch's forward and backward from CUDA graphs (one GPU process): about 4x "
         "faster where a step waits on kernel launches (small HOPE models), nothing where the GPU is "
         "already busy (docs/PERFORMANCE.md)",
         resumable=True,
