@@ -47,14 +47,17 @@ for stage in $stages; do
     dissect)  # the dissection study, a slice a call: --resume keeps what earlier calls finished (the
         # directory comes with the working tree; copy $out/dissect back over it and commit). A model
         # paused at --max-minutes keeps its checkpoint in /tmp on the device, which a call made while the
-        # machine is still warm continues from (too large to come back).
-        dir=${DISSECT_DIR:-docs/results/dissect-small}
+        # machine is still warm continues from (too large to come back). A hope model is ten segments of
+        # about 60 s (200 steps and a measurement) after about 90 s of start-up: two calls.
+        dir=${DISSECT_DIR:-docs/results/dissect-small} keep=/tmp/hope-dissect-out/${DISSECT_SIZE:-small}
+        # a warm machine's copy of the results is newer than the one that travelled with the tree
+        if [ -f "$keep/results.json" ]; then mkdir -p "$dir" && cp "$keep"/*.* "$dir"/; fi
         timeout "${DISSECT_S:-560}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" \
             --presets "${DISSECT_PRESETS:-hope,hope-no-cms,hope-no-selfmod,hope-no-surprise,titans,transformer}" \
             --seeds "${DISSECT_SEEDS:-3}" --jobs "${DISSECT_JOBS:-1}" --device cuda --cuda-graphs \
             --max-minutes "${DISSECT_MIN:-8}" --partial-dir "/tmp/hope-dissect-partial/${DISSECT_SIZE:-small}" \
             --resume --out "$dir" >"$out/dissect.txt" 2>&1
-        mkdir -p "$out/dissect" && cp "$dir"/*.* "$out/dissect/"
+        mkdir -p "$out/dissect" "$keep" && cp "$dir"/*.* "$out/dissect/" && cp "$dir"/*.* "$keep"/
         grep -v -i warn "$out/dissect.txt" | tail -8 ;;
     inference)  # prefill and decode at batch 1 (issue 12): the plain and the compiled decode step
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \

@@ -399,6 +399,13 @@ def run_one(
             }
         )
         measure_seconds += time.perf_counter() - t0
+        # a study model trains for minutes: say how far it is (stderr, also from a --jobs process)
+        elapsed = spent + time.perf_counter() - began
+        print(
+            f"{preset} seed {seed}: step {step}, val loss {val['loss']:.3f} ({elapsed:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     began = time.perf_counter()
     if saved is None:
