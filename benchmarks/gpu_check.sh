@@ -37,7 +37,7 @@ for stage in $stages; do
         tail -3 "$out/cms-tests.txt"
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${STUDY_PRESETS:-transformer,hope,hope-no-cms,titans}" \
             --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 --profile \
-            --impls "${STUDY_IMPLS:-auto+graphs}" \
+            --impls "${STUDY_IMPLS:-auto+graphs}" ${STUDY_ARGS:-} \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
     overlap)  # graphed steps of small models on several streams of one process (a thread runner for --jobs?)

@@ -150,7 +150,8 @@ def write_table(result: dict, path: str) -> str:
     lines = [
         (
             f"Device: {result['device']}, torch {result['torch']}, {result['date']}; size {result['size']}, "
-            f"{mode}, bf16 autocast, median of {result['steps']} steps after {result['warmup']} warm-up."
+            f"{mode}, bf16 autocast, median of {result['steps']} steps after {result['warmup']} warm-up"
+            f"; Titans chunk backward: {result.get('titans_backward', 'autograd')}."
         ),
         "",
         "| T | preset | impl | params | batch | tokens/s | × compiled transformer | MFU | peak GiB |",
@@ -195,6 +196,12 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM)")
     p.add_argument("--profile", action="store_true", help="profile one more step of each row (profile_<preset>-<impl>.txt)")
+    p.add_argument(
+        "--titans-backward",
+        choices=("autograd", "vjp"),
+        default="autograd",
+        help="how the Triton path differentiates a chunk's recompute (hope.ops.titans.fused.KERNEL.backward)",
+    )
     p.add_argument("--out", default="runs/speed")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -203,6 +210,9 @@ def main() -> None:
     # TF32 for the float32 products: the Titans layers run outside autocast (their recurrence is
     # float32); with "highest" they take IEEE products, several times slower (2026-12-01: 16 s a step)
     torch.set_float32_matmul_precision("high")
+    from hope.ops.titans import fused
+
+    fused.KERNEL.backward = args.titans_backward
     args.batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.out, exist_ok=True)
     result = {
@@ -213,6 +223,7 @@ def main() -> None:
         "forward_only": args.forward_only,
         "steps": args.steps,
         "warmup": args.warmup,
+        "titans_backward": args.titans_backward,
         "command": " ".join(["python benchmarks/speed.py", *sys.argv[1:]]),
         "rows": [],
     }

@@ -362,3 +362,68 @@ def test_bad_kernel_options_are_refused(monkeypatch):
     layer = _layer("hope")
     with pytest.raises(ValueError, match="KERNEL.dots must be one of"):
         layer(torch.randn(1, 16, 32, dtype=DTYPE, device=DEVICE), None, impl="triton")
+
+
+def _chunk_inputs(layer, batch=2):
+    torch.manual_seed(3)
+    x_c = torch.randn(batch, 16, 32, dtype=DTYPE, device=DEVICE)
+    start = [w.expand(batch, *w.shape).detach().clone() for w in layer.init_weights]
+    if layer.titans.update_rule == "momentum":
+        start += [torch.zeros_like(s) for s in start]
+    start = [s + 0.1 * torch.randn_like(s) for s in start]
+    gate = (torch.rand(batch, layer.n_heads, 16, device=DEVICE) > 0.3).to(DTYPE)
+    grad_o = torch.randn(batch, layer.n_heads, 16, layer.head_dim, dtype=DTYPE, device=DEVICE)
+    return x_c, start, gate, grad_o, [torch.randn_like(s) for s in start]
+
+
+@pytest.mark.parametrize("variant", ["hope", "no-selfmod", "titans-lmm", "matrix", "gd-dot-silu"])
+def test_chunk_backward_as_one_vjp_equals_autograd(variant):
+    """KERNEL.backward="vjp" (recompute and backward as one torch.func.vjp) gives autograd's gradients
+    of the input, start state and parameters, None where autograd has None, also under no_grad (as in
+    autograd's backward) and through stand-in parameters (the captured path)."""
+    from hope.ops.titans import fused
+
+    preset, over = VARIANTS[variant]
+    layer = _layer(preset, **over)
+    params = list(layer.parameters())
+    inputs = _chunk_inputs(layer)
+    ref = fused._chunk_backward(layer, layer._segment, *inputs, params)
+    aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
+    stand_ins = dict(zip([n for n, _ in layer.named_parameters()], aliases))
+    with torch.no_grad():
+        got = fused._chunk_vjp(layer, fused._vjp, *inputs, params)
+        stand = fused._chunk_vjp(layer, fused._vjp, *inputs, aliases, stand_ins=stand_ins)
+    for out in (got, stand):
+        torch.testing.assert_close(out[0], ref[0], atol=TOL, rtol=TOL)
+        for a, b in zip([*out[1], *out[2]], [*ref[1], *ref[2]], strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
+    assert sum(g is not None for g in got[2]) >= len(layer.init_weights)
+
+
+def test_the_one_vjp_compiles_as_one_graph():
+    """The vjp traces without a graph break (fullgraph=True), so on CUDA it is one compiled graph; here
+    through aot_eager, the compiler's front end without code generation."""
+    from hope.ops.titans import fused
+
+    layer = _layer("hope")
+    params = list(layer.parameters())
+    inputs = _chunk_inputs(layer)
+    ref = fused._chunk_backward(layer, layer._segment, *inputs, params)
+    compiled = torch.compile(fused._vjp, backend="aot_eager", fullgraph=True, dynamic=False)
+    got = fused._chunk_vjp(layer, compiled, *inputs, params)
+    torch.testing.assert_close(got[0], ref[0], atol=TOL, rtol=TOL)
+    for a, b in zip(got[2], ref[2], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
+
+
+def test_triton_with_the_vjp_backward_equals_chunked(monkeypatch):
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "vjp")
+    layer = _layer("hope")
+    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))

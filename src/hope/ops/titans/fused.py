@@ -7,14 +7,15 @@ by group in reverse, the kernel replays the group from its kept boundary with th
 recover the boundaries inside it; then chunk by chunk, the layer's own PyTorch `_segment` recomputes
 one chunk from its start state with that gate, and autograd carries the output and end-state
 gradients back to the chunk's start (on CUDA: one captured graph replayed per chunk,
-`titans.cuda_graphs`). Memory grows with T / (C · boundary_every), not with the chunks' activations.
+`titans.cuda_graphs`); with `KERNEL.backward="vjp"` the recompute and its backward are one
+`torch.func.vjp`, one compiled graph on CUDA. Memory grows with T / (C · boundary_every), not with the chunks' activations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from functools import partial
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -39,15 +40,21 @@ class KernelOptions:
     H200, 2026-12-01). num_warps: None picks 4 or 8 by the memories' size (4 when split). split
     (on): the memories spread over programs, three launches a chunk (`chunk_split`), instead of
     one program per (batch, head) walking the whole sequence (`chunk_fwd`); at 125m on an H200
-    (2026-12-01) the forward took 33.5 ms against 45.9 at batch 8, 9.4 against 24.1 at batch 1."""
+    (2026-12-01) the forward took 33.5 ms against 45.9 at batch 8, 9.4 against 24.1 at batch 1.
+    backward: how a chunk's recompute is differentiated: "autograd" records the compiled `_segment`
+    and runs autograd's backward through it (two graphs, autograd's engine between them); "vjp" makes
+    recompute and backward one function (`torch.func.vjp`), which compiles to one graph, so the
+    compiler may fuse across the two (not yet timed on a GPU)."""
 
     dots: str = "auto"
     share_inverse: bool = True
     num_warps: int | None = None
     split: bool = True
+    backward: str = "autograd"
 
     def validate(self) -> None:
         check_choice("KERNEL.dots", self.dots, ("auto", "bf16"))
+        check_choice("KERNEL.backward", self.backward, ("autograd", "vjp"))
         if self.num_warps is not None:
             check_choice("KERNEL.num_warps", self.num_warps, (1, 2, 4, 8, 16))
 
@@ -275,7 +282,7 @@ class _FusedTitans(torch.autograd.Function):
 def _chunk_backward_for(layer, cuda: bool):
     """The per-chunk backward: `_segment` through autograd, compiled on CUDA and there replayed from
     the CUDA graph the forward captured for this layer and chunk shape (`titans.cuda_graphs`)."""
-    backward = partial(_chunk_backward, layer, layer.chunk_step(compiled=cuda))
+    backward = _backward_of(layer, compiled=cuda)
     graphs = _CAPTURED.of(layer)
 
     def replay(x_c, start, gate, grad_o, grad_end, params):
@@ -321,9 +328,7 @@ class _ChunkGraph:
         self.n_state = len(start)
         aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
         names = [name for name, _ in layer.named_parameters()]
-        backward = partial(
-            _chunk_backward, layer, layer.chunk_step(compiled=True), stand_ins=dict(zip(names, aliases))
-        )
+        backward = partial(_backward_of(layer, compiled=True), stand_ins=dict(zip(names, aliases)))
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture: compilation, lazy backward graphs
@@ -379,6 +384,54 @@ def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params, 
     grad_start = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[1 : 1 + len(s_c)], s_c)]
     by_id = dict(zip(map(id, wanted), grads[1 + len(s_c) :]))
     return grads[0], grad_start, [by_id.get(id(p)) for p in params]
+
+
+def _backward_of(layer, compiled: bool):
+    """The chunk backward `KERNEL.backward` names, for `layer`: (x_c, start, gate, grad_o, grad_end,
+    params, stand_ins=None) → (grad x_c, grads of the start state, grad of each parameter or None)."""
+    if KERNEL.backward == "vjp":
+        return partial(_chunk_vjp, layer, _compiled_vjp() if compiled else _vjp)
+    return partial(_chunk_backward, layer, layer.chunk_step(compiled=compiled))
+
+
+def _vjp(recompute, x_c, start, gate, grad_o, grad_end, wanted: dict):
+    """One chunk's recompute and its vector-Jacobian product in one function of tensors: grads of x_c,
+    of the start state and of the parameters in `wanted` ({name: tensor})."""
+    n_layers = len(recompute.layer.spec.shapes)
+
+    def chunk(x_c, s_c, p):
+        w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
+        swapped = {f"layer.{name}": t for name, t in p.items()}
+        o_c, w_next, m_next, *_ = torch.func.functional_call(recompute, swapped, (x_c, w_c, m_c, gate))
+        return o_c, [*w_next, *(m_next or [])]
+
+    _, pull = torch.func.vjp(chunk, x_c, list(start), wanted)
+    return pull((grad_o, list(grad_end)))
+
+
+@cache
+def _compiled_vjp():
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
+    return torch.compile(_vjp, dynamic=False, fullgraph=True)
+
+
+def _chunk_vjp(layer, vjp, x_c, start, gate, grad_o, grad_end, params, stand_ins=None):
+    """`_chunk_backward` by `vjp` (`_vjp`, or it compiled). The vjp returns zeros for a parameter the
+    chunk does not reach where autograd returns None, and a parameter nothing else reaches must keep
+    no gradient (as in eager); so the first call per layer runs autograd once to learn which it reaches."""
+    names = [name for name, _ in layer.named_parameters()]
+    if "_chunk_reach" not in layer.__dict__:
+        probe = _chunk_backward(layer, layer._segment, x_c, start, gate, grad_o, grad_end, params, stand_ins)
+        # kept outside the module tree (no registration): the _Recompute holds the layer as its child,
+        # and one module per layer lets a compiled vjp see the same module every call
+        object.__setattr__(layer, "_chunk_reach", dict(zip(names, (g is not None for g in probe[2]))))
+        object.__setattr__(layer, "_chunk_recompute", _Recompute(layer, layer._segment))
+    given = stand_ins or dict(layer.named_parameters())
+    wanted = {n: given[n] for n, p in zip(names, params) if p.requires_grad and layer._chunk_reach[n]}
+    grad_x, grad_start, grad_params = vjp(
+        layer._chunk_recompute, x_c.detach(), [s.detach() for s in start], gate, grad_o, grad_end, wanted
+    )
+    return grad_x, list(grad_start), [grad_params.get(n) for n in names]
 
 
 def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor, count: int):
