@@ -163,3 +163,47 @@ def test_an_encoder_and_its_decoder_learn_to_reconstruct_a_fixed_batch():
         loss.backward()
         optimizer.step()
     assert evaluate(readout, "mad", examples, batch_size=8)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("preset", ["hope", "transformer"])
+def test_padding_a_training_batch_leaves_loss_and_gradients_alone(preset):
+    """With cuda_graphs the suites pad each batch to a multiple of GRAPH_WIDTH tokens (few shapes to
+    capture); a causal model's loss and every gradient are those of the unpadded batch."""
+    from hope.train.step import next_token_loss
+
+    task = get_suite("formal").tasks[0]
+    batch = R._train_batch("formal", task, 3, 50, 0, ByteTokenizer())
+    padded = R.pad_width(batch, R.GRAPH_WIDTH)
+    assert padded[0].shape[1] % R.GRAPH_WIDTH == 0 and padded[0].shape[1] > batch[0].shape[1]
+    assert torch.equal(padded[0][:, : batch[0].shape[1]], batch[0])
+    assert (padded[1][:, batch[1].shape[1] :] == IGNORE).all()
+    over = {"impl": "chunked", "titans.chunk_size": 8, "cms.chunk_sizes": (8, 16)} if preset == "hope" else {}
+    torch.manual_seed(0)
+    model = hope.build_model(hope.ModelConfig.preset(preset, size="tiny", vocab_size=256, **over)).double()
+    grads = []
+    for inputs, targets in (batch, padded):
+        model.zero_grad()
+        loss = next_token_loss(model, inputs, targets, "fp32")
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-12, rtol=1e-12)
+    assert grads[1][1].keys() == grads[0][1].keys()
+    for name, g in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], g, atol=1e-12, rtol=1e-12, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_fit_with_cuda_graphs_trains_as_eager():
+    """`fit` with cuda_graphs (graphed steps on padded batches) follows the eager run's losses."""
+    task = get_suite("formal").tasks[0]
+    cfg = hope.ModelConfig.preset("hope", size="tiny", vocab_size=256, **{"titans.chunk_size": 8})
+
+    def batch_at(step):
+        return R._train_batch("formal", task, 4, 50, step, ByteTokenizer())
+
+    results = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = hope.build_model(cfg).cuda()
+        results.append(R.fit(model, batch_at, 6, 1e-3, 0.1, 1.0, "fp32", torch.device("cuda"), graphs))
+    assert abs(results[1]["train_loss"] - results[0]["train_loss"]) < 1e-3

@@ -146,8 +146,11 @@ def test_the_cli_refuses_what_does_not_apply(capsys):
         main(["bench-suite", "formal", "--measure-every", "5"])
     assert "--measure-every applies only to bench-suite dissect" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["bench-suite", "formal", "--cuda-graphs"])
-    assert "--cuda-graphs applies only to bench-suite dissect" in capsys.readouterr().err
+        main(["bench-suite", "continual", "--cuda-graphs"])
+    assert "--cuda-graphs does not apply to bench-suite continual" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench-suite", "formal", "--cuda-graphs", "--device", "cpu"])
+    assert "bench.cuda_graphs needs a GPU" in capsys.readouterr().err
 
 
 def test_cms_similarity_leaves_the_forward_alone():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 import hope
 from hope.atomic import write_text_atomic
@@ -49,6 +50,7 @@ from hope.eval.predict import evaluate, pad, suite_vocab, training_pair
 from hope.optim import build_optimizer
 from hope.suites import get_suite
 from hope.suites.common import IGNORE, Example
+from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
 
 
@@ -104,6 +106,7 @@ class BenchConfig(RunOptions):
     jobs: int = 1  # models trained at once, each in its own process
     context: int | None = None  # attention models' context; None: the protocol's default (or no limit)
     resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
+    cuda_graphs: bool = False  # training steps replayed from CUDA graphs, batches padded to GRAPH_WIDTH
 
     def __post_init__(self) -> None:
         self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
@@ -119,8 +122,11 @@ class BenchConfig(RunOptions):
             raise ValueError("bench.tasks must not be empty")
         for name in ("steps", "jobs"):
             check_int(f"bench.{name}", getattr(self, name))
-        if not isinstance(self.resume, bool):
-            raise ValueError(f"bench.resume must be true or false, got {self.resume!r}")
+        for name in ("resume", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"bench.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.cuda_graphs and self.device == "cpu":
+            raise ValueError("bench.cuda_graphs needs a GPU: it cannot run with bench.device 'cpu'")
         if self.train_length is not None:
             check_int("bench.train_length", self.train_length)
         if self.lengths is not None:
@@ -196,7 +202,22 @@ def train_model(
         seed_at = TRAIN_SEED_BASE * (seed + 1) + step
         return _train_batch(cfg.suite, task, cfg.batch_size, length, seed_at, tokenizer)
 
-    return fit(model, batch_at, cfg.steps, cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.precision, device)
+    args = (cfg.steps, cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.precision, device, cfg.cuda_graphs)
+    return fit(model, batch_at, *args)
+
+
+GRAPH_WIDTH = 64
+"""With ``cuda_graphs`` a training batch is padded to a multiple of this many tokens, so that the few
+widths a suite's batches take are captured once each (``GraphedLoss``'s ``max_shapes``)."""
+
+
+def pad_width(batch: tuple[torch.Tensor, torch.Tensor], multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) padded on the right to a multiple of ``multiple`` tokens: inputs with 0, targets
+    with IGNORE. A causal model's loss and gradients are unchanged: no position before the padding
+    sees it, and no padded position has a loss."""
+    inputs, targets = batch
+    extra = -inputs.shape[1] % multiple
+    return F.pad(inputs, (0, extra), value=0), F.pad(targets, (0, extra), value=IGNORE)
 
 
 def fit(
@@ -208,19 +229,32 @@ def fit(
     grad_clip: float,
     precision: str,
     device: torch.device,
+    cuda_graphs: bool = False,
 ) -> dict:
     """``steps`` steps of a fresh AdamW on ``batch_at(step)``, warming up over the first 5% of the steps
     and decaying to 10% (as ``hope train``). Returns the mean loss of the last 10 steps and the number
-    of skipped steps: a non-finite step is skipped, not applied, and the run goes on."""
+    of skipped steps: a non-finite step is skipped, not applied, and the run goes on. With
+    ``cuda_graphs`` each step replays CUDA graphs (``hope.train.graphs``) on batches padded to a
+    multiple of ``GRAPH_WIDTH`` tokens (``pad_width``)."""
     optimizer = build_optimizer("adamw", model, lr, weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    loss_fn = GraphedLoss(model, precision, max_shapes=4) if cuda_graphs else None
+    source = (lambda step: pad_width(batch_at(step), GRAPH_WIDTH)) if cuda_graphs else batch_at
     losses, skipped = [], 0
     model.train()
     for step in range(steps):
         factor = lr_factor(step, steps, max(1, steps // 20), 0.1)
-        batch = functools.partial(batch_at, step)
+        batch = functools.partial(source, step)
         loss, norm = train_step(
-            model, optimizer, batch, base_lrs, factor, device, precision=precision, grad_clip=grad_clip
+            model,
+            optimizer,
+            batch,
+            base_lrs,
+            factor,
+            device,
+            precision=precision,
+            grad_clip=grad_clip,
+            loss_fn=loss_fn,
         )
         skipped += not (math.isfinite(loss) and math.isfinite(norm))
         losses.append(loss)
@@ -274,6 +308,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     """Trains and tests every preset x seed x setting; writes ``config.json``, then ``results.json`` after
     every model (a run cut short keeps what it finished), and finally ``results.md`` and the plot."""
     device = pick_device(cfg.device)
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ValueError(f"bench.cuda_graphs needs a GPU; the run would be on {device}")
     out = Path(cfg.out or f"bench/{cfg.suite}-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "results.json").exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds results; pick another --out, or --resume to continue it")

@@ -15,7 +15,6 @@ _OWN = {
     "val_batches": "--val-batches",
     "data": "--data",
     "tokenizer": "--tokenizer",
-    "cuda_graphs": "--cuda-graphs",
     "partial_dir": "--partial-dir",
 }
 """The options only dissect has."""
@@ -34,6 +33,7 @@ _SHARED = {
     "train_length": "context",
     "resume": "resume",
     "max_minutes": "max_minutes",
+    "cuda_graphs": "cuda_graphs",
 }
 """``bench-suite`` options dissect reads (dest: DissectConfig field); left at bench-suite's default,
 each takes the study's value (DissectConfig's default) instead."""
@@ -76,14 +76,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bpe:N (learned on the training split, as hope train), byte or a tokenizer.json "
         "(default: bpe:32768)",
-    )
-    group.add_argument(
-        "--cuda-graphs",
-        action="store_const",
-        const=True,
-        default=None,
-        help="replay each training step from CUDA graphs (hope.train.graphs; on the H200 at --size small, "
-        "hope 4.3x and titans 1.6x faster)",
     )
     group.add_argument(
         "--partial-dir",

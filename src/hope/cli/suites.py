@@ -139,6 +139,13 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         help="models trained at once, one process each; small models share a GPU well (default: 1)",
     )
     b.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step from CUDA graphs (hope.train.graphs; on the H200 at the dissection "
+        "study's size, hope 4.3x and titans 1.6x faster); the suites pad training batches to a multiple "
+        "of 64 tokens so that few shapes are captured",
+    )
+    b.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out: keep the models it finished (same settings; more --seeds or "
