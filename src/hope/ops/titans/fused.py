@@ -1,14 +1,19 @@
 """`impl="triton"` for `SelfReferentialTitans`: the Triton forward (`chunk_split`, or the one-launch
 `chunk_fwd`) behind autograd.
 
+The Function's inputs are the sequence's static inputs (`layer._static`: q, and x̂ or the static
+k, v, η, α; no memory makes them), the initial state and the layer's parameters; the projections
+that make the static inputs stay outside, so autograd differentiates them once for the sequence.
+
 Forward: the Triton kernels run every whole chunk of the sequence and keep the memories' state
 at every `titans.boundary_every`-th chunk boundary (and each token's surprise gate). Backward: group
 by group in reverse, the kernel replays the group from its kept boundary with the forward's gate to
 recover the boundaries inside it; then chunk by chunk, the layer's own PyTorch `_segment` recomputes
-one chunk from its start state with that gate, and autograd carries the output and end-state
-gradients back to the chunk's start (on CUDA: one captured graph replayed per chunk,
+one chunk from its start state and static inputs with that gate, and autograd carries the output and
+end-state gradients back to the chunk's start (on CUDA: one captured graph replayed per chunk,
 `titans.cuda_graphs`); with `KERNEL.backward="vjp"` the recompute and its backward are one
-`torch.func.vjp`, one compiled graph on CUDA. Memory grows with T / (C · boundary_every), not with the chunks' activations.
+`torch.func.vjp`, one compiled graph on CUDA. Memory grows with T / (C · boundary_every), not with
+the chunks' activations.
 """
 
 from __future__ import annotations
@@ -18,10 +23,8 @@ import os
 from functools import cache, partial
 
 import torch
-import torch.nn.functional as F
 
 from hope.checks import check_choice
-from hope.memory import core
 from hope.ops.captures import Captures, addresses
 
 
@@ -133,8 +136,9 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int, keep_every: int, gate=None):
-    """Run the kernel over the whole chunks of xc (B, n, D), n a multiple of the chunk size.
+def chunk_forward(layer, static: tuple, state, hist: torch.Tensor, count: int, keep_every: int, gate=None):
+    """Run the kernel over the whole chunks of tokens whose `layer._static` is `static` (n tokens, a
+    multiple of the chunk size).
 
     `state` is the memory layers' weights, then (momentum rule) their momenta. The kernel keeps the
     state at every `keep_every`-th chunk boundary; a given `gate` (B, H, n) replays a forward with
@@ -147,27 +151,26 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
 
     KERNEL.validate()
     titans, spec = layer.titans, layer.spec
-    b, n, _ = xc.shape
     h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
+    q, xh, k, v, eta, log_alpha, log_beta = static
+    b, n = q.shape[0], q.shape[2]
     n_chunks = n // chunk
     mlp = spec.kind == "mlp"
     f = spec.hidden if mlp else d
     n_comp = len(layer.components)
-    q = core.normalize(layer._heads(layer.q_proj(xc))).contiguous()
+    like = q  # the dtype and device of everything made here
     dummy = q.new_empty(1)
-    if titans.self_modifying:
-        xh = core.normalize(layer._heads(xc)).contiguous()
-        k = v = eta = log_alpha = dummy
-        readouts = [layer.eta_readout, layer.eta_bias, layer.alpha_readout, layer.alpha_bias]
-    else:
-        xh = dummy
-        _, k, v, eta, log_alpha, _ = layer._project(None, xc)
-        k, v, eta, log_alpha = (t.contiguous() for t in (k, v, eta, log_alpha))
-        readouts = [dummy] * 4
+    q, xh, k, v, eta, log_alpha, log_beta = (
+        dummy if t is None else t.detach().contiguous() for t in (q, xh, k, v, eta, log_alpha, log_beta)
+    )
+    readouts = (
+        [layer.eta_readout, layer.eta_bias, layer.alpha_readout, layer.alpha_bias]
+        if titans.self_modifying
+        else [dummy] * 4
+    )
     momentum = titans.update_rule == "momentum"
-    log_beta = F.logsigmoid(layer.beta_proj(xc).transpose(1, 2)).contiguous() if momentum else dummy
     n_kept = n_chunks // keep_every + 1
-    slots = [xc.new_empty(n_kept + 2, *w.shape) for w in state]
+    slots = [like.new_empty(n_kept + 2, *w.shape) for w in state]
     for slot, w in zip(slots, state):
         slot[0].copy_(w)
     n_layers = len(layer.spec.shapes)
@@ -178,11 +181,11 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
     )
     w1_0, w2_0 = base[0], (base[1] if mlp else dummy)
     if hist is None:  # a replay (given gate) never reads the history
-        hist = xc.new_zeros(b, h, titans.surprise.window)
-    hist = hist.detach().to(xc.dtype).contiguous().clone()
-    o = torch.empty(b, h, n, d, device=xc.device, dtype=xc.dtype)
+        hist = like.new_zeros(b, h, titans.surprise.window)
+    hist = hist.detach().to(like.dtype).contiguous().clone()
+    o = torch.empty(b, h, n, d, device=like.device, dtype=like.dtype)
     replay = gate is not None
-    gate = gate.contiguous() if replay else torch.empty(b, h, n, device=xc.device, dtype=xc.dtype)
+    gate = gate.contiguous() if replay else torch.empty(b, h, n, device=like.device, dtype=like.dtype)
     modes = {"none": 0, "absolute": 1, "relative": 2}
     mode = 3 if replay else modes[titans.surprise.mode]
     shape = dict(
@@ -201,7 +204,7 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
         WINDOW=titans.surprise.window,
         READ=2 if titans.retrieval == "inclusive" else 1,
         SHARE_INV=KERNEL.share_inverse and titans.update_rule == "dgd",
-        PREC="bf16" if KERNEL.dots == "bf16" else _dot_precision(xc.dtype),
+        PREC="bf16" if KERNEL.dots == "bf16" else _dot_precision(like.dtype),
     )
     readouts = [t.detach().contiguous() for t in readouts]
     threshold, eta_max = float(titans.surprise.threshold), float(titans.eta_max)
@@ -216,7 +219,7 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
                 num_warps=KERNEL.num_warps or 4,
             )  # fmt: skip
         else:
-            scratch = torch.empty(b * h, chunk * max(f, d), device=xc.device, dtype=xc.dtype)
+            scratch = torch.empty(b * h, chunk * max(f, d), device=like.device, dtype=like.dtype)
             titans_chunk_fwd_kernel[(b * h,)](
                 xh, q, k, v, eta, log_alpha, log_beta, w1, w2, s1, s2, w1_0, w2_0, *readouts,
                 hist, o, gate, scratch, n, n_chunks, keep_every, count, threshold, eta_max,
@@ -224,24 +227,27 @@ def chunk_forward(layer, xc: torch.Tensor, state, hist: torch.Tensor, count: int
                 num_warps=KERNEL.num_warps or (4 if d * f <= 4096 else 8),
             )  # fmt: skip
     except OutOfResources as err:
-        _TOO_LARGE.add(_key(layer, xc))
+        _TOO_LARGE.add(_key(layer, like))
         raise KernelTooLarge(str(err)) from err
     end = n_chunks // keep_every if n_chunks % keep_every == 0 else n_kept + n_chunks % 2
     return o, slots, end, gate, hist
 
 
 class _FusedTitans(torch.autograd.Function):
-    """Inputs: xc, then the layer's initial state (weights, then momenta), then its parameters."""
+    """Inputs: the tokens' `layer._static` (N_STATIC slots, None where a slot does not apply), the
+    layer's initial state (weights, then momenta), then its parameters."""
 
     @staticmethod
-    def forward(ctx, layer, hist, count, n_state, xc, *tensors):
-        state, params = tensors[:n_state], tensors[n_state:]
+    def forward(ctx, layer, hist, count, n_state, *tensors):
+        static, state = tensors[:N_STATIC], tensors[N_STATIC : N_STATIC + n_state]
+        params = tensors[N_STATIC + n_state :]
         every = layer.titans.boundary_every
-        o, slots, end, gate, new_hist = chunk_forward(layer, xc, state, hist, count, every)
+        o, slots, end, gate, new_hist = chunk_forward(layer, static, state, hist, count, every)
         ctx.layer, ctx.params = layer, params
-        if xc.is_cuda and layer.titans.cuda_graphs:
-            _capture_chunk_backward(layer, xc, state, gate, params)
-        ctx.save_for_backward(xc, gate, *slots)
+        ctx.present = [t is not None for t in static]
+        if o.is_cuda and layer.titans.cuda_graphs:
+            _capture_chunk_backward(layer, static, state, gate, params)
+        ctx.save_for_backward(gate, *(t for t in static if t is not None), *slots)
         ctx.mark_non_differentiable(gate, new_hist)
         return (o, gate, new_hist, *(s[end] for s in slots))
 
@@ -249,34 +255,58 @@ class _FusedTitans(torch.autograd.Function):
     def backward(ctx, grad_o, _grad_gate, _grad_hist, *grad_end):
         """Reverse over groups of `boundary_every` chunks: the kernel replays a group from its kept
         boundary (with the forward's gate) to recover every boundary inside it, then each chunk is
-        recomputed through the layer's PyTorch `_segment` and differentiated, last chunk first."""
+        recomputed through the layer's PyTorch `_segment` and differentiated, last chunk first. The
+        gradients of the static inputs are gathered for the whole sequence, so that autograd takes the
+        projections that made them back once."""
         layer, params = ctx.layer, ctx.params
-        xc, gate, *slots = ctx.saved_tensors
+        gate, *rest = ctx.saved_tensors
+        given = iter(rest[: sum(ctx.present)])
+        static = [next(given) if present else None for present in ctx.present]
+        slots = rest[sum(ctx.present) :]
         chunk, every = layer.titans.chunk_size, layer.titans.boundary_every
-        n_chunks = xc.shape[1] // chunk
+        n_chunks = gate.shape[-1] // chunk
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
-        grad_x = torch.zeros_like(xc)
+        grad_static = [None if t is None else torch.zeros_like(t) for t in static]
         grad_params = [None] * len(params)
-        chunk_backward = _chunk_backward_for(layer, xc.is_cuda)
+        chunk_backward = _chunk_backward_for(layer, gate.is_cuda)
         for first in reversed(range(0, n_chunks, every)):
             last = min(first + every, n_chunks)
             span = slice(first * chunk, last * chunk)
             kept = [s[first // every] for s in slots]
             if last - first > 1:
-                _, replayed, *_ = chunk_forward(layer, xc[:, span], kept, None, 0, 1, gate=gate[..., span])
+                _, replayed, *_ = chunk_forward(
+                    layer, _tokens(static, span), kept, None, 0, 1, gate=gate[..., span]
+                )
                 bounds = [[s[c] for s in replayed] for c in range(last - first)]
             else:
                 bounds = [kept]
             for c in reversed(range(first, last)):
                 piece = slice(c * chunk, (c + 1) * chunk)
-                grad_x[:, piece], grad_s, grads = chunk_backward(
-                    xc[:, piece], bounds[c - first], gate[..., piece], grad_o[:, :, piece], grad_s, params
+                grads_c, grad_s, grads = chunk_backward(
+                    _tokens(static, piece),
+                    bounds[c - first],
+                    gate[..., piece],
+                    grad_o[:, :, piece],
+                    grad_s,
+                    params,
                 )
+                for full, g in zip(grad_static, grads_c):
+                    if full is not None and g is not None:
+                        full[:, :, piece] = g
                 for i, g in enumerate(grads):
                     if g is not None:
                         grad_params[i] = g.clone() if grad_params[i] is None else grad_params[i].add_(g)
         # a graph's outputs are its static buffers, overwritten by its next replay
-        return (None, None, None, None, grad_x, *(g.clone() for g in grad_s), *grad_params)
+        return (None, None, None, None, *grad_static, *(g.clone() for g in grad_s), *grad_params)
+
+
+N_STATIC = 7
+"""Slots of `SelfReferentialTitans._static`: q, x̂, k, v, η, log α, log β."""
+
+
+def _tokens(static, span: slice) -> tuple:
+    """The tokens `span` of `static` (every slot has the token axis third)."""
+    return tuple(None if t is None else t[:, :, span] for t in static)
 
 
 def _chunk_backward_for(layer, cuda: bool):
@@ -285,28 +315,30 @@ def _chunk_backward_for(layer, cuda: bool):
     backward = _backward_of(layer, compiled=cuda)
     graphs = _CAPTURED.of(layer)
 
-    def replay(x_c, start, gate, grad_o, grad_end, params):
-        graph = graphs.get(_graph_key(x_c, params))
+    def replay(static_c, start, gate, grad_o, grad_end, params):
+        graph = graphs.get(_graph_key(static_c, params))
         if graph is None:  # the parameters moved since the forward
-            return backward(x_c, start, gate, grad_o, grad_end, params)
-        return graph(x_c, start, gate, grad_o, grad_end)
+            return backward(static_c, start, gate, grad_o, grad_end, params)
+        return graph(static_c, start, gate, grad_o, grad_end)
 
     return replay if graphs and layer.titans.cuda_graphs else backward
 
 
-def _graph_key(x_c, params) -> tuple:
-    return (x_c.shape, x_c.dtype, x_c.device, addresses(params))
+def _graph_key(static_c, params) -> tuple:
+    q = static_c[0]
+    return (q.shape, q.dtype, q.device, addresses(params))
 
 
-def _capture_chunk_backward(layer, xc, state, gate, params) -> None:
+def _capture_chunk_backward(layer, static, state, gate, params) -> None:
     """Capture the chunk backward once per layer and chunk shape, here in the forward: a capture
     inside autograd's backward thread would make the legacy stream wait on the capturing one."""
-    x_c = xc[:, : layer.titans.chunk_size]
-    key = _graph_key(x_c, params)
+    chunk = layer.titans.chunk_size
+    static_c = _tokens(static, slice(0, chunk))
+    key = _graph_key(static_c, params)
     if not _CAPTURED.wants(layer, key):
         return
-    grad_o = xc.new_zeros(xc.shape[0], layer.n_heads, x_c.shape[1], layer.head_dim)
-    _CAPTURED.add(layer, key, _ChunkGraph(layer, x_c, state, gate[..., : x_c.shape[1]], grad_o, params))
+    grad_o = torch.zeros_like(static_c[0])  # q's shape is the output's: (B, H, C, d_h)
+    _CAPTURED.add(layer, key, _ChunkGraph(layer, static_c, state, gate[..., :chunk], grad_o, params))
 
 
 # per layer: {(chunk shape, dtype, device, parameter addresses): its captured chunk backward}
@@ -322,10 +354,12 @@ class _ChunkGraph:
     reads their current values): the real ones carry the outer graph's AccumulateGrad nodes, and
     touching those in a capture makes the legacy stream wait on the capturing one."""
 
-    def __init__(self, layer, x_c, start, gate, grad_end_like, params):
-        self.device = x_c.device
-        self.inputs = [t.detach().clone() for t in (x_c, gate, grad_end_like, *start, *start)]
-        self.n_state = len(start)
+    def __init__(self, layer, static_c, start, gate, grad_o_like, params):
+        self.device = gate.device
+        self.present = [t is not None for t in static_c]
+        given = [t for t in static_c if t is not None]
+        self.inputs = [t.detach().clone() for t in (*given, gate, grad_o_like, *start, *start)]
+        self.n_static, self.n_state = len(given), len(start)
         aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
         names = [name for name, _ in layer.named_parameters()]
         backward = partial(_backward_of(layer, compiled=True), stand_ins=dict(zip(names, aliases)))
@@ -339,14 +373,19 @@ class _ChunkGraph:
         with torch.cuda.graph(self.graph, pool=_CAPTURED.pool(self.device)):
             self.outputs = self._call(backward, aliases)
 
-    def _call(self, backward, params):
-        x_c, gate, grad_o, *rest = self.inputs
-        start, grad_end = rest[: self.n_state], rest[self.n_state :]
-        return backward(x_c, start, gate, grad_o, grad_end, params)
+    def _static(self, given) -> tuple:
+        given = iter(given)
+        return tuple(next(given) if present else None for present in self.present)
 
-    def __call__(self, x_c, start, gate, grad_o, grad_end):
-        for static, value in zip(self.inputs, (x_c, gate, grad_o, *start, *grad_end)):
-            static.copy_(value)
+    def _call(self, backward, params):
+        given, (gate, grad_o, *rest) = self.inputs[: self.n_static], self.inputs[self.n_static :]
+        start, grad_end = rest[: self.n_state], rest[self.n_state :]
+        return backward(self._static(given), start, gate, grad_o, grad_end, params)
+
+    def __call__(self, static_c, start, gate, grad_o, grad_end):
+        values = (*(t for t in static_c if t is not None), gate, grad_o, *start, *grad_end)
+        for buffer, value in zip(self.inputs, values, strict=True):
+            buffer.copy_(value)
         self.graph.replay()
         return self.outputs
 
@@ -359,31 +398,38 @@ class _Recompute(torch.nn.Module):
         super().__init__()
         self.layer, self.segment = layer, segment
 
-    def forward(self, x_c, w_c, m_c, gate):
-        return self.segment(x_c, w_c, m_c, w_c, None, 0, True, gate=gate)
+    def forward(self, static_c, w_c, m_c, gate):
+        return self.segment(None, w_c, m_c, w_c, None, 0, True, gate=gate, static=static_c)
 
 
-def _chunk_backward(layer, segment, x_c, start, gate, grad_o, grad_end, params, stand_ins=None):
-    """One chunk recomputed from its start state with autograd: grads of its input, start state and
-    `params`; `stand_ins` ({parameter name: tensor}) replace the layer's parameters for the recompute."""
+def _chunk_backward(layer, segment, static_c, start, gate, grad_o, grad_end, params, stand_ins=None):
+    """One chunk recomputed from its start state with autograd: grads of its static inputs (a tuple as
+    `layer._static`'s, None where a slot is None), start state and `params`; `stand_ins` ({parameter
+    name: tensor}) replace the layer's parameters for the recompute."""
     n_layers = len(layer.spec.shapes)
     wanted = [p for p in params if p.requires_grad]
     with torch.enable_grad():
-        x_c = x_c.detach().requires_grad_()
+        static_c = tuple(None if t is None else t.detach().requires_grad_() for t in static_c)
+        given = [t for t in static_c if t is not None]
         s_c = [s.detach().requires_grad_() for s in start]
         w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
         recompute = _Recompute(layer, segment)
         if stand_ins:  # the captured path; the plain one runs the layer as it is, per chunk
             swapped = {f"layer.{name}": t for name, t in stand_ins.items()}
-            o_c, w_next, m_next, *_ = torch.func.functional_call(recompute, swapped, (x_c, w_c, m_c, gate))
+            o_c, w_next, m_next, *_ = torch.func.functional_call(
+                recompute, swapped, (static_c, w_c, m_c, gate)
+            )
         else:
-            o_c, w_next, m_next, *_ = recompute(x_c, w_c, m_c, gate)
+            o_c, w_next, m_next, *_ = recompute(static_c, w_c, m_c, gate)
         grads = torch.autograd.grad(
-            [o_c, *w_next, *(m_next or [])], [x_c, *s_c, *wanted], [grad_o, *grad_end], allow_unused=True
+            [o_c, *w_next, *(m_next or [])], [*given, *s_c, *wanted], [grad_o, *grad_end], allow_unused=True
         )
-    grad_start = [torch.zeros_like(s) if g is None else g for g, s in zip(grads[1 : 1 + len(s_c)], s_c)]
-    by_id = dict(zip(map(id, wanted), grads[1 + len(s_c) :]))
-    return grads[0], grad_start, [by_id.get(id(p)) for p in params]
+    grads_given = iter(grads[: len(given)])
+    grad_static = tuple(None if t is None else next(grads_given) for t in static_c)
+    rest = grads[len(given) :]
+    grad_start = [torch.zeros_like(s) if g is None else g for g, s in zip(rest[: len(s_c)], s_c)]
+    by_id = dict(zip(map(id, wanted), rest[len(s_c) :]))
+    return grad_static, grad_start, [by_id.get(id(p)) for p in params]
 
 
 def _backward_of(layer, compiled: bool):
@@ -394,18 +440,23 @@ def _backward_of(layer, compiled: bool):
     return partial(_chunk_backward, layer, layer.chunk_step(compiled=compiled))
 
 
-def _vjp(recompute, x_c, start, gate, grad_o, grad_end, wanted: dict):
-    """One chunk's recompute and its vector-Jacobian product in one function of tensors: grads of x_c,
-    of the start state and of the parameters in `wanted` ({name: tensor})."""
+def _vjp(recompute, static_c, start, gate, grad_o, grad_end, wanted: dict):
+    """One chunk's recompute and its vector-Jacobian product in one function of tensors: grads of the
+    static inputs present (`static_c` without its None slots), of the start state and of the
+    parameters in `wanted` ({name: tensor})."""
     n_layers = len(recompute.layer.spec.shapes)
+    present = [t is not None for t in static_c]
 
-    def chunk(x_c, s_c, p):
+    def chunk(given, s_c, p):
+        it = iter(given)
+        static = tuple(next(it) if here else None for here in present)
         w_c, m_c = s_c[:n_layers], (s_c[n_layers:] or None)
         swapped = {f"layer.{name}": t for name, t in p.items()}
-        o_c, w_next, m_next, *_ = torch.func.functional_call(recompute, swapped, (x_c, w_c, m_c, gate))
+        o_c, w_next, m_next, *_ = torch.func.functional_call(recompute, swapped, (static, w_c, m_c, gate))
         return o_c, [*w_next, *(m_next or [])]
 
-    _, pull = torch.func.vjp(chunk, x_c, list(start), wanted)
+    given = [t for t in static_c if t is not None]
+    _, pull = torch.func.vjp(chunk, given, list(start), wanted)
     return pull((grad_o, list(grad_end)))
 
 
@@ -415,23 +466,28 @@ def _compiled_vjp():
     return torch.compile(_vjp, dynamic=False, fullgraph=True)
 
 
-def _chunk_vjp(layer, vjp, x_c, start, gate, grad_o, grad_end, params, stand_ins=None):
+def _chunk_vjp(layer, vjp, static_c, start, gate, grad_o, grad_end, params, stand_ins=None):
     """`_chunk_backward` by `vjp` (`_vjp`, or it compiled). The vjp returns zeros for a parameter the
     chunk does not reach where autograd returns None, and a parameter nothing else reaches must keep
     no gradient (as in eager); so the first call per layer runs autograd once to learn which it reaches."""
     names = [name for name, _ in layer.named_parameters()]
     if "_chunk_reach" not in layer.__dict__:
-        probe = _chunk_backward(layer, layer._segment, x_c, start, gate, grad_o, grad_end, params, stand_ins)
+        probe = _chunk_backward(
+            layer, layer._segment, static_c, start, gate, grad_o, grad_end, params, stand_ins
+        )
         # kept outside the module tree (no registration): the _Recompute holds the layer as its child,
         # and one module per layer lets a compiled vjp see the same module every call
         object.__setattr__(layer, "_chunk_reach", dict(zip(names, (g is not None for g in probe[2]))))
         object.__setattr__(layer, "_chunk_recompute", _Recompute(layer, layer._segment))
     given = stand_ins or dict(layer.named_parameters())
     wanted = {n: given[n] for n, p in zip(names, params) if p.requires_grad and layer._chunk_reach[n]}
-    grad_x, grad_start, grad_params = vjp(
-        layer._chunk_recompute, x_c.detach(), [s.detach() for s in start], gate, grad_o, grad_end, wanted
+    static_c = tuple(None if t is None else t.detach() for t in static_c)
+    grad_given, grad_start, grad_params = vjp(
+        layer._chunk_recompute, static_c, [s.detach() for s in start], gate, grad_o, grad_end, wanted
     )
-    return grad_x, list(grad_start), [grad_params.get(n) for n in names]
+    it = iter(grad_given)
+    grad_static = tuple(None if t is None else next(it) for t in static_c)
+    return grad_static, list(grad_start), [grad_params.get(n) for n in names]
 
 
 def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor, count: int):
@@ -439,13 +495,12 @@ def fused_segment(layer, xc: torch.Tensor, weights, momentum, hist: torch.Tensor
     gate pass rate)."""
     n = xc.shape[1]
     state = [*weights, *(momentum or [])]
+    static = layer._static(xc)  # autograd takes these projections back once, for the whole sequence
     if torch.is_grad_enabled():
         params = list(layer.parameters())
-        o, gate, new_hist, *end = _FusedTitans.apply(layer, hist, count, len(state), xc, *state, *params)
+        o, gate, new_hist, *end = _FusedTitans.apply(layer, hist, count, len(state), *static, *state, *params)
     else:
-        o, slots, last, gate, new_hist = chunk_forward(
-            layer, xc, state, hist, count, keep_every=xc.shape[1] + 1
-        )
+        o, slots, last, gate, new_hist = chunk_forward(layer, static, state, hist, count, keep_every=n + 1)
         end = [s[last] for s in slots]
     end_w, end_m = end[: len(weights)], (end[len(weights) :] if momentum is not None else None)
     if layer.titans.surprise.mode == "none":
