@@ -151,7 +151,8 @@ def write_table(result: dict, path: str) -> str:
         (
             f"Device: {result['device']}, torch {result['torch']}, {result['date']}; size {result['size']}, "
             f"{mode}, bf16 autocast, median of {result['steps']} steps after {result['warmup']} warm-up"
-            f"; Titans chunk backward: {result.get('titans_backward', 'autograd')}."
+            f"; Titans chunk backward: {result.get('titans_backward', 'autograd')}"
+            f"; inductor options: {result.get('inductor') or 'defaults'}."
         ),
         "",
         "| T | preset | impl | params | batch | tokens/s | × compiled transformer | MFU | peak GiB |",
@@ -202,6 +203,14 @@ def main() -> None:
         default="autograd",
         help="how the Triton path differentiates a chunk's recompute (hope.ops.titans.fused.KERNEL.backward)",
     )
+    p.add_argument(
+        "--inductor",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inductor option for the layers' compiled pieces (hope.ops.compiling.INDUCTOR), e.g. "
+        "combo_kernels=true; repeatable",
+    )
     p.add_argument("--out", default="runs/speed")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -213,6 +222,11 @@ def main() -> None:
     from hope.ops.titans import fused
 
     fused.KERNEL.backward = args.titans_backward
+    from hope.ops.compiling import INDUCTOR
+
+    for option in args.inductor:
+        key, _, value = option.partition("=")
+        INDUCTOR[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
     args.batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.out, exist_ok=True)
     result = {
@@ -224,6 +238,7 @@ def main() -> None:
         "steps": args.steps,
         "warmup": args.warmup,
         "titans_backward": args.titans_backward,
+        "inductor": dict(INDUCTOR),
         "command": " ".join(["python benchmarks/speed.py", *sys.argv[1:]]),
         "rows": [],
     }

@@ -24,7 +24,7 @@ K = 1, `level="swiglu"` and `error="none"` this is exactly a Transformer++ MLP.
 from __future__ import annotations
 
 import math
-from functools import cache, partial
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +34,7 @@ from torch.utils._pytree import tree_map
 from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.memory import core
-
-
-@cache
-def _compiled(fn):
-    """A `ContinuumMemory` method compiled once for every layer (impl="auto" on CUDA): a piece's few
-    hundred small kernels, most of a streamed piece's host time, fuse into a handful."""
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
-    return torch.compile(fn, dynamic=False)
+from hope.ops.compiling import compiled
 
 
 class ContinuumMemory(nn.Module):
@@ -148,7 +141,8 @@ class ContinuumMemory(nn.Module):
         reads its output. A slow level costs T / C_ℓ steps instead of T / min C."""
         piece = self._level_piece
         if self.impl == "auto" and x.is_cuda:
-            piece = partial(_compiled(ContinuumMemory._level_piece), self)
+            # compiled (impl="auto" on CUDA): a piece's few hundred small kernels fuse into a handful
+            piece = partial(compiled(ContinuumMemory._level_piece), self)
         pos, n_tokens = state["pos"], x.shape[1]
         fast, pending = list(state["fast"]), list(state["pending"])
         z, total, faster = x, None, None
@@ -179,7 +173,9 @@ class ContinuumMemory(nn.Module):
         delta = total if self.cms.variant == "independent" else z - x
         return delta, {"pos": pos + n_tokens, "fast": fast, "pending": pending}
 
-    def _level_piece(self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, together: bool = True):
+    def _level_piece(
+        self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, together: bool = True
+    ):
         """A level on tokens z that read the same weights w: M(z) and Σ_t ∇θ ½‖M(k̂_t) − v̂_t‖². `together`:
         the tokens and the keys go through the level in one product a layer."""
         if not together:

@@ -42,19 +42,11 @@ from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
 from hope.memory.scan import update_segment
+from hope.ops.compiling import compiled as compile_piece
 from hope.ops.titans.fused import KernelTooLarge, fused_segment, step_unsupported_reason, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
 ADAPTIVE = ("mem", "k", "v", "eta", "alpha")
-
-
-@cache
-def _compiled_segment():
-    """`_segment` compiled once for every layer (impl="auto" on CUDA): the chunk loop stays in Python,
-    each chunk's few hundred small kernels fuse into a handful. One graph per chunk length and layer,
-    hence the larger recompile budget."""
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
-    return torch.compile(SelfReferentialTitans._segment, dynamic=False)
 
 
 @cache
@@ -383,7 +375,7 @@ class SelfReferentialTitans(nn.Module):
 
     def chunk_step(self, compiled: bool):
         """`_segment`, compiled once for every layer when asked (the Triton path recomputes with it)."""
-        return partial(_compiled_segment(), self) if compiled else self._segment
+        return partial(compile_piece(SelfReferentialTitans._segment), self) if compiled else self._segment
 
     def _loop(self, xc, state, parallel: bool, compiled: bool = False, fused: bool = False):
         chunk = self.titans.chunk_size

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from functools import cache, partial
+from functools import partial
 
 import torch
 
 from hope.checks import check_choice
 from hope.ops.captures import Captures, addresses
+from hope.ops.compiling import compiled as compiled_fn
 
 
 class KernelTooLarge(RuntimeError):
@@ -436,7 +437,7 @@ def _backward_of(layer, compiled: bool):
     """The chunk backward `KERNEL.backward` names, for `layer`: (x_c, start, gate, grad_o, grad_end,
     params, stand_ins=None) → (grad x_c, grads of the start state, grad of each parameter or None)."""
     if KERNEL.backward == "vjp":
-        return partial(_chunk_vjp, layer, _compiled_vjp() if compiled else _vjp)
+        return partial(_chunk_vjp, layer, compiled_fn(_vjp, fullgraph=True) if compiled else _vjp)
     return partial(_chunk_backward, layer, layer.chunk_step(compiled=compiled))
 
 
@@ -458,12 +459,6 @@ def _vjp(recompute, static_c, start, gate, grad_o, grad_end, wanted: dict):
     given = [t for t in static_c if t is not None]
     _, pull = torch.func.vjp(chunk, given, list(start), wanted)
     return pull((grad_o, list(grad_end)))
-
-
-@cache
-def _compiled_vjp():
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
-    return torch.compile(_vjp, dynamic=False, fullgraph=True)
 
 
 def _chunk_vjp(layer, vjp, static_c, start, gate, grad_o, grad_end, params, stand_ins=None):

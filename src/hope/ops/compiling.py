@@ -1,0 +1,21 @@
+"""One home for how the layers compile their small pieces (the CMS level piece, the Titans chunk
+recompute and its vjp): `compiled(fn)` is `torch.compile` with a shared recompile budget and the
+inductor options in `INDUCTOR`, which a benchmark may set before the first compilation
+(`benchmarks/speed.py --inductor combo_kernels=true`, say) to time a variant."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+
+INDUCTOR: dict = {}
+"""Inductor config options for every `compiled` function (`torch.compile(options=...)`); empty: defaults."""
+
+
+@cache
+def compiled(fn, fullgraph: bool = False):
+    """`fn` compiled once for every layer that calls it, for static shapes. A layer's pieces recompile
+    per shape (chunk lengths, batch sizes), hence the larger recompile budget."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
+    return torch.compile(fn, dynamic=False, fullgraph=fullgraph, options=dict(INDUCTOR) or None)
