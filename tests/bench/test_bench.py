@@ -49,34 +49,62 @@ def test_bench_runs_are_deterministic_and_titans_is_matched_by_width(tmp_path):
     assert first["train_loss"] == second["train_loss"] and first["results"] == second["results"]
 
 
-def test_max_minutes_stops_early_and_still_writes_the_tables(tmp_path):
-    cfg = _mad_bench(tmp_path, max_minutes=1e-6)
-    results = R.run_bench(cfg, log=lambda _: None)
+def _late_from(monkeypatch, call: int) -> list:
+    """Run models normally until the `call`-th, whose deadline (its Partial's) is already past: it
+    pauses at its first save, as --max-minutes would pause it. Returns the (seed, preset) trained."""
+    import time
+
+    trained = []
+    one_run = R._one_run
+
+    def run(*args):
+        trained.append((args[4], args[2]))
+        if len(trained) == call:
+            args[-1].deadline = time.monotonic()
+        return one_run(*args)
+
+    monkeypatch.setattr(R, "_one_run", run)
+    return trained
+
+
+def test_max_minutes_pauses_a_model_and_still_writes_the_tables(tmp_path, monkeypatch):
+    trained = _late_from(monkeypatch, 2)
+    results = R.run_bench(_mad_bench(tmp_path, steps=4), log=lambda _: None)
+    assert trained == [(0, "transformer"), (0, "titans")]  # none starts after the pause
     assert not results["complete"] and len(results["runs"]) == 1
     assert json.loads((tmp_path / "results.json").read_text())["complete"] is False
+    kept = tmp_path / "partial" / "titans-compression-32-seed0" / "checkpoints"
+    assert [c.name for c in kept.iterdir()] == ["step_00000001"]  # saved at each tenth: every step
     row = next(
         line
         for line in (tmp_path / "results.md").read_text().splitlines()
         if line.startswith("| transformer |")
     )
     assert "(1 seed)" in row and "±" not in row  # one seed has no spread to report
+    # nothing starts once --max-minutes has passed
+    assert R.run_bench(_mad_bench(tmp_path, steps=4, resume=True, max_minutes=1e-9), log=lambda _: None)[
+        "runs"
+    ] == results["runs"]
 
 
-def test_resume_continues_a_run_cut_short_by_max_minutes(tmp_path, monkeypatch):
-    """A run spread over sessions: the first stops after one model (--max-minutes), --resume trains the
-    other three and keeps the first's; a changed setting is refused by name."""
-    trained = []
-    one_run = R._one_run
-    monkeypatch.setattr(R, "_one_run", lambda *a: trained.append((a[4], a[2])) or one_run(*a))
-    first = R.run_bench(_mad_bench(tmp_path, max_minutes=1e-6), log=lambda _: None)
-    assert trained == [(0, "transformer")] and not first["complete"]
-    results = R.run_bench(_mad_bench(tmp_path, resume=True), log=lambda _: None)
-    assert trained[1:] == [(0, "titans"), (1, "transformer"), (1, "titans")]
+def test_resume_continues_a_paused_run_as_if_never_stopped(tmp_path, monkeypatch):
+    """A run spread over device calls: the first pauses its second model (--max-minutes); --resume
+    continues it from its save and trains the other two, and every run equals an uninterrupted one's
+    (timings aside). A changed setting is refused by name, and without --resume the run is."""
+    whole = R.run_bench(_mad_bench(tmp_path / "whole", steps=4), log=lambda _: None)
+    trained = _late_from(monkeypatch, 2)
+    first = R.run_bench(_mad_bench(tmp_path, steps=4), log=lambda _: None)
+    assert trained == [(0, "transformer"), (0, "titans")] and not first["complete"]
+    steps, train_step = [], R.train_step
+    monkeypatch.setattr(R, "train_step", lambda *a, **k: steps.append(1) or train_step(*a, **k))
+    results = R.run_bench(_mad_bench(tmp_path, steps=4, resume=True), log=lambda _: None)
+    assert trained[2:] == [(0, "titans"), (1, "transformer"), (1, "titans")]
+    assert len(steps) == 3 + 4 + 4  # the paused model continued from its save at step 1
     assert results["complete"] and results["runs"][0] == first["runs"][0]
-    assert [(r["seed"], r["preset"]) for r in results["runs"]] == [
-        (0, "transformer"), (0, "titans"), (1, "transformer"), (1, "titans")
-    ]  # fmt: skip
-    with pytest.raises(ValueError, match="was run with steps=2, this run has 3"):
+    assert not (tmp_path / "partial" / "titans-compression-32-seed0").exists()
+    for run, ref in zip(results["runs"], whole["runs"], strict=True):
+        assert {**run, "seconds": 0} == {**ref, "seconds": 0}
+    with pytest.raises(ValueError, match="was run with steps=4, this run has 3"):
         R.run_bench(_mad_bench(tmp_path, resume=True, steps=3), log=lambda _: None)
     with pytest.raises(FileExistsError, match="--resume to continue it"):
         R.run_bench(_mad_bench(tmp_path), log=lambda _: None)
@@ -104,10 +132,10 @@ def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
 def test_a_model_that_fails_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
     real = R._one_run
 
-    def flaky(cfg, setting, preset, model_cfg, seed, device):
+    def flaky(cfg, setting, preset, model_cfg, seed, device, partial):
         if preset == "titans" and seed == 0:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(cfg, setting, preset, model_cfg, seed, device)
+        return real(cfg, setting, preset, model_cfg, seed, device, partial)
 
     monkeypatch.setattr(R, "_one_run", flaky)
     cfg = _mad_bench(tmp_path)

@@ -185,9 +185,11 @@ def test_a_paused_model_continues_as_if_never_stopped(tmp_path, monkeypatch):
     out = tmp_path / "paused"
     run_one, calls = dissect.run_one, []
 
-    def first_call_late(*args):  # the deadline (the last argument) already past on the first call
+    def first_call_late(*args):  # the deadline (of the last argument, a Partial) past on the first call
         calls.append(args[-1])
-        return run_one(*args[:-1], time.monotonic() if len(calls) == 1 else args[-1])
+        if len(calls) == 1:
+            args[-1].deadline = time.monotonic()
+        return run_one(*args)
 
     monkeypatch.setattr(dissect, "run_one", first_call_late)
     assert main([*argv, "--out", str(out)]) == 0

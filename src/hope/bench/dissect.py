@@ -83,7 +83,8 @@ from hope.bench.dissect_report import (
     summarise,
 )
 from hope.bench.report import to_json
-from hope.bench.run import RunOptions, check_same_settings, resumable_runs, run_parallel, start_results
+from hope.bench.resume import Partial, check_partial, may_start, refuse_unresumed, resumable_runs
+from hope.bench.run import RunOptions, run_parallel, start_results
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
 from hope.config import ModelConfig
@@ -95,7 +96,6 @@ from hope.eval.lm import evaluate_lm
 from hope.layers.cms import ContinuumMemory
 from hope.layers.self_ref_titans import SelfReferentialTitans
 from hope.optim import build_optimizer
-from hope.train.checkpoint import latest_checkpoint, load_checkpoint, read_record, save_checkpoint
 from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
 
@@ -327,17 +327,14 @@ def run_one(
     train_ids: np.ndarray,
     val_ids: np.ndarray,
     byte_lengths: np.ndarray,
-    partial: Path | None = None,
-    settings: dict | None = None,
-    deadline: float | None = None,
+    partial: Partial | None = None,
 ) -> dict:
     """Trains one model ``cfg.steps`` AdamW steps (warm-up 5%, cosine to 10%, as ``bench-suite``) on
     seeded windows of ``train_ids``, measuring it at step 0, every ``measure_every`` steps and at the end.
 
-    With a ``partial`` directory the model keeps a checkpoint there at every measurement (weights,
-    optimizer, data position, what it measured; ``settings``, the run's resolved config, with them) and
-    starts from the one it finds, so a run cut off continues where it was. Past a measurement whose
-    next segment would end after ``deadline`` (``time.monotonic()``) it stops and returns
+    With a ``partial`` the model is saved at every measurement (weights, optimizer, data position,
+    what it measured) and starts from a save it finds, so a run cut off continues where it was. Past
+    a save whose next segment would end after the partial's deadline it stops and returns
     ``{"preset", "seed", "paused_at"}`` instead of a result."""
     torch.manual_seed(seed)
     model = hope.build_model(model_cfg).to(device)
@@ -360,9 +357,8 @@ def run_one(
     losses: list[float] = []
     checkpoints: list[dict] = []
     skipped, train_seconds, measure_seconds, spent, first = 0, 0.0, 0.0, 0.0, 0
-    saved = latest_checkpoint(partial) if partial is not None else None
-    if saved is not None:
-        record = load_checkpoint(saved, model, optimizer)
+    record = partial.resume(model, optimizer) if partial is not None else None
+    if record is not None:
         loader.load_state_dict(record["loader"])
         losses, checkpoints, first = record["train_loss"], record["checkpoints"], record["step"]
         skipped, spent = record["skipped_steps"], record["seconds"]
@@ -408,9 +404,8 @@ def run_one(
         )
 
     began = time.perf_counter()
-    if saved is None:
+    if record is None:
         checkpoint(0)
-    segment_began = time.monotonic()
     model.train()
     for step in range(first, cfg.steps):
         t0 = time.perf_counter()
@@ -435,7 +430,6 @@ def run_one(
                 progress = {
                     "preset": preset,
                     "seed": seed,
-                    "config": settings,
                     "loader": loader.state_dict(),
                     "train_loss": losses,
                     "checkpoints": checkpoints,
@@ -444,11 +438,8 @@ def run_one(
                     "train_seconds": train_seconds,
                     "measure_seconds": measure_seconds,
                 }
-                save_checkpoint(partial, step + 1, model, optimizer, progress, keep=1)
-                now = time.monotonic()
-                if deadline is not None and now + (now - segment_began) > deadline:
+                if partial.save(step + 1, model, optimizer, progress):
                     return {"preset": preset, "seed": seed, "paused_at": step + 1}
-            segment_began = time.monotonic()
     final = checkpoints[-1]
     return {
         "preset": preset,
@@ -465,19 +456,6 @@ def run_one(
         "train_loss": losses,
         "checkpoints": checkpoints,
     }
-
-
-def _check_partial(path: Path, preset: str, settings: dict, log: Callable[[str], None]) -> None:
-    """A model's checkpoint in training may be continued only under the settings it was trained with
-    (ValueError naming the first that differs); if its preset's configuration changed, it is dropped."""
-    saved = latest_checkpoint(path)
-    if saved is None:
-        return
-    before = read_record(saved)["config"]
-    check_same_settings(before, settings, path)
-    if before["models"].get(preset) != settings["models"][preset]:
-        log(f"{path}: {preset}'s model configuration changed since; it trains again from the start")
-        shutil.rmtree(path)
 
 
 def partial_checkpoints(cfg: DissectConfig, out: Path, preset: str, seed: int) -> Path:
@@ -502,11 +480,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
     plan = [(seed, preset) for seed in range(cfg.seeds) for preset in cfg.presets]
     partials = [partial_checkpoints(cfg, out, preset, seed) for seed, preset in plan]
     if not cfg.resume:
-        for path in partials:
-            if latest_checkpoint(path) is not None:
-                raise FileExistsError(
-                    f"{path} holds a model in training; --resume to continue it, or remove it"
-                )
+        refuse_unresumed(partials)
     splits, tokenizer = prepare_tokens(list(cfg.data), cfg.tokenizer, cfg.val_fraction)
     check_long_enough(splits.train, cfg.context, "training")
     if len(splits.val) < cfg.measure_batch * cfg.context + 1:
@@ -545,9 +519,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
                 train_ids,
                 val_ids,
                 byte_lengths,
-                partials[i],
-                settings,
-                deadline,
+                Partial(partials[i], settings, deadline),
             ),
         )
         for i, (seed, preset) in enumerate(plan)
@@ -564,7 +536,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         jobs = [job for job in jobs if job[0] not in finished]
         log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
     for index, args in jobs:
-        _check_partial(partials[index], args[1], settings, log)
+        check_partial(partials[index], settings, (args[1],), log)
     failed: list[dict] = []
     paused: list[dict] = []
     start = time.perf_counter()
@@ -609,12 +581,12 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         failed.append({"preset": preset, "seed": seed, "error": repr(error)[:500]})
         log(f"FAILED {preset} seed {seed}: {error!r}"[:500])
 
-    def may_start(args: tuple) -> bool:  # a model that starts late pauses at its first measurement
-        return not paused and (deadline is None or time.monotonic() < deadline)
+    def may_start_model(_args: tuple) -> bool:
+        return may_start(deadline, paused)
 
     if cfg.jobs == 1:
         for index, args in jobs:
-            if not may_start(args):
+            if not may_start_model(args):
                 break
             try:
                 run = run_one(*args)
@@ -623,7 +595,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
             else:
                 record(index, run)
     else:
-        run_parallel(jobs, cfg.jobs, record, fail, runner=run_one, may_start=may_start)
+        run_parallel(jobs, cfg.jobs, record, fail, runner=run_one, may_start=may_start_model)
     results = write(len(finished) == len(plan))
     log(
         f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}, {out / 'measurements.png'}"

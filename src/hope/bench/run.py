@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +51,8 @@ from hope.eval.predict import evaluate, pad, suite_vocab, training_pair
 from hope.optim import build_optimizer
 from hope.suites import get_suite
 from hope.suites.common import IGNORE, Example
+from hope.bench.resume import Partial, check_partial, refuse_unresumed, resumable_runs
+from hope.bench.resume import may_start as may_start_another
 from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
 
@@ -102,11 +105,14 @@ class BenchConfig(RunOptions):
     steps: int = 200
     lengths: tuple[int, ...] | None = None  # None: the protocol's test lengths
     train_length: int | None = None  # None: the protocol's
-    max_minutes: float | None = None  # start no model past this wall time; None: run everything
+    # start no model past this wall time, and pause one at a save whose next segment would end past it
+    # (--resume continues it there); None: run everything
+    max_minutes: float | None = None
     jobs: int = 1  # models trained at once, each in its own process
     context: int | None = None  # attention models' context; None: the protocol's default (or no limit)
     resume: bool = False  # continue the run in `out`: keep its finished models, train the rest
     cuda_graphs: bool = False  # training steps replayed from CUDA graphs, batches padded to GRAPH_WIDTH
+    partial_dir: str | None = None  # a training model's checkpoint at its last save; None: out/partial
 
     def __post_init__(self) -> None:
         self.presets, self.tasks = tuple(self.presets), None if self.tasks is None else tuple(self.tasks)
@@ -127,6 +133,8 @@ class BenchConfig(RunOptions):
                 raise ValueError(f"bench.{name} must be true or false, got {getattr(self, name)!r}")
         if self.cuda_graphs and self.device == "cpu":
             raise ValueError("bench.cuda_graphs needs a GPU: it cannot run with bench.device 'cpu'")
+        if self.partial_dir is not None and not (isinstance(self.partial_dir, str) and self.partial_dir):
+            raise ValueError(f"bench.partial_dir must be a directory path or None, got {self.partial_dir!r}")
         if self.train_length is not None:
             check_int("bench.train_length", self.train_length)
         if self.lengths is not None:
@@ -192,7 +200,13 @@ def model_configs(cfg: BenchConfig, vocab: int) -> dict[str, ModelConfig]:
 
 
 def train_model(
-    model, cfg: BenchConfig, task: str, length: int | None, seed: int, device: torch.device
+    model,
+    cfg: BenchConfig,
+    task: str,
+    length: int | None,
+    seed: int,
+    device: torch.device,
+    partial: Partial | None = None,
 ) -> dict:
     """Trains ``model`` by :func:`fit` on fresh batches of the suite's training distribution (loss only
     where :func:`training_pair` asks something)."""
@@ -203,7 +217,7 @@ def train_model(
         return _train_batch(cfg.suite, task, cfg.batch_size, length, seed_at, tokenizer)
 
     args = (cfg.steps, cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.precision, device, cfg.cuda_graphs)
-    return fit(model, batch_at, *args)
+    return fit(model, batch_at, *args, partial=partial)
 
 
 GRAPH_WIDTH = 64
@@ -230,19 +244,31 @@ def fit(
     precision: str,
     device: torch.device,
     cuda_graphs: bool = False,
+    partial: Partial | None = None,
 ) -> dict:
     """``steps`` steps of a fresh AdamW on ``batch_at(step)``, warming up over the first 5% of the steps
     and decaying to 10% (as ``hope train``). Returns the mean loss of the last 10 steps and the number
     of skipped steps: a non-finite step is skipped, not applied, and the run goes on. With
     ``cuda_graphs`` each step replays CUDA graphs (``hope.train.graphs``) on batches padded to a
-    multiple of ``GRAPH_WIDTH`` tokens (``pad_width``)."""
+    multiple of ``GRAPH_WIDTH`` tokens (``pad_width``). With a ``partial``, the model is saved
+    ``SAVES`` times along the way and continues from a save it finds; past a save whose next segment
+    would end after its deadline it returns ``{"paused_at": step}`` instead."""
     optimizer = build_optimizer("adamw", model, lr, weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     loss_fn = GraphedLoss(model, precision, max_shapes=4) if cuda_graphs else None
     source = (lambda step: pad_width(batch_at(step), GRAPH_WIDTH)) if cuda_graphs else batch_at
-    losses, skipped = [], 0
+    losses, skipped, first, earlier, began = [], 0, 0, 0.0, time.perf_counter()
+    record = partial.resume(model, optimizer) if partial is not None else None
+    if record is not None:
+        losses, skipped, first, earlier = (
+            record["losses"],
+            record["skipped_steps"],
+            record["step"],
+            record["seconds"],
+        )
+    every = max(1, math.ceil(steps / SAVES))
     model.train()
-    for step in range(steps):
+    for step in range(first, steps):
         factor = lr_factor(step, steps, max(1, steps // 20), 0.1)
         batch = functools.partial(source, step)
         loss, norm = train_step(
@@ -258,8 +284,21 @@ def fit(
         )
         skipped += not (math.isfinite(loss) and math.isfinite(norm))
         losses.append(loss)
+        if partial is not None and (step + 1) % every == 0 and step + 1 < steps:
+            seconds = earlier + time.perf_counter() - began
+            progress = {"losses": losses, "skipped_steps": skipped, "seconds": seconds}
+            if partial.save(step + 1, model, optimizer, progress):
+                return {"paused_at": step + 1}
     tail = [x for x in losses[-10:] if math.isfinite(x)]
-    return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "skipped_steps": skipped}
+    return {
+        "train_loss": sum(tail) / len(tail) if tail else math.nan,
+        "skipped_steps": skipped,
+        "earlier_seconds": earlier,  # spent training before a resume
+    }
+
+
+SAVES = 10
+"""How often `fit` saves a model with a `Partial` along its steps."""
 
 
 def _train_batch(suite, task, n, length, seed, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,6 +353,13 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     if (out / "results.json").exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds results; pick another --out, or --resume to continue it")
     settings = _settings(cfg)
+    plan = [
+        (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
+    ]
+    root = Path(cfg.partial_dir) if cfg.partial_dir else out / "partial"
+    partials = [root / f"{preset}-{s.task}-{s.train_length}-seed{seed}" for seed, s, preset in plan]
+    if not cfg.resume:
+        refuse_unresumed(partials)
     out.mkdir(parents=True, exist_ok=True)
     configs = {s.vocab: model_configs(cfg, s.vocab) for s in settings}
     resolved = {
@@ -329,10 +375,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         },
     }
     header = start_results(out, cfg.suite, device, resolved, metric=PROTOCOLS[cfg.suite].metric)
-    # Seed-major order: a run stopped by --max-minutes still holds every preset on the seeds it finished.
-    plan = [
-        (seed, setting, preset) for seed in range(cfg.seeds) for setting in settings for preset in cfg.presets
-    ]
+    # Seed-major order (`plan`): a run stopped by --max-minutes still holds every preset on the seeds
+    # it finished.
     finished: dict[int, dict] = {}
     if cfg.resume and (out / "results.json").exists():
         vocab = {(s.task, s.train_length): str(s.vocab) for s in settings}
@@ -345,16 +389,23 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         keys = [(seed, s.task, s.train_length, preset) for seed, s, preset in plan]
         finished = {i: kept[k] for i, k in enumerate(keys) if k in kept}
         log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
-    resumed = len(finished)
+    settings_json = json.loads(to_json(resolved))
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
+    resumed, paused = len(finished), []
     start = time.perf_counter()
 
-    def may_start(args: tuple) -> bool:  # a job's arguments: (cfg, setting, preset, ...)
-        return ends_in_time(finished, start, cfg.max_minutes, args[2])
-
     def record(index: int, run: dict) -> None:
+        if "paused_at" in run:
+            paused.append(run)
+            log(
+                f"paused {run['preset']} seed {run['seed']} {run['task']} at step {run['paused_at']} of "
+                f"{cfg.steps} (--max-minutes); --resume continues it from {partials[index]}"
+            )
+            return
         finished[index] = run
         runs = [finished[i] for i in sorted(finished)]
         write_text_atomic(out / "results.json", to_json({**header, "complete": False, "runs": runs}))
+        shutil.rmtree(partials[index], ignore_errors=True)  # its result is on disk now
         done, elapsed = len(finished), time.perf_counter() - start
         log(
             f"[{done}/{len(plan)}] {run['preset']} seed {run['seed']} {run['task']}: "
@@ -371,10 +422,27 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         log(f"FAILED {preset} seed {seed} {setting.task}: {error!r}"[:500])
 
     jobs = [
-        (i, (cfg, setting, preset, configs[setting.vocab][preset], seed, device))
+        (
+            i,
+            (
+                cfg,
+                setting,
+                preset,
+                configs[setting.vocab][preset],
+                seed,
+                device,
+                Partial(partials[i], settings_json, deadline),
+            ),
+        )
         for i, (seed, setting, preset) in enumerate(plan)
         if i not in finished
     ]
+    for index, args in jobs:
+        check_partial(partials[index], settings_json, (str(args[1].vocab), args[2]), log)
+
+    def may_start(_args: tuple) -> bool:
+        return may_start_another(deadline, paused)
+
     if cfg.jobs == 1:
         for index, args in jobs:
             if not may_start(args):
@@ -388,9 +456,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     else:
         run_parallel(jobs, cfg.jobs, record, fail, may_start=may_start)
     if len(finished) + len(failed) < len(plan):
-        log(
-            f"stopped after {len(finished) + len(failed)}/{len(plan)} models: the next would pass --max-minutes"
-        )
+        log(f"stopped after {len(finished) + len(failed)}/{len(plan)} models: --max-minutes had passed")
     runs = [finished[i] for i in sorted(finished)]
     summary = summarise(runs, header["metric"])
     results = {
@@ -405,57 +471,6 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     plot = plot_results(results, out)
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {plot}")
     return results
-
-
-def ends_in_time(finished: dict[int, dict], start: float, max_minutes: float | None, preset: str) -> bool:
-    """Whether a model of `preset` may start: one like it (same preset, else any) of the `finished`
-    runs would end before `max_minutes` after `start` (None: no limit; nothing finished: yes)."""
-    if max_minutes is None or not finished:
-        return True
-    same = [r["seconds"] for r in finished.values() if r["preset"] == preset] or [
-        r["seconds"] for r in finished.values()
-    ]  # a resumed run's models time the new ones too
-    return time.perf_counter() - start + sum(same) / len(same) <= 60 * max_minutes
-
-
-RESUMABLE = (
-    "resume", "jobs", "out", "presets", "seeds", "models", "max_minutes", "cuda_graphs", "partial_dir"
-)  # fmt: skip
-"""Settings a resumed run may change: which models it adds, and how it runs them."""
-
-
-def check_same_settings(before: dict, resolved: dict, where: Path) -> None:
-    """ValueError naming the first setting (`RESUMABLE` aside) in which the run recorded at `where`
-    (its resolved config `before`, JSON form) differs from `resolved`."""
-    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
-    for name in sorted(set(before) | set(new)):
-        if name not in RESUMABLE and before.get(name) != new.get(name):
-            raise ValueError(
-                f"--resume: {where} was run with {name}={before.get(name)!r}, this run has {new.get(name)!r};"
-                " resume with the same settings or pick another --out"
-            )
-
-
-def resumable_runs(path: Path, resolved: dict, key: Callable, model: Callable) -> dict[tuple, dict]:
-    """The finished runs of the results at `path` by `key(run)`, if they were trained with the settings
-    `resolved` names (ValueError naming the first that differs, `RESUMABLE` aside); a run whose model
-    configuration, ``resolved["models"]`` at the path `model(run)`, changed is not kept."""
-    old = json.loads(path.read_text())
-    new = json.loads(to_json(resolved))
-    before = old.get("config", {})
-    check_same_settings(before, resolved, path)
-
-    def config(models: dict, run: dict):
-        for part in model(run):
-            models = models.get(part) if isinstance(models, dict) else None
-        return models
-
-    return {
-        key(run): run
-        for run in old.get("runs", [])
-        if config(before.get("models", {}), run) is not None
-        and config(before.get("models", {}), run) == config(new["models"], run)
-    }
 
 
 def start_results(out: Path, suite: str, device: torch.device, resolved: dict, **extra) -> dict:
@@ -515,7 +530,13 @@ def run_parallel(
 
 
 def _one_run(
-    cfg: BenchConfig, setting: _Setting, preset: str, model_cfg: ModelConfig, seed: int, device
+    cfg: BenchConfig,
+    setting: _Setting,
+    preset: str,
+    model_cfg: ModelConfig,
+    seed: int,
+    device,
+    partial: Partial | None = None,
 ) -> dict:
     torch.manual_seed(seed)
     model = hope.build_model(model_cfg)
@@ -523,7 +544,10 @@ def _one_run(
         model = BottleneckReadout(model, setting.train_length)
     model = model.to(device)
     began = time.perf_counter()
-    trained = train_model(model, cfg, setting.task, setting.train_length, seed, device)
+    trained = train_model(model, cfg, setting.task, setting.train_length, seed, device, partial)
+    if "paused_at" in trained:
+        return {"preset": preset, "seed": seed, "task": setting.task, **trained}
+    earlier = trained.pop("earlier_seconds")
     context = cfg.resolved_context if model_cfg.block in ATTENTION_BLOCKS else None
     results = []
     for lo, hi, examples in setting.tests:
@@ -548,7 +572,7 @@ def _one_run(
         "params": model.num_parameters(),
         "d_model": model_cfg.d_model,
         "n_layers": model_cfg.n_layers,
-        "seconds": time.perf_counter() - began,
+        "seconds": earlier + time.perf_counter() - began,
         "context": context,
         **trained,
         "results": results,

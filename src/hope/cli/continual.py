@@ -59,6 +59,8 @@ def command(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: li
         parser.error(f"--resume does not apply to bench-suite {SUITE}")
     if args.cuda_graphs:
         parser.error(f"--cuda-graphs does not apply to bench-suite {SUITE}")
+    if args.partial_dir is not None:
+        parser.error(f"--partial-dir does not apply to bench-suite {SUITE}")
     given = {"n_tasks": args.n_tasks, "n_train": args.n_train}
     try:
         cfg = ContinualConfig(

@@ -15,7 +15,6 @@ _OWN = {
     "val_batches": "--val-batches",
     "data": "--data",
     "tokenizer": "--tokenizer",
-    "partial_dir": "--partial-dir",
 }
 """The options only dissect has."""
 _SHARED = {
@@ -34,6 +33,7 @@ _SHARED = {
     "resume": "resume",
     "max_minutes": "max_minutes",
     "cuda_graphs": "cuda_graphs",
+    "partial_dir": "partial_dir",
 }
 """``bench-suite`` options dissect reads (dest: DissectConfig field); left at bench-suite's default,
 each takes the study's value (DissectConfig's default) instead."""
@@ -76,13 +76,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bpe:N (learned on the training split, as hope train), byte or a tokenizer.json "
         "(default: bpe:32768)",
-    )
-    group.add_argument(
-        "--partial-dir",
-        default=None,
-        metavar="DIR",
-        help="where a model in training keeps a checkpoint at each measurement, which --resume continues "
-        "from (default: <out>/partial)",
     )
 
 

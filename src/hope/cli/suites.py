@@ -128,9 +128,8 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         "--max-minutes",
         type=float,
         default=None,
-        help="start no model that would end past this wall time; the tables cover what finished "
-        "(dissect: start none past it, and pause a model at a measurement whose next segment would end "
-        "past it; --resume continues it)",
+        help="start no model past this wall time, and pause one at a save whose next segment would end "
+        "past it (--resume continues it); the tables cover what finished",
     )
     b.add_argument(
         "--jobs",
@@ -144,6 +143,13 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         help="replay each training step from CUDA graphs (hope.train.graphs; on the H200 at the dissection "
         "study's size, hope 4.3x and titans 1.6x faster); the suites pad training batches to a multiple "
         "of 64 tokens so that few shapes are captured",
+    )
+    b.add_argument(
+        "--partial-dir",
+        default=None,
+        metavar="DIR",
+        help="where a model in training keeps a checkpoint of its last save (dissect: each measurement; "
+        "the other suites: each tenth of --steps), which --resume continues from (default: OUT/partial)",
     )
     b.add_argument(
         "--resume",

@@ -1,0 +1,118 @@
+"""Continuing a `bench-suite` run (`--resume`): which settings may change (`RESUMABLE`), the finished
+models kept (`resumable_runs`), and the models in training.
+
+A model in training keeps a checkpoint of its last save (weights, optimizer, what its run recorded,
+the run's settings), so a run cut off, or paused at a deadline, continues where it was. `Partial` is
+one model's; the drivers refuse to overwrite one without `--resume` (`refuse_unresumed`) and continue
+one only under the settings it was trained with (`check_partial`). Writes go through
+`hope.train.checkpoint`: a kill mid-save leaves the last complete save.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hope.bench.report import to_json
+from hope.train.checkpoint import latest_checkpoint, load_checkpoint, read_record, save_checkpoint
+
+
+RESUMABLE = (
+    "resume", "jobs", "out", "presets", "seeds", "models", "max_minutes", "cuda_graphs", "partial_dir"
+)  # fmt: skip
+"""Settings a resumed run may change: which models it adds, and how it runs them."""
+
+
+def check_same_settings(before: dict, resolved: dict, where: Path) -> None:
+    """ValueError naming the first setting (`RESUMABLE` aside) in which the run recorded at `where`
+    (its resolved config `before`, JSON form) differs from `resolved`."""
+    new = json.loads(to_json(resolved))  # the JSON forms compare: tuples are lists there
+    for name in sorted(set(before) | set(new)):
+        if name not in RESUMABLE and before.get(name) != new.get(name):
+            raise ValueError(
+                f"--resume: {where} was run with {name}={before.get(name)!r}, this run has {new.get(name)!r};"
+                " resume with the same settings or pick another --out"
+            )
+
+
+def resumable_runs(path: Path, resolved: dict, key: Callable, model: Callable) -> dict[tuple, dict]:
+    """The finished runs of the results at `path` by `key(run)`, if they were trained with the settings
+    `resolved` names (ValueError naming the first that differs, `RESUMABLE` aside); a run whose model
+    configuration, ``resolved["models"]`` at the path `model(run)`, changed is not kept."""
+    old = json.loads(path.read_text())
+    new = json.loads(to_json(resolved))
+    before = old.get("config", {})
+    check_same_settings(before, resolved, path)
+
+    def config(models: dict, run: dict):
+        for part in model(run):
+            models = models.get(part) if isinstance(models, dict) else None
+        return models
+
+    return {
+        key(run): run
+        for run in old.get("runs", [])
+        if config(before.get("models", {}), run) is not None
+        and config(before.get("models", {}), run) == config(new["models"], run)
+    }
+
+
+class Partial:
+    """One model's saves in `path`, with the run's resolved `settings` (JSON form); `deadline`
+    (`time.monotonic()`, None: none) is when a save says to pause."""
+
+    def __init__(self, path: Path, settings: dict, deadline: float | None = None):
+        self.path, self.settings, self.deadline = Path(path), settings, deadline
+        self._since = time.monotonic()
+
+    def resume(self, model, optimizer) -> dict | None:
+        """Loads the last save into `model` and `optimizer` and returns its record (`step` included),
+        or None when there is none."""
+        saved = latest_checkpoint(self.path)
+        self._since = time.monotonic()
+        return None if saved is None else load_checkpoint(saved, model, optimizer)
+
+    def save(self, step: int, model, optimizer, record: dict) -> bool:
+        """Saves the model at `step` with `record`; True when a segment as long as the one since the
+        last save would end past the deadline (the caller then pauses)."""
+        save_checkpoint(self.path, step, model, optimizer, {"config": self.settings, **record}, keep=1)
+        now = time.monotonic()
+        segment, self._since = now - self._since, now
+        return self.deadline is not None and now + segment > self.deadline
+
+    def remove(self) -> None:
+        """Once the model's result is written."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def refuse_unresumed(paths: Sequence[Path]) -> None:
+    """FileExistsError naming the first of `paths` that holds a model in training."""
+    for path in paths:
+        if latest_checkpoint(path) is not None:
+            raise FileExistsError(f"{path} holds a model in training; --resume to continue it, or remove it")
+
+
+def check_partial(path: Path, settings: dict, model: Sequence[str], log: Callable[[str], None]) -> None:
+    """A save may be continued only under the settings it was made with (ValueError naming the first
+    that differs); if its model's configuration (``settings["models"]`` at the keys `model`) changed,
+    it is dropped and the model trains again from the start."""
+    saved = latest_checkpoint(path)
+    if saved is None:
+        return
+    before = read_record(saved)["config"]
+    check_same_settings(before, settings, path)
+    old, new = before["models"], settings["models"]
+    for key in model:
+        old, new = (old or {}).get(key), new[key]
+    if old != new:
+        log(f"{path}: its model configuration changed since; it trains again from the start")
+        shutil.rmtree(path)
+
+
+def may_start(deadline: float | None, paused: Sequence) -> bool:
+    """Whether a driver starts another model: none after one paused, none past the deadline (one that
+    starts late pauses at its first save)."""
+    return not paused and (deadline is None or time.monotonic() < deadline)
