@@ -49,14 +49,16 @@ for stage in $stages; do
         # directory comes with the working tree; copy $out/dissect back over it and commit). A model
         # paused at --max-minutes keeps its checkpoint in /tmp on the device, which a call made while the
         # machine is still warm continues from (too large to come back). A hope model is ten segments of
-        # about 60 s (200 steps and a measurement) after about 90 s of start-up: two calls.
+        # about 60 s (200 steps and a measurement) after about 90 s of start-up: two calls. The pause
+        # rule keeps the next segment inside --max-minutes, so it sits about one segment under the
+        # timeout (on 2026-12-02 a 7.4-minute slice left 166 s of a call unused).
         dir=${DISSECT_DIR:-docs/results/dissect-small} keep=/tmp/hope-dissect-out/${DISSECT_SIZE:-small}
         # a warm machine's copy of the results is newer than the one that travelled with the tree
         if [ -f "$keep/results.json" ]; then mkdir -p "$dir" && cp "$keep"/*.* "$dir"/; fi
-        timeout "${DISSECT_S:-560}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" \
+        timeout "${DISSECT_S:-585}" python3 -m hope bench-suite dissect --size "${DISSECT_SIZE:-small}" \
             --presets "${DISSECT_PRESETS:-hope,hope-no-cms,hope-no-selfmod,hope-no-surprise,titans,transformer}" \
             --seeds "${DISSECT_SEEDS:-3}" --jobs "${DISSECT_JOBS:-1}" --device cuda --cuda-graphs \
-            --max-minutes "${DISSECT_MIN:-8}" --partial-dir "/tmp/hope-dissect-partial/${DISSECT_SIZE:-small}" \
+            --max-minutes "${DISSECT_MIN:-8.7}" --partial-dir "/tmp/hope-dissect-partial/${DISSECT_SIZE:-small}" \
             --resume --out "$dir" >"$out/dissect.txt" 2>&1
         mkdir -p "$out/dissect" "$keep" && cp "$dir"/*.* "$out/dissect/" && cp "$dir"/*.* "$keep"/
         grep -v -i warn "$out/dissect.txt" | tail -8 ;;
