@@ -135,6 +135,22 @@ def test_a_level_that_just_stepped_holds_no_error_sum():
     assert end["pending"][0] is None and end["pending"][1] is not None and end["pending"][2] is not None
 
 
+@pytest.mark.parametrize("variant", ["sequential", "nested"])
+def test_a_level_chunk_compiles_as_one_graph_with_its_step(variant, monkeypatch):
+    """A level's chunk (read, error gradients, error sum and step: `_level_chunk`) traces without a
+    graph break, for every mix of a pending sum and a step; through aot_eager, the compiler's front
+    end, the walk still equals the reference from a state mid-segment."""
+    # one graph per level, piece length and mix (hope.ops.compiling raises the limit so too)
+    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 128)
+    levels, reference = _pair(**{"cms.variant": variant})
+    compiled = torch.compile(ContinuumMemory._level_chunk, backend="aot_eager", fullgraph=True, dynamic=False)
+    levels._level_chunk = lambda *args: compiled(levels, *args)
+    with torch.no_grad():
+        _, state = reference(torch.randn(2, 7, 8, dtype=D64, generator=torch.Generator().manual_seed(2)))
+    x = torch.randn(2, 23, 8, dtype=D64, generator=torch.Generator().manual_seed(3))
+    _assert_same(_run(levels, x, state), _run(reference, x, state))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled level walk runs on CUDA")
 def test_compiled_level_walk_on_cuda_equals_the_reference():
     """impl='auto' on CUDA (each level's piece compiled) against the reference walk on the same weights,

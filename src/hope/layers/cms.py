@@ -139,10 +139,10 @@ class ContinuumMemory(nn.Module):
         """The same numbers level by level: level ℓ walks the whole sequence in its own C_ℓ-token chunks,
         reading and differentiating a chunk at once (its weights are constant there), before level ℓ+1
         reads its output. A slow level costs T / C_ℓ steps instead of T / min C."""
-        piece = self._level_piece
+        chunk = self._level_chunk
         if self.impl == "auto" and x.is_cuda:
             # compiled (impl="auto" on CUDA): a piece's few hundred small kernels fuse into a handful
-            piece = partial(compiled(ContinuumMemory._level_piece), self)
+            chunk = partial(compiled(ContinuumMemory._level_chunk), self)
         pos, n_tokens = state["pos"], x.shape[1]
         fast, pending = list(state["fast"]), list(state["pending"])
         z, total, faster = x, None, None
@@ -159,19 +159,31 @@ class ContinuumMemory(nn.Module):
             together = any(end % c == 0 for end in ends[:-1])
             outs, kept = [], [(pos, fast[i])]  # kept: (position, weights from there on)
             for end, (z_p, keys, values) in zip(ends, pieces):
-                out, grads = piece(fast[i], z_p, keys, values, together)
-                outs.append(out)
-                pending[i] = self._add_error(fast[i], pending[i], grads)
+                start = None  # where the level steps from, if this piece ends at its boundary
                 if end % c == 0:
                     # nested: restart from the faster level's weights at this very token (Eq. 72-73)
                     start = _at(faster, end) if (self.cms.variant == "nested" and i > 0) else fast[i]
-                    fast[i], pending[i] = self._take_step(c, start, pending[i]), None
+                out, pending[i], stepped = chunk(fast[i], z_p, keys, values, together, pending[i], start, c)
+                outs.append(out)
+                if stepped is not None:
+                    fast[i] = stepped
                     kept.append((end, fast[i]))
             z, faster = torch.cat(outs, dim=1), kept
             if self.cms.variant == "independent":
                 total = z - x if total is None else total + (z - x)
         delta = total if self.cms.variant == "independent" else z - x
         return delta, {"pos": pos + n_tokens, "fast": fast, "pending": pending}
+
+    def _level_chunk(self, w, z, keys, values, together: bool, pending, start, chunk: int):
+        """`_level_piece`, then Eq. 71's bookkeeping in the same function, so that compiled it fuses: the
+        level's error sum `pending` (None: none yet) grows by the piece's gradients; with a `start` (the
+        piece ends at the level's `chunk` boundary) the level steps from it. Returns (M(z), the error
+        sum or None after a step, the new weights or None)."""
+        out, grads = self._level_piece(w, z, keys, values, together)
+        pending = self._add_error(w, pending, grads)
+        if start is None:
+            return out, pending, None
+        return out, None, self._take_step(chunk, start, pending)
 
     def _level_piece(
         self, w, z: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, together: bool = True
