@@ -41,6 +41,16 @@ for stage in $stages; do
             --impls "${STUDY_IMPLS:-auto+graphs}" ${STUDY_ARGS:-} \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
+    variants)  # the step variants not yet timed, hope at the study's size graphed, a process each
+        i=0
+        for v in "" "--titans-backward vjp" "--inductor combo_kernels=true" \
+                "--titans-backward vjp --inductor combo_kernels=true"; do
+            i=$((i + 1))
+            timeout "${VARIANT_S:-140}" python3 benchmarks/speed.py --presets "${VARIANT_PRESETS:-hope}" \
+                --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 \
+                --impls auto+graphs $v --out "$out/variants/$i" >"$out/variants-$i.txt" 2>&1
+            echo "variant $i (${v:-default}):"; grep "^| 512" "$out/variants/$i/results.md"
+        done ;;
     overlap)  # graphed steps of small models on several streams of one process (a thread runner for --jobs?)
         timeout "${OVERLAP_S:-300}" python3 benchmarks/overlap.py --preset "${OVERLAP_PRESET:-hope}" --size study-small \
             --jobs "${OVERLAP_JOBS:-1,2,4}" --steps 10 --out "$out/overlap" >"$out/overlap.txt" 2>&1
@@ -77,6 +87,6 @@ for stage in $stages; do
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, overlap, dissect, inference, stream, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, variants, overlap, dissect, inference, stream, soak)" >&2; exit 2 ;;
     esac
 done
