@@ -88,7 +88,7 @@ def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypa
     ]  # fmt: skip
     assert results["runs"][:2] == first
     assert main([*argv, "--seeds", "2", "--resume"]) == 0 and len(trained) == 4  # nothing left to train
-    # slices of a longer study: --max-minutes starts no model that the finished ones say would end late
+    # slices of a longer study: no model starts once --max-minutes has passed
     assert main([*argv, "--seeds", "3", "--resume", "--max-minutes", "1e-6"]) == 0 and len(trained) == 4
     assert not json.loads((out / "results.json").read_text())["complete"]
     assert main([*argv, "--seeds", "3", "--resume", "--max-minutes", "1000"]) == 0
