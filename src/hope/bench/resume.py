@@ -83,10 +83,6 @@ class Partial:
         segment, self._since = now - self._since, now
         return self.deadline is not None and now + segment > self.deadline
 
-    def remove(self) -> None:
-        """Once the model's result is written."""
-        shutil.rmtree(self.path, ignore_errors=True)
-
 
 def refuse_unresumed(paths: Sequence[Path]) -> None:
     """FileExistsError naming the first of `paths` that holds a model in training."""
