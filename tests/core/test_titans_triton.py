@@ -422,6 +422,25 @@ def test_the_one_vjp_compiles_as_one_graph():
             torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
 
 
+def test_the_compiled_chunk_recompute_takes_the_static_inputs():
+    """The chunk recompute the CUDA path compiles (`chunk_step(compiled=True)`: `_segment` with the
+    tokens' static inputs in place of the tokens) gives the eager gradients; through aot_eager."""
+    from functools import partial
+
+    from hope.ops.titans import fused
+
+    layer = _layer("hope")
+    params = list(layer.parameters())
+    inputs = _chunk_inputs(layer)
+    ref = fused._chunk_backward(layer, layer._segment, *inputs, params)
+    segment = torch.compile(SelfReferentialTitans._segment, backend="aot_eager", dynamic=False)
+    got = fused._chunk_backward(layer, partial(segment, layer), *inputs, params)
+    for a, b in zip([*got[0], *got[1], *got[2]], [*ref[0], *ref[1], *ref[2]], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
+
+
 def test_triton_with_the_vjp_backward_equals_chunked(monkeypatch):
     from hope.ops.titans import fused
 
