@@ -149,6 +149,9 @@ def test_the_cli_refuses_what_does_not_apply(capsys):
         main(["bench-suite", "continual", "--cuda-graphs"])
     assert "--cuda-graphs does not apply to bench-suite continual" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        main(["bench-suite", "continual", "--partial-dir", "somewhere"])
+    assert "--partial-dir does not apply to bench-suite continual" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         main(["bench-suite", "formal", "--cuda-graphs", "--device", "cpu"])
     assert "bench.cuda_graphs needs a GPU" in capsys.readouterr().err
 
