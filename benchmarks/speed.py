@@ -64,7 +64,9 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(args.device)
     step_model = torch.compile(model) if compile_model else model
-    loss_fn = GraphedLoss(step_model, "bf16") if graphs else partial(next_token_loss, step_model, precision="bf16")
+    loss_fn = (
+        GraphedLoss(step_model, "bf16") if graphs else partial(next_token_loss, step_model, precision="bf16")
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device == "cuda")
     ids = torch.randint(0, args.vocab_size, (batch, seq_len + 1), device=args.device)
     times, losses = [], []
@@ -184,24 +186,32 @@ def write_table(result: dict, path: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="transformer,titans,hope,hope-no-selfmod")
-    p.add_argument("--size", default="125m", help="a size preset, or study-small / study-scaled (bench-suite dissect's)")
+    p.add_argument(
+        "--size", default="125m", help="a size preset, or study-small / study-scaled (bench-suite dissect's)"
+    )
     p.add_argument("--seq-lens", default="4096", help="comma-separated sequence lengths")
     p.add_argument("--batches", default="8,4,2,1", help="batch sizes to try, largest first")
     p.add_argument(
-        "--impls", default="auto", help="impls for the memory presets, e.g. auto,chunked; a +graphs suffix (auto+graphs): the step replayed"
-        " from CUDA graphs, and the transformer timed so too"
+        "--impls",
+        default="auto",
+        help="impls for the memory presets, e.g. auto,chunked; a +graphs suffix (auto+graphs): the step replayed"
+        " from CUDA graphs, and the transformer timed so too",
     )
     p.add_argument("--forward-only", action="store_true", help="time the no-grad forward (prefill)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM)")
-    p.add_argument("--profile", action="store_true", help="profile one more step of each row (profile_<preset>-<impl>.txt)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile one more step of each row (profile_<preset>-<impl>.txt)",
+    )
     p.add_argument(
         "--titans-backward",
         choices=("autograd", "vjp"),
-        default="autograd",
-        help="how the Triton path differentiates a chunk's recompute (hope.ops.titans.fused.KERNEL.backward)",
+        default=None,
+        help="how the Triton path differentiates a chunk's recompute (default: hope.ops.titans.fused.KERNEL.backward)",
     )
     p.add_argument(
         "--inductor",
@@ -209,7 +219,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="an inductor option for the layers' compiled pieces (hope.ops.compiling.INDUCTOR), e.g. "
-        "combo_kernels=true; repeatable",
+        "combo_kernels=false (hope.ops.compiling.INDUCTOR has the defaults); repeatable",
     )
     p.add_argument("--out", default="runs/speed")
     args = p.parse_args()
@@ -221,12 +231,15 @@ def main() -> None:
     torch.set_float32_matmul_precision("high")
     from hope.ops.titans import fused
 
+    args.titans_backward = args.titans_backward or fused.KERNEL.backward
     fused.KERNEL.backward = args.titans_backward
     from hope.ops.compiling import INDUCTOR
 
     for option in args.inductor:
         key, _, value = option.partition("=")
-        INDUCTOR[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+        INDUCTOR[key] = {"true": True, "false": False}.get(
+            value.lower(), int(value) if value.isdigit() else value
+        )
     args.batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.out, exist_ok=True)
     result = {

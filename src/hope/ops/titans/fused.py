@@ -48,13 +48,14 @@ class KernelOptions:
     backward: how a chunk's recompute is differentiated: "autograd" records the compiled `_segment`
     and runs autograd's backward through it (two graphs, autograd's engine between them); "vjp" makes
     recompute and backward one function (`torch.func.vjp`), which compiles to one graph, so the
-    compiler may fuse across the two (not yet timed on a GPU)."""
+    compiler may fuse across the two: hope study-small graphed on an H200 (2026-12-02) trained at
+    19,941 tok/s against 18,632 with "autograd"."""
 
     dots: str = "auto"
     share_inverse: bool = True
     num_warps: int | None = None
     split: bool = True
-    backward: str = "autograd"
+    backward: str = "vjp"
 
     def validate(self) -> None:
         check_choice("KERNEL.dots", self.dots, ("auto", "bf16"))
