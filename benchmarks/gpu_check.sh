@@ -41,10 +41,10 @@ for stage in $stages; do
             --impls "${STUDY_IMPLS:-auto+graphs}" ${STUDY_ARGS:-} \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
-    variants)  # the step variants not yet timed, hope at the study's size graphed, a process each
+    variants)  # the step against its variants (the defaults: vjp backward, combo_kernels), hope at the study's size graphed, a process each
         i=0
-        for v in "" "--titans-backward vjp" "--inductor combo_kernels=true" \
-                "--titans-backward vjp --inductor combo_kernels=true"; do
+        for v in "" "--titans-backward autograd" "--inductor combo_kernels=false" \
+                "--titans-backward autograd --inductor combo_kernels=false"; do
             i=$((i + 1))
             timeout "${VARIANT_S:-140}" python3 benchmarks/speed.py --presets "${VARIANT_PRESETS:-hope}" \
                 --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 \
