@@ -218,8 +218,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an inductor option for the layers' compiled pieces (hope.ops.compiling.INDUCTOR), e.g. "
-        "combo_kernels=false (hope.ops.compiling.INDUCTOR has the defaults); repeatable",
+        help="an inductor option for the layers' compiled pieces, over the defaults in "
+        "hope.ops.compiling.INDUCTOR, e.g. combo_kernels=false; repeatable",
     )
     p.add_argument("--out", default="runs/speed")
     args = p.parse_args()
