@@ -24,6 +24,8 @@ from hope.ops.titans.chunk_fwd import (
     _act,
     _act_grad,
     _clip,
+    _gradients,
+    _memory_read,
     _load,
     _load_t,
     _mm,
@@ -31,6 +33,20 @@ from hope.ops.titans.chunk_fwd import (
     _transpose,
     _unit_lower_inverse,
 )
+
+
+@triton.jit
+def _accumulate(ptr, tile, R: tl.constexpr, C: tl.constexpr):
+    """The row-major (R, C) matrix at ptr += tile (R, C)."""
+    at = ptr + tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :]
+    tl.store(at, tl.load(at) + tile)
+
+
+@triton.jit
+def _accumulate_t(ptr, tile, R: tl.constexpr, C: tl.constexpr):
+    """The row-major (R, C) matrix at ptr += tileᵀ, tile (C, R)."""
+    at = ptr + tl.arange(0, C)[:, None] + tl.arange(0, R)[None, :] * C
+    tl.store(at, tl.load(at) + tile)
 
 
 @triton.jit
@@ -234,7 +250,7 @@ def evolve_memory_bwd(
 ):  # fmt: skip
     """VJP of `_evolve_memory` (one memory, clipped errors, a read of q with RETRIEVE) for the gradients
     of its end weights (d1_end, d2_end) and of its read d_o (BT, D). Stores the start weights'
-    gradients at d1, d2 and W_0's at d1_0, d2_0 (layer layouts); returns (dk, dg1, dg2, du2, dη,
+    gradients at d1, d2 and adds W_0's to d1_0, d2_0 (layer layouts); returns (dk, dg1, dg2, du2, dη,
     d log α, dq). A matrix memory has layer 1 only and returns zeros for g2 and u2."""
     g1c = _clip(g1, CLIP)
     if MLP:
@@ -250,14 +266,14 @@ def evolve_memory_bwd(
         )
         _store_t(d2, dw2, D, F)
         if BASE:
-            _store_t(d2_0, dw2_0, D, F)
+            _accumulate_t(d2_0, dw2_0, D, F)
         dh = dz2 * _act_grad(h, ACT)
         dw1, dw1_0, dk, dg1c, d_eta1, d_la1, dq = _delta_layer_bwd(
             w1_in, w1_0, d1_end, scratch, k, g1c, eta, la, q, dh, BT, F, D, DGD, BASE, RETRIEVE, PREC
         )
         _store_t(d1, dw1, F, D)
         if BASE:
-            _store_t(d1_0, dw1_0, F, D)
+            _accumulate_t(d1_0, dw1_0, F, D)
         d_eta += d_eta1
         d_la += d_la1
         if RETRIEVE:
@@ -269,7 +285,7 @@ def evolve_memory_bwd(
         )
         _store_t(d1, dw1, D, D)
         if BASE:
-            _store_t(d1_0, dw1_0, D, D)
+            _accumulate_t(d1_0, dw1_0, D, D)
         dg2 = tl.zeros((BT, D), dtype=k.dtype)
         du2 = tl.zeros((BT, F), dtype=k.dtype)
     return dk, _clip_bwd(g1, dg1c, CLIP), dg2, du2, d_eta, d_la, dq
@@ -323,6 +339,226 @@ def evolve_bwd_kernel(
     tl.store(dq_ptr + rows_d, dq)
 
 
+@triton.jit
+def _act_grad2(h, ACT: tl.constexpr):
+    """σ''(h): gelu φ(h)(2 − h²); silu s(1 − s)(2 + h(1 − 2s))."""
+    if ACT == 0:
+        y = tl.exp(-0.5 * h * h) * 0.3989422804014327 * (2.0 - h * h)
+    else:
+        s = tl.sigmoid(h)
+        y = s * (1.0 - s) * (2.0 + h * (1.0 - 2.0 * s))
+    return y
+
+
+@triton.jit
+def _anchor_bwd(
+    w1, w2, d1, d2, scratch, k, v, dk, dg1, dg2, du2,
+    BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, SGV: tl.constexpr,
+    L2: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Stage 3: VJP of `_gradients` at the anchor w1, w2 (u1 = k, g1, g2, u2 = σ(W1 k)) for the
+    gradients dk (of u1), dg1, dg2, du2; adds the anchor's part to the weight gradients at d1, d2 and
+    returns (dk, dv) of this memory."""
+    k_t = _transpose(scratch, k, BT, D)
+    v_t = _transpose(scratch, v, BT, D)
+    if MLP:
+        w1_t = _load_t(w1, F, D)  # (D, F)
+        w1n = _load(w1, F, D)
+        w2_t = _load_t(w2, D, F)  # (F, D)
+        w2n = _load(w2, D, F)
+        hk = _mm(k, w1_t, PREC)
+        ak = _act(hk, ACT)
+        slope = _act_grad(hk, ACT)
+        if SGV:
+            hv = _mm(v, w1_t, PREC)
+            av = _act(hv, ACT)
+            target = _mm(av, w2_t, PREC) + v
+        else:
+            target = v
+        if L2:
+            g2 = _mm(ak, w2_t, PREC) + k - target
+        else:
+            g2 = -target
+        m = _mm(g2, w2n, PREC)  # g1 = m ∘ σ'(hk)
+        dm = dg1 * slope
+        dhk = dg1 * m * _act_grad2(hk, ACT)
+        dg2 = dg2 + _mm(dm, w2_t, PREC)
+        dak = du2
+        if L2:  # g2 = M(k) − target
+            dak += _mm(dg2, w2n, PREC)
+            dk += dg2
+        dhk += dak * slope
+        dk += _mm(dhk, w1n, PREC)
+        dw1_t = _mm(k_t, dhk, PREC)  # (D, F)
+        if L2:
+            x = ak
+        else:
+            x = ak * 0.0
+        if SGV:  # target = M(v)
+            x -= av
+            dhv = -_mm(dg2, w2n, PREC) * _act_grad(hv, ACT)
+            dv = -dg2 + _mm(dhv, w1n, PREC)
+            dw1_t += _mm(v_t, dhv, PREC)
+        else:
+            dv = -dg2
+        g2_t = _transpose(scratch, g2, BT, D)
+        dg2_t = _transpose(scratch, dg2, BT, D)
+        _accumulate(d2, _mm(g2_t, dm, PREC) + _mm(dg2_t, x, PREC), D, F)
+        _accumulate_t(d1, dw1_t, F, D)
+    else:
+        w1n = _load(w1, D, D)
+        dw1_t = tl.zeros((D, D), dtype=k.dtype)
+        if L2:  # g1 = k W1ᵀ − target
+            dk += _mm(dg1, w1n, PREC)
+            dw1_t += _mm(k_t, dg1, PREC)
+        if SGV:  # target = v W1ᵀ
+            dv = -_mm(dg1, w1n, PREC)
+            dw1_t -= _mm(v_t, dg1, PREC)
+        else:
+            dv = -dg1
+        _accumulate_t(d1, dw1_t, D, D)
+    return dk, dv
+
+
+@triton.jit
+def _layer_at(p1, p2, index, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr):
+    """Pointers to the two layers of memory `index` (in units of one layer) of stacked weights."""
+    S1: tl.constexpr = F * D if MLP else D * D
+    S2: tl.constexpr = D * F if MLP else 1
+    return p1 + index * S1, p2 + index * S2
+
+
+@triton.jit(do_not_specialize=["T", "c", "kv_T", "kv_t0", "g_T", "g_t0"])
+def memory_bwd_kernel(
+    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, gate_ptr, w1_ptr, w2_ptr, w1_0_ptr, w2_0_ptr,
+    e1_ptr, e2_ptr, d1_ptr, d2_ptr, d1_0_ptr, d2_0_ptr, do_ptr, dq_ptr,
+    dk_ptr, dv_ptr, deta_ptr, dla_ptr, scratch_ptr,
+    T, c, kv_T, kv_t0, g_T, g_t0,
+    H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
+    MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, DGD: tl.constexpr, BASE: tl.constexpr,
+    ACT: tl.constexpr, CLIP: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr, SCR: tl.constexpr,
+):  # fmt: skip
+    """Grid (B·H, P): memory p of (batch, head) i over chunk c, backward (stages 1 and 3).
+
+    The chunk's start weights w1, w2 and the gradients of its end weights e1, e2 are (B, P, H, out, in);
+    the start weights' gradients go to d1, d2 (same layout), W_0's are added to d1_0, d2_0
+    (B, P, H, out, in). k, v, η, log α (ungated) are read at rows kv_t0 … of buffers of kv_T rows, the
+    gate at rows g_t0 … of g_T; this memory's dk, dv, dη, d log α (of the gated η, log α) go to rows
+    kv_t0 … of (B·H, P, kv_T, ·). M_mem (p = 0) is read: q, do and dq are (B, H, T, D), chunk c."""
+    pid = tl.program_id(0)
+    p = tl.program_id(1)
+    b, h = pid // H, pid % H
+    t = tl.arange(0, BT)
+    rows = pid.to(tl.int64) * T * D + c * BT * D + t[:, None] * D + tl.arange(0, D)[None, :]
+    kv = pid.to(tl.int64) * kv_T * D + kv_t0 * D + t[:, None] * D + tl.arange(0, D)[None, :]
+    k = tl.load(k_ptr + kv)
+    v = tl.load(v_ptr + kv)
+    gate = tl.load(gate_ptr + pid.to(tl.int64) * g_T + g_t0 + t)
+    eta = tl.load(eta_ptr + pid.to(tl.int64) * kv_T + kv_t0 + t) * gate
+    la = tl.load(la_ptr + pid.to(tl.int64) * kv_T + kv_t0 + t) * gate
+    at = (b * P + p) * H + h
+    w1, w2 = _layer_at(w1_ptr, w2_ptr, at, D, F, MLP)
+    e1, e2 = _layer_at(e1_ptr, e2_ptr, at, D, F, MLP)
+    d1, d2 = _layer_at(d1_ptr, d2_ptr, at, D, F, MLP)
+    d1_0, d2_0 = _layer_at(d1_0_ptr, d2_0_ptr, at, D, F, MLP)
+    w1_0, w2_0 = _layer_at(w1_0_ptr, w2_0_ptr, p * H + h, D, F, MLP)
+    scratch = scratch_ptr + (pid * P + p).to(tl.int64) * SCR
+    _, g1, g2, u2 = _gradients(w1, w2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
+    if p == 0:
+        q = tl.load(q_ptr + rows)
+        d_o = tl.load(do_ptr + rows)
+        dk, dg1, dg2, du2, d_eta, d_la, dq = evolve_memory_bwd(
+            w1, w2, w1_0, w2_0, e1, e2, d1, d2, d1_0, d2_0, scratch,
+            k, g1, g2, u2, eta, la, q, d_o, BT, D, F, MLP, DGD, BASE, ACT, CLIP, READ, PREC,
+        )  # fmt: skip
+        tl.store(dq_ptr + rows, dq)
+    else:
+        dk, dg1, dg2, du2, d_eta, d_la, _ = evolve_memory_bwd(
+            w1, w2, w1_0, w2_0, e1, e2, d1, d2, d1_0, d2_0, scratch,
+            k, g1, g2, u2, eta, la, k, k, BT, D, F, MLP, DGD, BASE, ACT, CLIP, 0, PREC,
+        )  # fmt: skip
+    tl.debug_barrier()  # the anchor's part adds to what the evolution's stored
+    dk, dv = _anchor_bwd(w1, w2, d1, d2, scratch, k, v, dk, dg1, dg2, du2, BT, D, F, MLP, SGV, L2, ACT, PREC)
+    mine = (pid * P + p).to(tl.int64) * kv_T + kv_t0
+    out = mine * D + t[:, None] * D + tl.arange(0, D)[None, :]
+    tl.store(dk_ptr + out, dk)
+    tl.store(dv_ptr + out, dv)
+    tl.store(deta_ptr + mine + t, d_eta)
+    tl.store(dla_ptr + mine + t, d_la)
+
+
+@triton.jit(do_not_specialize=["T", "c", "g_T", "g_t0"])
+def generate_bwd_kernel(
+    x_ptr, gate_ptr, w1_ptr, w2_ptr, re_ptr, be_ptr, ra_ptr, ba_ptr,
+    dk_ptr, dv_ptr, deta_ptr, dla_ptr, d1_ptr, d2_ptr, dx_ptr, dre_ptr, dbe_ptr, dra_ptr, dba_ptr,
+    scratch_ptr, T, c, g_T, g_t0, eta_max,
+    H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
+    MLP: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr, SCR: tl.constexpr,
+):  # fmt: skip
+    """Grid (B·H, 4), stage 4: program (i, r) takes the generation k, v, η, log α = … M_{r+1}(x̂) of
+    chunk c back, from the memories' dk, dv, dη, d log α summed (the gated ones; the gate is taken
+    back here): adds M_{r+1}'s part to the start weights' gradients d1, d2 (B, P, H, out, in), writes
+    its part of dx̂ into rows of chunk c of dx (4, B·H, T, D) and adds the read-outs' gradients
+    (B, H, D) and (B, H) of its role."""
+    pid = tl.program_id(0)
+    role = tl.program_id(1)
+    b, h = pid // H, pid % H
+    t = tl.arange(0, BT)
+    offs_d = tl.arange(0, D)
+    tile = t[:, None] * D + offs_d[None, :]
+    xh = tl.load(x_ptr + pid.to(tl.int64) * T * D + c * BT * D + tile)
+    gate = tl.load(gate_ptr + pid.to(tl.int64) * g_T + g_t0 + t)
+    at = (b * P + role + 1) * H + h
+    w1, w2 = _layer_at(w1_ptr, w2_ptr, at, D, F, MLP)
+    d1, d2 = _layer_at(d1_ptr, d2_ptr, at, D, F, MLP)
+    scratch = scratch_ptr + (pid * 4 + role).to(tl.int64) * SCR
+    y = _memory_read(w1, w2, xh, D, F, MLP, ACT, PREC)
+    mem = pid.to(tl.int64) * P * BT  # row 0 of memory 0 of (B·H, P, BT, ·)
+    dy = tl.zeros((BT, D), dtype=xh.dtype)
+    dl = tl.zeros((BT,), dtype=xh.dtype)
+    for p in range(P):  # the sums over the memories of the layer
+        if role <= 1:
+            ptr = dk_ptr if role == 0 else dv_ptr
+            dy += tl.load(ptr + (mem + p * BT) * D + tile)
+        else:
+            ptr = deta_ptr if role == 2 else dla_ptr
+            dl += tl.load(ptr + mem + p * BT + t)
+    if role == 0:  # k = y / max(‖y‖, ε)
+        norm = tl.maximum(tl.sqrt(tl.sum(y * y, 1)), 1e-6)
+        unit = y / norm[:, None]
+        radial = tl.sum(unit * dy, 1)
+        dy = tl.where(
+            (norm > 1e-6)[:, None], (dy - unit * radial[:, None]) / norm[:, None], dy / norm[:, None]
+        )
+    elif role >= 2:
+        if role == 2:  # η = η_max σ(⟨y, r_η⟩ + b_η)
+            readout = tl.load(re_ptr + h * D + offs_d)
+            s = tl.sigmoid(tl.sum(y * readout[None, :], 1) + tl.load(be_ptr + h))
+            dl = dl * gate * eta_max * s * (1.0 - s)
+            dr, db = dre_ptr, dbe_ptr
+        else:  # log α = log σ(⟨y, r_α⟩ + b_α)
+            readout = tl.load(ra_ptr + h * D + offs_d)
+            s = tl.sigmoid(tl.sum(y * readout[None, :], 1) + tl.load(ba_ptr + h))
+            dl = dl * gate * (1.0 - s)
+            dr, db = dra_ptr, dba_ptr
+        dy = dl[:, None] * readout[None, :]
+        tl.store(dr + pid * D + offs_d, tl.load(dr + pid * D + offs_d) + tl.sum(dl[:, None] * y, 0))
+        tl.store(db + pid, tl.load(db + pid) + tl.sum(dl, 0))
+    # y = M(x̂): x̂ + W2 σ(W1 x̂), or W1 x̂
+    xh_t = _transpose(scratch, xh, BT, D)
+    if MLP:
+        hx = _mm(xh, _load_t(w1, F, D), PREC)
+        dh = _mm(dy, _load(w2, D, F), PREC) * _act_grad(hx, ACT)
+        _accumulate(d2, _mm(_transpose(scratch, dy, BT, D), _act(hx, ACT), PREC), D, F)
+        _accumulate_t(d1, _mm(xh_t, dh, PREC), F, D)
+        dx = dy + _mm(dh, _load(w1, F, D), PREC)
+    else:
+        _accumulate_t(d1, _mm(xh_t, dy, PREC), D, D)
+        dx = _mm(dy, _load(w1, D, D), PREC)
+    B = tl.num_programs(0) // H
+    tl.store(dx_ptr + ((role * B * H + pid).to(tl.int64) * T + c * BT) * D + tile, dx)
+
+
 def evolve_backward(
     weights, base, k, g1, g2, u2, eta, log_alpha, q, grad_o, grad_end, *, rule, activation, clip, retrieval
 ):
@@ -360,3 +596,110 @@ def evolve_backward(
         PREC=_dot_precision(k.dtype), SCR=scr,
     )  # fmt: skip
     return grads, grads_base, dk, dg1, (dg2 if mlp else None), (du2 if mlp else None), d_eta, d_la, dq
+
+
+def unsupported_reason(layer) -> str | None:
+    """Why the backward kernels cannot take this layer back (None: they can)."""
+    titans = layer.titans
+    if titans.update_rule == "momentum":
+        return "titans.update_rule='momentum' has no backward kernel"
+    return None
+
+
+def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
+    """The Triton chunk backward of `fused._FusedTitans`: for the forward's kept `slots` (every
+    `every`-th boundary), gate and static inputs, the gradients of the output and of the end state
+    → (grads of the static inputs (None where a slot is None), of the initial state, of each
+    parameter of the layer (None where the chunks do not reach it)).
+
+    Groups of `every` chunks in reverse: the forward kernel replays a group from its kept boundary to
+    recover every boundary inside it; then each chunk, last first, is three launches: the generation
+    recomputed (`chunk_split.generate_kernel`), every memory's evolution and anchor taken back
+    (`memory_bwd_kernel`), the generation taken back (`generate_bwd_kernel`)."""
+    from hope.ops.titans.chunk_split import generate_kernel
+    from hope.ops.titans.fused import KERNEL, _dot_precision, _tokens, chunk_forward
+
+    titans, spec = layer.titans, layer.spec
+    h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
+    q, xh, k, v, eta, log_alpha, _ = static
+    q = q.detach().contiguous()
+    b, n = q.shape[0], q.shape[2]
+    n_chunks, mlp, self_mod = n // chunk, spec.kind == "mlp", titans.self_modifying
+    f, n_comp = (spec.hidden if mlp else d), len(layer.components)
+    dummy = q.new_zeros(1)
+    base = titans.decay_to == "init"
+    w_0 = [w.detach().contiguous() for w in layer.init_weights] if base else [dummy, dummy]
+    d_now = [g.contiguous().clone() for g in grad_end]
+    d_next = [torch.empty_like(g) for g in d_now]
+    d_base = [torch.zeros_like(g) for g in d_now] if base else [dummy, dummy]
+    grad_o, gate = grad_o.contiguous(), gate.contiguous()
+    dq = torch.empty_like(q)
+    rows = chunk if self_mod else n
+    dk, dv = q.new_empty(b * h, n_comp, rows, d), q.new_empty(b * h, n_comp, rows, d)
+    d_eta, d_la = q.new_empty(b * h, n_comp, rows), q.new_empty(b * h, n_comp, rows)
+    scr = chunk * max(chunk, d, f)
+    scratch = q.new_empty(b * h * max(n_comp, 4), scr)
+    precision = "bf16" if KERNEL.dots == "bf16" else _dot_precision(q.dtype)
+    common = dict(H=h, P=n_comp, BT=chunk, D=d, F=f, MLP=mlp, ACT=0 if spec.activation == "gelu" else 1)
+    common.update(PREC=precision, SCR=scr)
+    num_warps = KERNEL.num_warps or 4
+    if self_mod:
+        xh = xh.detach().contiguous()
+        k, v = q.new_empty(b * h, chunk, d), q.new_empty(b * h, chunk, d)
+        eta, log_alpha = q.new_empty(b * h, chunk), q.new_empty(b * h, chunk)
+        readouts = [t.detach().contiguous() for t in (layer.eta_readout, layer.eta_bias)]
+        readouts += [t.detach().contiguous() for t in (layer.alpha_readout, layer.alpha_bias)]
+        dx = q.new_empty(4, b * h, n, d)
+        d_read = [q.new_zeros(b, h, d), q.new_zeros(b, h), q.new_zeros(b, h, d), q.new_zeros(b, h)]
+        gen = {key: common[key] for key in ("H", "P", "BT", "D", "F", "MLP", "ACT", "PREC")}
+    else:
+        k, v, eta, log_alpha = (t.detach().contiguous() for t in (k, v, eta, log_alpha))
+    for first in reversed(range(0, n_chunks, every)):
+        last = min(first + every, n_chunks)
+        kept = [s[first // every] for s in slots]
+        if last - first > 1:
+            span = slice(first * chunk, last * chunk)
+            _, replayed, *_ = chunk_forward(
+                layer, _tokens(static, span), kept, None, 0, 1, gate=gate[..., span]
+            )
+            bounds = [[s[c] for s in replayed] for c in range(last - first)]
+        else:
+            bounds = [kept]
+        for c in reversed(range(first, last)):
+            start = bounds[c - first]
+            w1, w2 = start[0], (start[1] if mlp else dummy)
+            if self_mod:  # a view from the chunk's first row: the kernel reads its chunk 0
+                generate_kernel[(b * h, 4)](
+                    xh[:, :, c * chunk :], w1, w2, *readouts, k, v, eta, log_alpha, n, 0, 1, 1,
+                    float(titans.eta_max), **gen, num_warps=num_warps,
+                )  # fmt: skip
+            kv_t0 = 0 if self_mod else c * chunk
+            memory_bwd_kernel[(b * h, n_comp)](
+                q, k, v, eta, log_alpha, gate, w1, w2, w_0[0], w_0[1] if mlp else dummy,
+                d_now[0], d_now[1] if mlp else dummy, d_next[0], d_next[1] if mlp else dummy,
+                d_base[0], d_base[1] if mlp else dummy, grad_o, dq, dk, dv, d_eta, d_la, scratch,
+                n, c, rows, kv_t0, n, c * chunk,
+                **common, SGV=titans.self_generated_values, L2=titans.objective == "l2",
+                DGD=titans.update_rule == "dgd", BASE=base, CLIP=float(titans.error_clip),
+                READ=2 if titans.retrieval == "inclusive" else 1, num_warps=num_warps,
+            )  # fmt: skip
+            if self_mod:
+                generate_bwd_kernel[(b * h, 4)](
+                    xh, gate, w1, w2, *readouts, dk, dv, d_eta, d_la, d_next[0],
+                    d_next[1] if mlp else dummy, dx, *d_read, scratch, n, c, n, c * chunk,
+                    float(titans.eta_max), **common, num_warps=num_warps,
+                )  # fmt: skip
+            d_now, d_next = d_next, d_now
+    if self_mod:
+        grad_static = [dq, dx.sum(0).view(b, h, n, d), None, None, None, None, None]
+    else:
+        grad_static = [dq, None, dk.sum(1).view(b, h, n, d), dv.sum(1).view(b, h, n, d)]
+        grad_static += [d_eta.sum(1).view(b, h, n) * gate, d_la.sum(1).view(b, h, n) * gate, None]
+    by_name = {}
+    if base:
+        by_name.update({f"init_weights.{i}": g.sum(0) for i, g in enumerate(d_base[: len(spec.shapes)])})
+    if self_mod:
+        names = ("eta_readout", "eta_bias", "alpha_readout", "alpha_bias")
+        by_name.update({name: g.sum(0) for name, g in zip(names, d_read)})
+    grad_params = [by_name.get(name) for name, _ in layer.named_parameters()]
+    return grad_static, d_now[: len(grad_end)], grad_params

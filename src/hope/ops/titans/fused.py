@@ -49,7 +49,9 @@ class KernelOptions:
     and runs autograd's backward through it (two graphs, autograd's engine between them); "vjp" makes
     recompute and backward one function (`torch.func.vjp`), which compiles to one graph, so the
     compiler may fuse across the two: hope study-small graphed on an H200 (2026-12-02) trained at
-    19,941 tok/s against 18,632 with "autograd"."""
+    19,941 tok/s against 18,632 with "autograd". "triton": the backward kernels of `chunk_bwd`, three
+    launches a chunk (not yet timed on a GPU; layers they cannot take back, the momentum rule, use
+    "vjp")."""
 
     dots: str = "auto"
     share_inverse: bool = True
@@ -59,7 +61,7 @@ class KernelOptions:
 
     def validate(self) -> None:
         check_choice("KERNEL.dots", self.dots, ("auto", "bf16"))
-        check_choice("KERNEL.backward", self.backward, ("autograd", "vjp"))
+        check_choice("KERNEL.backward", self.backward, ("autograd", "vjp", "triton"))
         if self.num_warps is not None:
             check_choice("KERNEL.num_warps", self.num_warps, (1, 2, 4, 8, 16))
 
@@ -247,7 +249,7 @@ class _FusedTitans(torch.autograd.Function):
         o, slots, end, gate, new_hist = chunk_forward(layer, static, state, hist, count, every)
         ctx.layer, ctx.params = layer, params
         ctx.present = [t is not None for t in static]
-        if o.is_cuda and layer.titans.cuda_graphs:
+        if o.is_cuda and layer.titans.cuda_graphs and not _kernel_backward(layer):
             _capture_chunk_backward(layer, static, state, gate, params)
         ctx.save_for_backward(gate, *(t for t in static if t is not None), *slots)
         ctx.mark_non_differentiable(gate, new_hist)
@@ -268,6 +270,13 @@ class _FusedTitans(torch.autograd.Function):
         chunk, every = layer.titans.chunk_size, layer.titans.boundary_every
         n_chunks = gate.shape[-1] // chunk
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
+        if _kernel_backward(layer):
+            from hope.ops.titans.chunk_bwd import backward_chunks
+
+            grad_static, grad_s, grad_params = backward_chunks(
+                layer, static, slots, gate, grad_o, grad_s, every
+            )
+            return (None, None, None, None, *grad_static, *grad_s, *grad_params)
         grad_static = [None if t is None else torch.zeros_like(t) for t in static]
         grad_params = [None] * len(params)
         chunk_backward = _chunk_backward_for(layer, gate.is_cuda)
@@ -300,6 +309,15 @@ class _FusedTitans(torch.autograd.Function):
                         grad_params[i] = g.clone() if grad_params[i] is None else grad_params[i].add_(g)
         # a graph's outputs are its static buffers, overwritten by its next replay
         return (None, None, None, None, *grad_static, *(g.clone() for g in grad_s), *grad_params)
+
+
+def _kernel_backward(layer) -> bool:
+    """Whether the chunks go back through the backward kernels (`KERNEL.backward="triton"`)."""
+    if KERNEL.backward != "triton":
+        return False
+    from hope.ops.titans.chunk_bwd import unsupported_reason as kernel_backward_refuses
+
+    return kernel_backward_refuses(layer) is None
 
 
 N_STATIC = 7
