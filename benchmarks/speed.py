@@ -209,9 +209,10 @@ def main() -> None:
     )
     p.add_argument(
         "--titans-backward",
-        choices=("autograd", "vjp"),
+        choices=("autograd", "vjp", "triton"),
         default=None,
-        help="how the Triton path differentiates a chunk's recompute (default: hope.ops.titans.fused.KERNEL.backward)",
+        help="how the Triton path takes a chunk back: its recompute differentiated (autograd, vjp) or the "
+        "backward kernels (triton) (default: hope.ops.titans.fused.KERNEL.backward)",
     )
     p.add_argument(
         "--inductor",

@@ -448,3 +448,48 @@ def test_triton_with_the_vjp_backward_equals_chunked(monkeypatch):
     layer = _layer("hope")
     x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
+
+
+# every variant but the momentum rule's, which the backward kernels leave to "vjp"
+KERNEL_BACKWARD = sorted(v for v in VARIANTS if VARIANTS[v][0] != "titans" and "momentum" not in v)
+
+
+@pytest.mark.parametrize("variant", KERNEL_BACKWARD)
+def test_kernel_backward_equals_chunked(variant, monkeypatch):
+    """KERNEL.backward="triton" (`ops.titans.chunk_bwd`: the chunk backward as kernels, nothing of
+    PyTorch's per chunk) gives the chunked path's output gradients, end-state and parameter gradients."""
+    from hope.ops.titans import chunk_bwd, fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "triton")
+    preset, over = VARIANTS[variant]
+    layer = _layer(preset, **over)
+    assert fused._kernel_backward(layer, torch.empty(1, dtype=DTYPE, device=DEVICE))
+    called = []
+    real = chunk_bwd.backward_chunks
+    monkeypatch.setattr(chunk_bwd, "backward_chunks", lambda *a: called.append(1) or real(*a))
+    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
+    assert called  # the kernels took it back, not the PyTorch fallback
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_kernel_backward_over_replayed_boundaries_and_batch_equals_chunked(every, monkeypatch):
+    """Boundaries replayed between kept ones, two sequences a batch (gradients of W_0 and of the
+    read-outs summed over it), mid-chunk pieces before and after."""
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "triton")
+    layer = _layer("hope", **{"titans.boundary_every": every})
+    x = torch.randn(2, 5 * 16 + 3, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton", pieces=(5, None)))
+
+
+def test_kernel_backward_leaves_the_momentum_rule_to_the_vjp(monkeypatch):
+    from hope.ops.titans import chunk_bwd, fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "triton")
+    layer = _layer("titans")
+    assert "momentum" in chunk_bwd.unsupported_reason(layer)
+    assert not fused._kernel_backward(layer, torch.empty(1, dtype=DTYPE, device=DEVICE))
+    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
+    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from functools import partial
 
 import torch
@@ -249,7 +250,7 @@ class _FusedTitans(torch.autograd.Function):
         o, slots, end, gate, new_hist = chunk_forward(layer, static, state, hist, count, every)
         ctx.layer, ctx.params = layer, params
         ctx.present = [t is not None for t in static]
-        if o.is_cuda and layer.titans.cuda_graphs and not _kernel_backward(layer):
+        if o.is_cuda and layer.titans.cuda_graphs and not _kernel_backward(layer, o):
             _capture_chunk_backward(layer, static, state, gate, params)
         ctx.save_for_backward(gate, *(t for t in static if t is not None), *slots)
         ctx.mark_non_differentiable(gate, new_hist)
@@ -270,13 +271,19 @@ class _FusedTitans(torch.autograd.Function):
         chunk, every = layer.titans.chunk_size, layer.titans.boundary_every
         n_chunks = gate.shape[-1] // chunk
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
-        if _kernel_backward(layer):
+        if _kernel_backward(layer, gate):
+            from triton.runtime.errors import OutOfResources
+
             from hope.ops.titans.chunk_bwd import backward_chunks
 
-            grad_static, grad_s, grad_params = backward_chunks(
-                layer, static, slots, gate, grad_o, grad_s, every
-            )
-            return (None, None, None, None, *grad_static, *grad_s, *grad_params)
+            try:
+                grad_static, grad_s, grad_params = backward_chunks(
+                    layer, static, slots, gate, grad_o, grad_s, every
+                )
+                return (None, None, None, None, *grad_static, *grad_s, *grad_params)
+            except OutOfResources as err:  # raised compiling the first launch, before any result is written
+                _TOO_LARGE_BACKWARD.add(_key(layer, gate))
+                warnings.warn(f"the Titans backward kernels do not fit this device ({err}); using 'vjp'")
         grad_static = [None if t is None else torch.zeros_like(t) for t in static]
         grad_params = [None] * len(params)
         chunk_backward = _chunk_backward_for(layer, gate.is_cuda)
@@ -311,13 +318,18 @@ class _FusedTitans(torch.autograd.Function):
         return (None, None, None, None, *grad_static, *(g.clone() for g in grad_s), *grad_params)
 
 
-def _kernel_backward(layer) -> bool:
-    """Whether the chunks go back through the backward kernels (`KERNEL.backward="triton"`)."""
-    if KERNEL.backward != "triton":
+def _kernel_backward(layer, like: torch.Tensor) -> bool:
+    """Whether the chunks go back through the backward kernels (`KERNEL.backward="triton"`); a layer
+    they cannot take, or whose kernels did not fit the device, goes the "vjp" way."""
+    if KERNEL.backward != "triton" or _key(layer, like) in _TOO_LARGE_BACKWARD:
         return False
     from hope.ops.titans.chunk_bwd import unsupported_reason as kernel_backward_refuses
 
     return kernel_backward_refuses(layer) is None
+
+
+# configurations whose backward kernels did not fit the device
+_TOO_LARGE_BACKWARD: set = set()
 
 
 N_STATIC = 7
