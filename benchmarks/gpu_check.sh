@@ -51,6 +51,23 @@ for stage in $stages; do
                 --impls auto+graphs $v --out "$out/variants/$i" >"$out/variants-$i.txt" 2>&1
             echo "variant $i (${v:-default}):"; grep "^| 512" "$out/variants/$i/results.md"
         done ;;
+    backward)  # the Titans backward kernels (KERNEL.backward="triton", ops/titans/chunk_bwd.py) against the vjp
+        # backward: their tests, one hope layer at 125m (error against chunked, profiled), the graphed study-small step
+        timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_titans_chunk_bwd.py \
+            tests/core/test_titans_triton.py -k "kernel_backward or evolution_backward" >"$out/backward-tests.txt" 2>&1
+        tail -3 "$out/backward-tests.txt"
+        timeout "${LAYER_S:-300}" python3 benchmarks/titans_layer.py --presets hope --seq-len "${LAYER_T:-4096}" \
+            --batch-size "${LAYER_B:-8}" --impls triton,triton:backward=triton --profile --out "$out/backward-layer" \
+            >"$out/backward-layer.txt" 2>&1
+        grep -v -i warn "$out/backward-layer.txt" | tail -4
+        i=0
+        for v in "" "--titans-backward triton"; do
+            i=$((i + 1))
+            timeout "${VARIANT_S:-140}" python3 benchmarks/speed.py --presets "${VARIANT_PRESETS:-hope}" \
+                --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 \
+                --impls auto+graphs --profile $v --out "$out/backward-step/$i" >"$out/backward-step-$i.txt" 2>&1
+            echo "step $i (${v:-default}):"; grep "^| 512" "$out/backward-step/$i/results.md"
+        done ;;
     overlap)  # graphed steps of small models on several streams of one process (a thread runner for --jobs?)
         timeout "${OVERLAP_S:-300}" python3 benchmarks/overlap.py --preset "${OVERLAP_PRESET:-hope}" --size study-small \
             --jobs "${OVERLAP_JOBS:-1,2,4}" --steps 10 --out "$out/overlap" >"$out/overlap.txt" 2>&1
@@ -87,6 +104,6 @@ for stage in $stages; do
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, variants, overlap, dissect, inference, stream, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, variants, backward, overlap, dissect, inference, stream, soak)" >&2; exit 2 ;;
     esac
 done
