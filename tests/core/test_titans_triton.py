@@ -137,7 +137,11 @@ def test_triton_without_grad_equals_chunked():
         torch.testing.assert_close(wb, wa, atol=TOL, rtol=TOL)
 
 
-def test_triton_whole_model_equals_chunked():
+@pytest.mark.parametrize("backward", ["vjp", "triton"])
+def test_triton_whole_model_equals_chunked(backward, monkeypatch):
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", backward)
     cfg = ModelConfig.preset(
         "hope", d_model=32, n_heads=2, **{"titans.chunk_size": 16, "cms.chunk_sizes": (16, 32)}
     )

@@ -65,13 +65,28 @@ def _clip_bwd(g, d_clipped, CLIP: tl.constexpr):
 
 
 @triton.jit
+def _fast_part(w_in, w0, O: tl.constexpr, I: tl.constexpr, BASE: tl.constexpr, TRANSPOSE: tl.constexpr):
+    """W − W_0 (O, I) of the layer at w_in (W_0 only with BASE), or with TRANSPOSE its transpose (I, O).
+    Loaded where each product needs it (from L2), rather than two weight tiles held through the VJP."""
+    if TRANSPOSE:
+        w = _load_t(w_in, O, I)
+        if BASE:
+            w -= _load_t(w0, O, I)
+    else:
+        w = _load(w_in, O, I)
+        if BASE:
+            w -= _load(w0, O, I)
+    return w
+
+
+@triton.jit
 def _delta_prepare(
     w_in, w0, scratch, u, g, eta, la,
     BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, DGD: tl.constexpr, BASE: tl.constexpr,
     PREC: tl.constexpr,
 ):  # fmt: skip
     """The forward's pieces of one delta layer (`_delta_layer`): k = û, its transpose, v, β, the
-    log-decays, Wᵀ and W (less W_0 with BASE), the strict decay matrix and its transpose, and r."""
+    log-decays, the strict decay matrix and its transpose, k kᵀ, k (W − W_0)ᵀ and r."""
     offs = tl.arange(0, BT)
     norm = tl.maximum(tl.sqrt(tl.sum(u * u, 1)), 1e-6)
     k = u / norm[:, None]
@@ -88,19 +103,14 @@ def _delta_prepare(
     above = offs[None, :] > offs[:, None]
     ds_t = tl.where(above, tl.exp(tl.where(above, cp[None, :] - cum[:, None], 0.0)), 0.0)
     k_t = _transpose(scratch, k, BT, I)  # (I, BT)
-    w_t = _load_t(w_in, O, I)  # Wᵀ (I, O)
-    w = _load(w_in, O, I)  # W (O, I)
-    if BASE:
-        w_t = w_t - _load_t(w0, O, I)
-        w = w - _load(w0, O, I)
     kk = _mm(k, k_t, PREC)  # symmetric
-    kw = _mm(k, w_t, PREC)  # (BT, O)
+    kw = _mm(k, _fast_part(w_in, w0, O, I, BASE, True), PREC)  # (BT, O)
     rhs = v - (beta * tl.exp(cp))[:, None] * kw
     if DGD:
         r = _mm(_unit_lower_inverse(beta[:, None] * kk * ds, BT, PREC), rhs, PREC)
     else:
         r = rhs
-    return norm, k, k_t, v, beta, cum, cp, ds, ds_t, w_t, w, kk, kw, r
+    return norm, k, k_t, v, beta, cum, cp, ds, ds_t, kk, kw, r
 
 
 @triton.jit
@@ -125,11 +135,12 @@ def _delta_read(
     RETRIEVE: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """The retrieval of one delta layer at queries z (BT, I), as `_delta_layer` returns it."""
-    _, _, k_t, _, _, cum, cp, ds, ds_t, w_t, _, _, _, r = _delta_prepare(
+    _, _, k_t, _, _, cum, cp, ds, ds_t, _, _, r = _delta_prepare(
         w_in, w0, scratch, u, g, eta, la, BT, O, I, DGD, BASE, PREC
     )
     d, _, scale = _read_decay(cum, cp, ds, ds_t, BT, RETRIEVE)
-    out = scale[:, None] * _mm(z, w_t, PREC) + _mm(_mm(z, k_t, PREC) * d, r, PREC)
+    out = scale[:, None] * _mm(z, _fast_part(w_in, w0, O, I, BASE, True), PREC)
+    out += _mm(_mm(z, k_t, PREC) * d, r, PREC)
     if BASE:
         out = out + _mm(z, _load_t(w0, O, I), PREC)
     return out
@@ -146,7 +157,7 @@ def _delta_layer_bwd(
 
     Returns (dWᵀ of the start weights (I, O), dW_0ᵀ (I, O), du (BT, I), dg (BT, O), dη, d log α (BT,),
     dz (BT, I))."""
-    norm, k, k_t, v, beta, cum, cp, ds, ds_t, w_t, w, kk, kw, r = _delta_prepare(
+    norm, k, k_t, v, beta, cum, cp, ds, ds_t, kk, kw, r = _delta_prepare(
         w_in, w0, scratch, u, g, eta, la, BT, O, I, DGD, BASE, PREC
     )
     cum_end = tl.sum(la, 0)
@@ -154,7 +165,7 @@ def _delta_layer_bwd(
     # W_end − W_0 = γ_end (W − W_0) + Σ_s (γ_end/γ_s) r_s k_sᵀ
     decay_end = tl.exp(cum_end - cum)
     d_wt = tl.exp(cum_end) * d_end_t
-    d_cum_end = tl.exp(cum_end) * tl.sum(tl.sum(w_t * d_end_t, 1), 0)
+    d_cum_end = tl.exp(cum_end) * tl.sum(tl.sum(_fast_part(w_in, w0, O, I, BASE, True) * d_end_t, 1), 0)
     d_k = _mm(r * decay_end[:, None], _load(d_end, O, I), PREC)
     d_er = _mm(k, d_end_t, PREC)  # (BT, O)
     d_r = d_er * decay_end[:, None]
@@ -167,10 +178,10 @@ def _delta_layer_bwd(
         # out = scale (z Wᵀ) + ((z kᵀ) ∘ D) r
         d, d_t, scale = _read_decay(cum, cp, ds, ds_t, BT, RETRIEVE)
         z_t = _transpose(scratch, z, BT, I)  # (I, BT)
-        y = _mm(z, w_t, PREC)
+        y = _mm(z, _fast_part(w_in, w0, O, I, BASE, True), PREC)
         d_y = scale[:, None] * d_out
         d_wt += _mm(z_t, d_y, PREC)
-        d_z = _mm(d_y, w, PREC)
+        d_z = _mm(d_y, _fast_part(w_in, w0, O, I, BASE, False), PREC)
         d_scale = tl.sum(d_out * y, 1) * scale
         zk = _mm(z, k_t, PREC)
         d_r += _mm(_mm(k, z_t, PREC) * d_t, d_out, PREC)
@@ -206,7 +217,7 @@ def _delta_layer_bwd(
     sc = tl.exp(cp)
     d_bs = -tl.sum(d_rhs * kw, 1)
     d_kw = -(beta * sc)[:, None] * d_rhs
-    d_k += _mm(d_kw, w, PREC)
+    d_k += _mm(d_kw, _fast_part(w_in, w0, O, I, BASE, False), PREC)
     d_wt += _mm(k_t, d_kw, PREC)
     d_beta += d_bs * sc
     d_cp += d_bs * beta * sc
