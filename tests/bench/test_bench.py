@@ -82,9 +82,10 @@ def test_max_minutes_pauses_a_model_and_still_writes_the_tables(tmp_path, monkey
     )
     assert "(1 seed)" in row and "±" not in row  # one seed has no spread to report
     # nothing starts once --max-minutes has passed
-    assert R.run_bench(_mad_bench(tmp_path, steps=4, resume=True, max_minutes=1e-9), log=lambda _: None)[
-        "runs"
-    ] == results["runs"]
+    assert (
+        R.run_bench(_mad_bench(tmp_path, steps=4, resume=True, max_minutes=1e-9), log=lambda _: None)["runs"]
+        == results["runs"]
+    )
 
 
 def test_resume_continues_a_paused_run_as_if_never_stopped(tmp_path, monkeypatch):
@@ -213,7 +214,9 @@ def test_padding_a_training_batch_leaves_loss_and_gradients_alone(preset):
         model.zero_grad()
         loss = next_token_loss(model, inputs, targets, "fp32")
         loss.backward()
-        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        grads.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
     torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-12, rtol=1e-12)
     assert grads[1][1].keys() == grads[0][1].keys()
     for name, g in grads[0][1].items():

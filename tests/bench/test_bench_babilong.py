@@ -25,7 +25,14 @@ def test_streaming_in_pieces_equals_one_call(preset):
     with torch.no_grad():
         whole, _ = model(ids)
     streamers = {}  # on the chunk grid (64, 320) memory models go through a Streamer, reset per call
-    for piece, kept in [(64, None), (50, None), (320, None), (64, streamers), (64, streamers), (320, streamers)]:
+    for piece, kept in [
+        (64, None),
+        (50, None),
+        (320, None),
+        (64, streamers),
+        (64, streamers),
+        (320, streamers),
+    ]:
         # whole chunks, pieces cutting Titans and CMS chunks, one piece
         seen: list[torch.Tensor] = []
         last, _ = stream_pieces(

@@ -73,7 +73,16 @@ def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypa
     argv = ["bench-suite", "dissect", "--size", "small", "--presets", "transformer,titans", "--steps", "2"]
     argv += ["--measure-every", "2", "--train-length", "32", "--batch-size", "2", "--val-batches", "1"]
     argv += ["--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu", "--out", str(out)]
-    argv += ["--model.d_model", "16", "--model.n_layers", "1", "--model.n_heads", "2", "--model.impl", "chunked"]
+    argv += [
+        "--model.d_model",
+        "16",
+        "--model.n_layers",
+        "1",
+        "--model.n_heads",
+        "2",
+        "--model.impl",
+        "chunked",
+    ]
     trained = []
     run_one = dissect.run_one
     monkeypatch.setattr(dissect, "run_one", lambda *a: trained.append((a[3], a[1])) or run_one(*a))
@@ -180,7 +189,16 @@ def test_a_paused_model_continues_as_if_never_stopped(tmp_path, monkeypatch):
     argv = ["bench-suite", "dissect", "--size", "small", "--presets", "hope", "--seeds", "1", "--steps", "4"]
     argv += ["--measure-every", "2", "--train-length", "40", "--batch-size", "2", "--val-batches", "1"]
     argv += ["--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu"]
-    argv += ["--model.d_model", "16", "--model.n_layers", "1", "--model.n_heads", "2", "--model.impl", "chunked"]
+    argv += [
+        "--model.d_model",
+        "16",
+        "--model.n_layers",
+        "1",
+        "--model.n_heads",
+        "2",
+        "--model.impl",
+        "chunked",
+    ]
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())["runs"][0]
     assert whole["measure_seconds"] > 0

@@ -79,7 +79,9 @@ def test_reset_starts_a_new_stream(preset):
         torch.testing.assert_close(streamer(second[:, t : t + 32]), want[:, t : t + 32], rtol=1e-9, atol=1e-9)
     with torch.no_grad():  # the state goes on as the fresh forward's would
         more = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(4))
-        torch.testing.assert_close(model(more, streamer.state())[0], model(more, end)[0], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            model(more, streamer.state())[0], model(more, end)[0], rtol=1e-9, atol=1e-9
+        )
 
 
 def test_bad_streamer_inputs_are_refused():
@@ -124,4 +126,6 @@ def test_cuda_graph_pieces_equal_eager_pieces(preset, bf16):
     eager.reset()
     for t in range(0, 64, 32):
         got, want = graphed(ids[:, t : t + 32]), eager(ids[:, t : t + 32])
-        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol, msg=f"after reset, piece at {t}")
+        torch.testing.assert_close(
+            got.float(), want.float(), rtol=tol, atol=tol, msg=f"after reset, piece at {t}"
+        )

@@ -228,7 +228,9 @@ def test_chunk_backward_through_stand_in_parameters_equals_the_real_ones():
     static_c = layer._static(x_c)
 
     def backward(wrt, **kwargs):
-        return fused._chunk_backward(layer, layer._segment, static_c, start, gate, grad_o, grad_end, wrt, **kwargs)
+        return fused._chunk_backward(
+            layer, layer._segment, static_c, start, gate, grad_o, grad_end, wrt, **kwargs
+        )
 
     real, stand = backward(params), backward(aliases, stand_ins=stand_ins)
     for a, b in zip([*stand[0], *stand[1], *stand[2]], [*real[0], *real[1], *real[2]], strict=True):
@@ -317,8 +319,16 @@ def test_triton_step_equals_the_pytorch_step(variant):
         ({"share_inverse": False}, ("hope", "matrix", "no-selfmod"), TOL),
         (
             {"split": False},
-            ("hope", "matrix", "no-selfmod", "titans-lmm", "momentum-selfmod-matrix-decay-to-zero",
-             "absolute-gate-decay-to-zero", "gd-dot-silu", "titans-inclusive-read"),
+            (
+                "hope",
+                "matrix",
+                "no-selfmod",
+                "titans-lmm",
+                "momentum-selfmod-matrix-decay-to-zero",
+                "absolute-gate-decay-to-zero",
+                "gd-dot-silu",
+                "titans-inclusive-read",
+            ),
             TOL,
         ),  # fmt: skip
         # bfloat16 operands round every product to 8 bits of mantissa; Triton's interpreter has no
@@ -454,11 +464,7 @@ def test_triton_with_the_vjp_backward_equals_chunked(monkeypatch):
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
 
 
-# every variant but the momentum rule's, which the backward kernels leave to "vjp"
-KERNEL_BACKWARD = sorted(v for v in VARIANTS if VARIANTS[v][0] != "titans" and "momentum" not in v)
-
-
-@pytest.mark.parametrize("variant", KERNEL_BACKWARD)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_kernel_backward_equals_chunked(variant, monkeypatch):
     """KERNEL.backward="triton" (`ops.titans.chunk_bwd`: the chunk backward as kernels, nothing of
     PyTorch's per chunk) gives the chunked path's output gradients, end-state and parameter gradients."""
@@ -476,24 +482,13 @@ def test_kernel_backward_equals_chunked(variant, monkeypatch):
     assert called  # the kernels took it back, not the PyTorch fallback
 
 
-@pytest.mark.parametrize("every", [1, 3])
-def test_kernel_backward_over_replayed_boundaries_and_batch_equals_chunked(every, monkeypatch):
+@pytest.mark.parametrize("preset,every", [("hope", 1), ("hope", 3), ("titans", 3)])
+def test_kernel_backward_over_replayed_boundaries_and_batch_equals_chunked(preset, every, monkeypatch):
     """Boundaries replayed between kept ones, two sequences a batch (gradients of W_0 and of the
     read-outs summed over it), mid-chunk pieces before and after."""
     from hope.ops.titans import fused
 
     monkeypatch.setattr(fused.KERNEL, "backward", "triton")
-    layer = _layer("hope", **{"titans.boundary_every": every})
+    layer = _layer(preset, **{"titans.boundary_every": every})
     x = torch.randn(2, 5 * 16 + 3, 32, dtype=DTYPE, device=DEVICE)
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton", pieces=(5, None)))
-
-
-def test_kernel_backward_leaves_the_momentum_rule_to_the_vjp(monkeypatch):
-    from hope.ops.titans import chunk_bwd, fused
-
-    monkeypatch.setattr(fused.KERNEL, "backward", "triton")
-    layer = _layer("titans")
-    assert "momentum" in chunk_bwd.unsupported_reason(layer)
-    assert not fused._kernel_backward(layer, torch.empty(1, dtype=DTYPE, device=DEVICE))
-    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
-    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))

@@ -24,10 +24,17 @@ class TinyNet(nn.Module):
         return self.head(torch.tanh(self.hidden(torch.tanh(self.norm(h)))))
 
 
-def batches(n: int, seed: int = 1, batch: int = 3, length: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    n: int, seed: int = 1, batch: int = 3, length: int = 6
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, VOCAB, (batch, length), generator=g), torch.randint(0, 5, (batch, length - 1), generator=g))
-            for _ in range(n)]
+    return [
+        (
+            torch.randint(0, VOCAB, (batch, length), generator=g),
+            torch.randint(0, 5, (batch, length - 1), generator=g),
+        )
+        for _ in range(n)
+    ]
 
 
 def loss_fn(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -92,22 +92,25 @@ def test_unknown_hyperparameter_names_itself_and_the_accepted_ones():
         build_optimizer("m3", TinyNet(), lr=0.1, beta=0.9)
 
 
-@pytest.mark.parametrize("name, hparams, field", [
-    ("m3", {"betas": (0.9, 1.0, 0.9)}, r"betas\[1\]"),
-    ("m3", {"betas": (0.9, 0.99)}, "betas"),
-    ("m3", {"frequency": 0}, "frequency"),
-    ("m3", {"alpha": -1.0}, "alpha"),
-    ("m3", {"ns_steps": 0}, "ns_steps"),
-    ("m3", {"ns_coefficients": "septic"}, "ns_coefficients"),
-    ("m3", {"reading": "sum"}, "reading"),
-    ("m3", {"eps": 0.0}, "eps"),
-    ("muon", {"scale": "unit"}, "scale"),
-    ("muon", {"momentum": 1.5}, "momentum"),
-    ("muon", {"adamw_lr": -1.0}, "adamw_lr"),
-    ("delta_momentum", {"delta": 1.5}, "delta"),
-    ("deep_momentum", {"hidden": 0}, "hidden"),
-    ("adamw", {"betas": (0.9, -0.1)}, r"betas\[1\]"),
-])
+@pytest.mark.parametrize(
+    "name, hparams, field",
+    [
+        ("m3", {"betas": (0.9, 1.0, 0.9)}, r"betas\[1\]"),
+        ("m3", {"betas": (0.9, 0.99)}, "betas"),
+        ("m3", {"frequency": 0}, "frequency"),
+        ("m3", {"alpha": -1.0}, "alpha"),
+        ("m3", {"ns_steps": 0}, "ns_steps"),
+        ("m3", {"ns_coefficients": "septic"}, "ns_coefficients"),
+        ("m3", {"reading": "sum"}, "reading"),
+        ("m3", {"eps": 0.0}, "eps"),
+        ("muon", {"scale": "unit"}, "scale"),
+        ("muon", {"momentum": 1.5}, "momentum"),
+        ("muon", {"adamw_lr": -1.0}, "adamw_lr"),
+        ("delta_momentum", {"delta": 1.5}, "delta"),
+        ("deep_momentum", {"hidden": 0}, "hidden"),
+        ("adamw", {"betas": (0.9, -0.1)}, r"betas\[1\]"),
+    ],
+)
 def test_bad_hyperparameter_names_the_field(name, hparams, field):
     with pytest.raises(ValueError, match=field):
         build_optimizer(name, TinyNet(), lr=0.1, **hparams)
@@ -128,6 +131,6 @@ def test_dgd_remove_hooks_stops_capturing():
     model = TinyNet()
     opt = DGD(model)
     opt.remove_hooks()
-    (ids, targets), = batches(1)
+    ((ids, targets),) = batches(1)
     train_steps(model, opt, [(ids, targets)])
     assert not opt._stats and not model.hidden._forward_pre_hooks

@@ -66,9 +66,11 @@ def test_ddp_and_fsdp_shards_match_single_process(tmp_path):
         # Grads are averaged over ranks and DGD's input statistics are summed, so two half batches equal one.
         expected = _train(TinyNet(), name, batches(4, batch=4))
         for r in range(WORLD):
-            torch.testing.assert_close(ranks[r][name], expected, atol=1e-10, rtol=1e-8, msg=lambda m, name=name: f"{name}: {m}")
+            torch.testing.assert_close(
+                ranks[r][name], expected, atol=1e-10, rtol=1e-8, msg=lambda m, name=name: f"{name}: {m}"
+            )
     M = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     full = newton_schulz(M.reshape(6, 6), 5, "quintic").reshape(6, 2, 3)
     torch.testing.assert_close(ranks[0]["dtensor_full"], full, atol=1e-12, rtol=0)
     for r in range(WORLD):
-        torch.testing.assert_close(ranks[r]["dtensor_local"], full[3 * r:3 * (r + 1)], atol=1e-12, rtol=0)
+        torch.testing.assert_close(ranks[r]["dtensor_local"], full[3 * r : 3 * (r + 1)], atol=1e-12, rtol=0)

@@ -71,7 +71,9 @@ def test_conv_kernels_are_orthogonalised_as_out_by_rest_matrices():
     torch.testing.assert_close(M @ M.T, torch.eye(6, dtype=torch.float64), atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs, field", [({"steps": 0}, "ns_steps"), ({"coefficients": "septic"}, "ns_coefficients")])
+@pytest.mark.parametrize(
+    "kwargs, field", [({"steps": 0}, "ns_steps"), ({"coefficients": "septic"}, "ns_coefficients")]
+)
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         newton_schulz(torch.ones(3, 3), **kwargs)

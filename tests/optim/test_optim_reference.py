@@ -54,9 +54,21 @@ def adamw(W, g, s, t, lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"]):
 
 
 class RefM3:
-    def __init__(self, lr, betas, alpha, f, T, eps, reading, coefficients=QUINTIC, slow=True, variance="gradient"):
-        self.__dict__.update(lr=lr, betas=betas, alpha=alpha, f=f, T=T, eps=eps, reading=reading, c=coefficients,
-                             slow=slow, variance=variance)
+    def __init__(
+        self, lr, betas, alpha, f, T, eps, reading, coefficients=QUINTIC, slow=True, variance="gradient"
+    ):
+        self.__dict__.update(
+            lr=lr,
+            betas=betas,
+            alpha=alpha,
+            f=f,
+            T=T,
+            eps=eps,
+            reading=reading,
+            c=coefficients,
+            slow=slow,
+            variance=variance,
+        )
 
     owns = staticmethod(is_matrix)
 
@@ -106,7 +118,9 @@ class RefDeltaMomentum:
         G = g.reshape(g.shape[0], -1)
         g_hat = G / G.norm()
         m = s.get("m", torch.zeros_like(G))
-        s["m"] = m @ (self.beta * torch.eye(G.shape[1], dtype=G.dtype) - self.delta * g_hat.T @ g_hat) + G  # Eq. 49
+        s["m"] = (
+            m @ (self.beta * torch.eye(G.shape[1], dtype=G.dtype) - self.delta * g_hat.T @ g_hat) + G
+        )  # Eq. 49
         return W - self.lr * s["m"].reshape(W.shape)
 
 
@@ -122,8 +136,9 @@ class RefDeepMomentum:
         G = g.reshape(g.shape[0], -1)
         if not s:
             s["M"] = torch.zeros_like(G)
-            s["A"] = torch.randn(G.shape[1], self.h, generator=torch.Generator().manual_seed(self.seed),
-                                 dtype=torch.float64)
+            s["A"] = torch.randn(
+                G.shape[1], self.h, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64
+            )
             s["B"] = torch.zeros(self.h, G.shape[1], dtype=torch.float64)
         keys = torch.stack([row / row.norm() for row in G])
         M, A, B = (s[k].clone().requires_grad_() for k in ("M", "A", "B"))
@@ -167,7 +182,8 @@ def run_pair(make_opt, reference, steps=7, capture_inputs=False):
     if capture_inputs:
         for name in ("hidden", "head"):
             getattr(ref_model, name).register_forward_pre_hook(
-                lambda m, args, name=name: inputs.__setitem__(f"{name}.weight", args[0].detach()))
+                lambda m, args, name=name: inputs.__setitem__(f"{name}.weight", args[0].detach())
+            )
     for step, (ids, targets) in enumerate(batches(steps)):
         opt.zero_grad()
         loss_fn(model, ids, targets).backward()
@@ -176,28 +192,53 @@ def run_pair(make_opt, reference, steps=7, capture_inputs=False):
         loss_fn(ref_model, ids, targets).backward()
         ref.step(inputs)
         for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
-            torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-8, msg=lambda m, step=step, name=name: f"step {step + 1}, {name}: {m}")
+            torch.testing.assert_close(
+                p,
+                q,
+                atol=1e-10,
+                rtol=1e-8,
+                msg=lambda m, step=step, name=name: f"step {step + 1}, {name}: {m}",
+            )
     return model
 
 
 ADAMW_KW = dict(adamw_lr=ADAMW["lr"], adamw_betas=ADAMW["betas"], adamw_eps=ADAMW["eps"])
 
 
-@pytest.mark.parametrize("reading, coefficients, variance", [
-    ("ema", "quintic", "gradient"), ("literal", "quintic", "gradient"), ("ema", "cubic", "gradient"),
-    ("literal", "cubic", "orthogonalized"), ("ema", "quintic", "orthogonalized"),
-])
+@pytest.mark.parametrize(
+    "reading, coefficients, variance",
+    [
+        ("ema", "quintic", "gradient"),
+        ("literal", "quintic", "gradient"),
+        ("ema", "cubic", "gradient"),
+        ("literal", "cubic", "orthogonalized"),
+        ("ema", "quintic", "orthogonalized"),
+    ],
+)
 def test_m3_matches_algorithm_1(reading, coefficients, variance):
     lr = 0.01 if reading == "ema" else 0.002
     kw = dict(lr=lr, betas=(0.9, 0.99, 0.8), alpha=0.7, frequency=3, ns_steps=4, eps=1e-8, reading=reading)
-    run_pair(lambda m: M3(m, ns_coefficients=coefficients, variance=variance, **kw, **ADAMW_KW),
-             RefM3(lr, (0.9, 0.99, 0.8), 0.7, 3, 4, 1e-8, reading, QUINTIC if coefficients == "quintic" else CUBIC,
-                   variance=variance))
+    run_pair(
+        lambda m: M3(m, ns_coefficients=coefficients, variance=variance, **kw, **ADAMW_KW),
+        RefM3(
+            lr,
+            (0.9, 0.99, 0.8),
+            0.7,
+            3,
+            4,
+            1e-8,
+            reading,
+            QUINTIC if coefficients == "quintic" else CUBIC,
+            variance=variance,
+        ),
+    )
 
 
 def test_m3_with_alpha_zero_is_its_fast_branch():
-    run_pair(lambda m: M3(m, lr=0.01, alpha=0.0, frequency=2, **ADAMW_KW),
-             RefM3(0.01, (0.9, 0.999, 0.9), 0.0, 2, 5, 1e-8, "ema", slow=False))
+    run_pair(
+        lambda m: M3(m, lr=0.01, alpha=0.0, frequency=2, **ADAMW_KW),
+        RefM3(0.01, (0.9, 0.999, 0.9), 0.0, 2, 5, 1e-8, "ema", slow=False),
+    )
     # …and then neither the slow decay nor the frequency can change the trajectory.
     finals = []
     for f, beta3 in ((2, 0.5), (5, 0.99)):
@@ -232,12 +273,17 @@ def test_muon_matches_eq_42():
 
 
 def test_delta_momentum_matches_eq_49():
-    run_pair(lambda m: DeltaMomentum(m, lr=0.05, momentum=0.8, delta=0.6, **ADAMW_KW), RefDeltaMomentum(0.05, 0.8, 0.6))
+    run_pair(
+        lambda m: DeltaMomentum(m, lr=0.05, momentum=0.8, delta=0.6, **ADAMW_KW),
+        RefDeltaMomentum(0.05, 0.8, 0.6),
+    )
 
 
 def test_deep_momentum_matches_eq_50():
-    run_pair(lambda m: DeepMomentum(m, lr=0.05, momentum=0.8, hidden=5, seed=3, **ADAMW_KW),
-             RefDeepMomentum(0.05, 0.8, 5, 3))
+    run_pair(
+        lambda m: DeepMomentum(m, lr=0.05, momentum=0.8, hidden=5, seed=3, **ADAMW_KW),
+        RefDeepMomentum(0.05, 0.8, 5, 3),
+    )
 
 
 def test_dgd_matches_eq_57():
@@ -246,7 +292,7 @@ def test_dgd_matches_eq_57():
 
 def test_dgd_decay_uses_the_mean_over_accumulated_micro_batches():
     # Two micro-batches of one step must give the same C as one forward on their concatenation.
-    (ids, targets), = batches(1, batch=4)
+    ((ids, targets),) = batches(1, batch=4)
     results = []
     for chunks in (1, 2):
         model = TinyNet()

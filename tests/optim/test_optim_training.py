@@ -11,10 +11,24 @@ from hope.optim import build_optimizer
 # Learning rates picked once by hand for these problems (each optimizer has its own scale). "m3" is
 # Algorithm 1 as written: its step is η·O_ij/|g_ij|, which diverges on this least-squares problem from
 # η ≈ 1e-3 and only creeps at η = 3e-5 — so it is held to "decreases", the others to "halves".
-LSQ = {"adamw": 0.05, "muon": 0.05, "m3": 3e-5, "m3_orthogonalized": 0.01, "dgd": 0.5, "delta_momentum": 0.05,
-       "deep_momentum": 0.02}
-LM = {"adamw": 1e-2, "muon": 1e-2, "m3": 1e-3, "m3_orthogonalized": 1e-2, "dgd": 0.5, "delta_momentum": 0.1,
-      "deep_momentum": 0.1}
+LSQ = {
+    "adamw": 0.05,
+    "muon": 0.05,
+    "m3": 3e-5,
+    "m3_orthogonalized": 0.01,
+    "dgd": 0.5,
+    "delta_momentum": 0.05,
+    "deep_momentum": 0.02,
+}
+LM = {
+    "adamw": 1e-2,
+    "muon": 1e-2,
+    "m3": 1e-3,
+    "m3_orthogonalized": 1e-2,
+    "dgd": 0.5,
+    "delta_momentum": 0.1,
+    "deep_momentum": 0.1,
+}
 
 
 def make(name, model, lr):
@@ -62,7 +76,9 @@ class BigramMLP(nn.Module):
 @pytest.mark.parametrize("name", sorted(LM))
 def test_tiny_language_model_learns_a_deterministic_sequence(name):
     vocab, period = 32, 64
-    text = torch.tensor([(3 * i * i + 1) % vocab for i in range(period)])  # next token depends on two previous
+    text = torch.tensor(
+        [(3 * i * i + 1) % vocab for i in range(period)]
+    )  # next token depends on two previous
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = BigramMLP(vocab)

@@ -46,7 +46,15 @@ def test_train_step_takes_a_loss_function():
         fn = (lambda i, t: next_token_loss(model, i, t, "fp32")) if with_fn else None  # noqa: E731
         for _ in range(2):
             losses.append(
-                train_step(model, opt, lambda: (ids[:, :-1], ids[:, 1:]), [1e-2], 1.0, torch.device("cpu"), loss_fn=fn)
+                train_step(
+                    model,
+                    opt,
+                    lambda: (ids[:, :-1], ids[:, 1:]),
+                    [1e-2],
+                    1.0,
+                    torch.device("cpu"),
+                    loss_fn=fn,
+                )
             )
     assert losses[:2] == losses[2:]
 
@@ -60,7 +68,11 @@ def _backward(fn, model, ids, precision) -> torch.Tensor:
     """One micro-batch's loss, differentiated; only its value is returned, so that no autograd graph
     outlives the call (a kept graph's AccumulateGrad nodes on the default stream would break a
     later capture)."""
-    loss = next_token_loss(model, ids[:, :-1], ids[:, 1:], precision) if fn is None else fn(ids[:, :-1], ids[:, 1:])
+    loss = (
+        next_token_loss(model, ids[:, :-1], ids[:, 1:], precision)
+        if fn is None
+        else fn(ids[:, :-1], ids[:, 1:])
+    )
     loss.backward()
     return loss.detach().clone()
 
@@ -96,5 +108,7 @@ def test_graphed_step_equals_eager(preset, precision):
             assert (got[name] is None) == (want[name] is None), name
             if want[name] is not None:
                 scale = want[name].abs().max().clamp_min(1e-6)
-                torch.testing.assert_close(got[name] / scale, want[name] / scale, rtol=tol, atol=tol, msg=name)
+                torch.testing.assert_close(
+                    got[name] / scale, want[name] / scale, rtol=tol, atol=tol, msg=name
+                )
     assert len(graphed.graphed) == 1

@@ -50,7 +50,9 @@ def evaluate_lm(
             nats.append(F.cross_entropy(logits.flatten(0, 1), span.flatten(), reduction="sum"))
 
         # a whole window in one call stays on model(ids) (no graphs captured for a training run's eval)
-        stream_pieces(model, inputs, piece or inputs.shape[1], device, precision, add, streamers if piece else None)
+        stream_pieces(
+            model, inputs, piece or inputs.shape[1], device, precision, add, streamers if piece else None
+        )
         nats = torch.stack(nats).sum()
         sums += torch.stack(
             [

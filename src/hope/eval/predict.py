@@ -177,7 +177,9 @@ def predict(
     try:
         streamers: dict = {}  # stream_pieces' Streamers for this call's prompts
         if mode == "generate":
-            return _decode_greedily(model, suite, examples, tokenizer, device, batch_size, piece, precision, streamers)
+            return _decode_greedily(
+                model, suite, examples, tokenizer, device, batch_size, piece, precision, streamers
+            )
         return _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision, streamers)
     finally:
         if hasattr(model, "train"):
@@ -191,7 +193,9 @@ def _check_vocab(model, ids: Sequence[np.ndarray]) -> None:
         raise ValueError(f"the suite uses token id {top} but the model's vocabulary has {vocab} ids")
 
 
-def _read(model, suite, examples, tokenizer, mode, device, batch_size, piece, precision, streamers) -> list[Any]:
+def _read(
+    model, suite, examples, tokenizer, mode, device, batch_size, piece, precision, streamers
+) -> list[Any]:
     """choice / positions / loss: one pass over the training pairs, read out where the targets are."""
     pairs = [training_pair(suite, ex, tokenizer) for ex in examples]
     _check_vocab(model, [p[0] for p in pairs] + [p[1][p[1] != IGNORE] for p in pairs])

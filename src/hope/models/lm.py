@@ -146,7 +146,8 @@ class LanguageModel(nn.Module):
                 "the state ends inside a cms.error='lm' segment, which decode_step cannot continue"
             )
         blocks = [
-            b.static_state(s, batch_size, max_len, dtype, read_dtype) for b, s in zip(self.blocks, state["blocks"])
+            b.static_state(s, batch_size, max_len, dtype, read_dtype)
+            for b, s in zip(self.blocks, state["blocks"])
         ]
         return {"pos": torch.tensor(state["pos"], device=self.embed.weight.device), "blocks": blocks}
 

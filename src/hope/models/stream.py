@@ -123,7 +123,9 @@ class Streamer:
     autocast, every piece runs under the same autocast.
     """
 
-    def __init__(self, model, state: dict | None, batch_size: int, piece: int, cuda_graph: bool | None = None):
+    def __init__(
+        self, model, state: dict | None, batch_size: int, piece: int, cuda_graph: bool | None = None
+    ):
         check_int("batch_size", batch_size)
         check_int("piece", piece)
         refusal = why_not_streamed(model, piece)
@@ -136,7 +138,9 @@ class Streamer:
             raise ValueError(f"the state holds {held} sequences, but batch_size={batch_size}")
         pos = 0 if state is None else state["pos"]
         if pos % step:
-            raise ValueError(f"the state ends at token {pos}, off the grid of {step}-token chunks the pieces keep")
+            raise ValueError(
+                f"the state ends at token {pos}, off the grid of {step}-token chunks the pieces keep"
+            )
         self.model, self.piece, self.batch_size = model, piece, batch_size
         # every period that decides which CMS levels step inside a piece
         self.period = math.lcm(piece, *(config.cms.chunk_sizes if config.uses_cms else ()))

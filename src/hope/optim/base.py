@@ -24,7 +24,9 @@ from torch import nn
 from hope.checks import check_number
 
 
-def check_adam(prefix: str, lr: float | None, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+def check_adam(
+    prefix: str, lr: float | None, betas: tuple[float, float], eps: float, weight_decay: float
+) -> None:
     """AdamW's hyper-parameters, named with ``prefix`` (``""`` or ``"adamw_"``); ``lr`` None: not given."""
     if lr is not None:
         check_number(f"{prefix}lr", lr)
@@ -56,7 +58,11 @@ def _route(params) -> list[dict[str, Any]]:
     """Turn a module, an iterable of tensors or of groups into groups that all carry ``use_adamw``."""
     if isinstance(params, nn.Module):
         matrices, others = split_params(params)
-        return [g for g in ({"params": matrices, "use_adamw": False}, {"params": others, "use_adamw": True}) if g["params"]]
+        return [
+            g
+            for g in ({"params": matrices, "use_adamw": False}, {"params": others, "use_adamw": True})
+            if g["params"]
+        ]
     params = list(params)
     if not params:
         raise ValueError("params must contain at least one parameter, got an empty list")
@@ -70,15 +76,26 @@ def _route(params) -> list[dict[str, Any]]:
             continue
         matrices = [p for p in tensors if p.ndim >= 2]
         others = [p for p in tensors if p.ndim < 2]
-        routed += [{**group, "params": ps, "use_adamw": flag} for ps, flag in ((matrices, False), (others, True)) if ps]
+        routed += [
+            {**group, "params": ps, "use_adamw": flag}
+            for ps, flag in ((matrices, False), (others, True))
+            if ps
+        ]
     return routed
 
 
 class MatrixOptimizer(torch.optim.Optimizer):
     """Base class: `_update_matrix` for matrix groups, AdamW (decoupled weight decay) for the others."""
 
-    def __init__(self, params, defaults: dict[str, Any], adamw_lr: float | None, adamw_betas: tuple[float, float],
-                 adamw_eps: float, adamw_weight_decay: float):
+    def __init__(
+        self,
+        params,
+        defaults: dict[str, Any],
+        adamw_lr: float | None,
+        adamw_betas: tuple[float, float],
+        adamw_eps: float,
+        adamw_weight_decay: float,
+    ):
         check_number("lr", defaults["lr"])
         check_number("weight_decay", defaults["weight_decay"])
         check_adam("adamw_", adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
@@ -91,7 +108,9 @@ class MatrixOptimizer(torch.optim.Optimizer):
                 group.setdefault("weight_decay", adamw_weight_decay)
         super().__init__(groups, defaults)
 
-    def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_matrix(
+        self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         raise NotImplementedError
 
     def _begin_step(self) -> None:
@@ -119,7 +138,9 @@ class MatrixOptimizer(torch.optim.Optimizer):
         return loss
 
     @staticmethod
-    def _update_adamw(p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_adamw(
+        p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         """AdamW (Eq. 105 with bias correction and decoupled weight decay) for non-matrix parameters."""
         beta1, beta2 = group["adamw_betas"]
         if not state:

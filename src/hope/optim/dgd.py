@@ -33,20 +33,36 @@ class DGD(MatrixOptimizer):
     Statistics are cleared at every ``step`` and ``zero_grad``; ``remove_hooks()`` detaches the hooks.
     """
 
-    def __init__(self, model: nn.Module, lr: float = 0.1, weight_decay: float = 0.0, adamw_lr: float | None = 3e-3,
-                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.1,
+        weight_decay: float = 0.0,
+        adamw_lr: float | None = 3e-3,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+    ):
         if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module (DGD hooks its nn.Linear layers), got {type(model).__name__}")
+            raise ValueError(
+                f"model must be a torch.nn.Module (DGD hooks its nn.Linear layers), got {type(model).__name__}"
+            )
         embeddings = embedding_weights(model)
-        linears = [m for m in model.modules()
-                   if isinstance(m, nn.Linear) and m.weight.requires_grad and id(m.weight) not in embeddings]
+        linears = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.Linear) and m.weight.requires_grad and id(m.weight) not in embeddings
+        ]
         linear_weights = {id(m.weight) for m in linears}
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in linear_weights]
-        groups = [{"params": [m.weight for m in linears], "use_adamw": False}, {"params": others, "use_adamw": True}]
+        groups = [
+            {"params": [m.weight for m in linears], "use_adamw": False},
+            {"params": others, "use_adamw": True},
+        ]
         defaults = dict(lr=lr, weight_decay=weight_decay)
-        super().__init__([g for g in groups if g["params"]], defaults, adamw_lr, adamw_betas, adamw_eps,
-                         adamw_weight_decay)
+        super().__init__(
+            [g for g in groups if g["params"]], defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay
+        )
         self._stats: dict[torch.Tensor, list] = {}  # weight -> [Σ x̂x̂ᵀ, N], transient between forward and step
         self._handles = [m.register_forward_pre_hook(self._capture_hook(m.weight)) for m in linears]
 
@@ -63,6 +79,7 @@ class DGD(MatrixOptimizer):
                 self._stats[weight][1] += n
             else:
                 self._stats[weight] = [gram, n]
+
         return hook
 
     def remove_hooks(self) -> None:
@@ -78,17 +95,28 @@ class DGD(MatrixOptimizer):
 
     def _begin_step(self) -> None:
         """All-reduce the input statistics across ranks so every rank applies the same decay."""
-        if not (self._stats and torch.distributed.is_available() and torch.distributed.is_initialized()
-                and torch.distributed.get_world_size() > 1):
+        if not (
+            self._stats
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
             return
         weights = list(self._stats)  # every rank hooks the same layers in the same order
-        flat = torch.cat([torch.cat([self._stats[w][0].flatten(), self._stats[w][0].new_tensor([self._stats[w][1]])])
-                          for w in weights])
+        flat = torch.cat(
+            [
+                torch.cat([self._stats[w][0].flatten(), self._stats[w][0].new_tensor([self._stats[w][1]])])
+                for w in weights
+            ]
+        )
         torch.distributed.all_reduce(flat)
         offset = 0
         for w in weights:
             numel = self._stats[w][0].numel()
-            self._stats[w] = [flat[offset:offset + numel].view_as(self._stats[w][0]), flat[offset + numel].item()]
+            self._stats[w] = [
+                flat[offset : offset + numel].view_as(self._stats[w][0]),
+                flat[offset + numel].item(),
+            ]
             offset += numel + 1
 
     @torch.no_grad()
@@ -97,7 +125,9 @@ class DGD(MatrixOptimizer):
         self._stats.clear()
         return loss
 
-    def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_matrix(
+        self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         eta = group["lr"] / (1 + group["lr"])
         decay = None
         if p in self._stats:

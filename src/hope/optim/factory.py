@@ -15,8 +15,13 @@ from hope.optim.momentum import DeepMomentum, DeltaMomentum
 from hope.optim.muon import Muon
 
 
-def adamw(model: nn.Module, lr: float = 3e-3, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
-          eps: float = 1e-8) -> torch.optim.AdamW:
+def adamw(
+    model: nn.Module,
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
     """torch AdamW; weight decay on matrices only (embeddings, norms and biases are not decayed)."""
     check_adam("", lr, betas, eps, weight_decay)
     matrices, others = split_params(model)
@@ -41,11 +46,14 @@ def _defaults(builder) -> dict[str, Any]:
 
 # Every optimizer's hyper-parameters and their defaults, read from the constructors so they cannot drift
 # (``lr`` is the suggested default; `build_optimizer` always takes it explicitly).
-OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {name: _defaults(builder) for name, builder in OPTIMIZERS.items()}
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: _defaults(builder) for name, builder in OPTIMIZERS.items()
+}
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
-                    **hparams: Any) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, model: nn.Module, lr: float, weight_decay: float = 0.0, **hparams: Any
+) -> torch.optim.Optimizer:
     """The optimizer `name` for all trainable parameters of model; matrices by its rule, the rest by AdamW."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")

@@ -61,12 +61,24 @@ class M3(MatrixOptimizer):
     orthogonalising shards separately would be a different (block-wise, world-size-dependent) update.
     """
 
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
-                 alpha: float = 0.5, frequency: int = 10, ns_steps: int = 5, eps: float = 1e-8,
-                 weight_decay: float = 0.0, reading: str = "ema", variance: str = "gradient",
-                 ns_coefficients: str = "quintic",
-                 adamw_lr: float | None = 3e-3, adamw_betas: tuple[float, float] = (0.9, 0.95),
-                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        betas: tuple[float, float, float] = (0.9, 0.999, 0.9),
+        alpha: float = 0.5,
+        frequency: int = 10,
+        ns_steps: int = 5,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        reading: str = "ema",
+        variance: str = "gradient",
+        ns_coefficients: str = "quintic",
+        adamw_lr: float | None = 3e-3,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+    ):
         if not (isinstance(betas, (tuple, list)) and len(betas) == 3):
             raise ValueError(f"betas must be a triple (beta1, beta2, beta3), got {betas!r}")
         for i, beta in enumerate(betas):
@@ -79,12 +91,23 @@ class M3(MatrixOptimizer):
         check_number("eps", eps, lo_open=True)
         check_choice("reading", reading, ("ema", "literal"))
         check_choice("variance", variance, ("gradient", "orthogonalized"))
-        defaults = dict(lr=lr, betas=tuple(betas), alpha=alpha, frequency=frequency, ns_steps=ns_steps, eps=eps,
-                        weight_decay=weight_decay, reading=reading, variance=variance,
-                        ns_coefficients=ns_coefficients)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            alpha=alpha,
+            frequency=frequency,
+            ns_steps=ns_steps,
+            eps=eps,
+            weight_decay=weight_decay,
+            reading=reading,
+            variance=variance,
+            ns_coefficients=ns_coefficients,
+        )
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 
-    def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_matrix(
+        self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         beta1, beta2, beta3 = group["betas"]
         ema = group["reading"] == "ema"
         if not state:
@@ -119,4 +142,3 @@ class M3(MatrixOptimizer):
                 state["M2"].add_(chunk_sum, alpha=beta3)
             state["O2"].copy_(orthogonalize(state["M2"], group["ns_steps"], group["ns_coefficients"]))
             chunk_sum.zero_()
-

@@ -25,17 +25,28 @@ class DeltaMomentum(MatrixOptimizer):
     m_paper = −η m for constant η and works with LR schedulers. Matrices only; the rest go to AdamW.
     """
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.9, delta: float = 0.5, eps: float = 1e-12,
-                 weight_decay: float = 0.0, adamw_lr: float | None = 3e-3,
-                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.9,
+        delta: float = 0.5,
+        eps: float = 1e-12,
+        weight_decay: float = 0.0,
+        adamw_lr: float | None = 3e-3,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+    ):
         check_number("momentum", momentum, 0.0, 1.0, hi_open=True)
         check_number("delta", delta, 0.0, 1.0)
         check_number("eps", eps, lo_open=True)
         defaults = dict(lr=lr, momentum=momentum, delta=delta, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 
-    def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_matrix(
+        self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         if not state:
             state["momentum_buffer"] = torch.zeros_like(p)
         m = state["momentum_buffer"]
@@ -69,20 +80,34 @@ class DeepMomentum(MatrixOptimizer):
     the memory's ability to read). Matrices only; the rest go to AdamW.
     """
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.9, hidden: int = 16, seed: int = 0,
-                 eps: float = 1e-12, weight_decay: float = 0.0, adamw_lr: float | None = 3e-3,
-                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.9,
+        hidden: int = 16,
+        seed: int = 0,
+        eps: float = 1e-12,
+        weight_decay: float = 0.0,
+        adamw_lr: float | None = 3e-3,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+    ):
         check_number("momentum", momentum, 0.0, 1.0, hi_open=True)
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
             raise ValueError(f"hidden must be an integer >= 1, got {hidden!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         check_number("eps", eps, lo_open=True)
-        defaults = dict(lr=lr, momentum=momentum, hidden=hidden, seed=seed, eps=eps, weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, momentum=momentum, hidden=hidden, seed=seed, eps=eps, weight_decay=weight_decay
+        )
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 
-    def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_matrix(
+        self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         beta, h = group["momentum"], group["hidden"]
         cols = as_matrix(p).shape[1]
         if not state:

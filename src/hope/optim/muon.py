@@ -25,19 +25,39 @@ class Muon(MatrixOptimizer):
     matrix (see `hope.optim.newton_schulz.apply_to_full`).
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
-                 weight_decay: float = 0.0, scale: str = "rms", ns_coefficients: str = "quintic",
-                 adamw_lr: float | None = None, adamw_betas: tuple[float, float] = (0.9, 0.95),
-                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        weight_decay: float = 0.0,
+        scale: str = "rms",
+        ns_coefficients: str = "quintic",
+        adamw_lr: float | None = None,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+    ):
         check_number("momentum", momentum, 0.0, 1.0, hi_open=True)
         check_choice("nesterov", nesterov, (True, False))
         check_ns_args(ns_steps, ns_coefficients)
         check_choice("scale", scale, ("rms", "spectral"))
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-                        scale=scale, ns_coefficients=ns_coefficients)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            weight_decay=weight_decay,
+            scale=scale,
+            ns_coefficients=ns_coefficients,
+        )
         super().__init__(params, defaults, adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay)
 
-    def _update_matrix(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update_matrix(
+        self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
         mu = group["momentum"]
         if not state:
             state["momentum_buffer"] = torch.zeros_like(p)

@@ -20,11 +20,15 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def next_token_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str) -> torch.Tensor:
+def next_token_loss(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, precision: str
+) -> torch.Tensor:
     """Mean next-token cross-entropy of ``model`` on ``inputs`` (bf16 autocast if ``precision`` says so),
     no loss where a target is -100. Autocast's weight cache is off: it cannot live in a CUDA graph
     (``hope.train.graphs``), and it saves nothing when each weight is cast once a step."""
-    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+    with torch.autocast(
+        inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False
+    ):
         logits, _ = model(inputs)
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 

@@ -7,7 +7,7 @@ gradients of the chunk-start weights (through the evolution and the read, not th
 of u_i, g_i (before the error clip), η, log α, the queries and W_0 (`decay_to="init"`). Stages 2–4
 (through the gradient factors at the anchor and the generation) take these up.
 
-Rules: dgd and gd (the UT form of `chunk_fwd._delta_layer`); momentum has no backward kernel yet.
+Rules: dgd and gd (the UT form of `chunk_fwd._delta_layer`) and momentum (`_momentum_layer`).
 Everything is recomputed from the chunk-start weights: nothing of the forward is stored. Transposes
 of computed tiles go through the program's scratch (`chunk_fwd._transpose`), never `tl.trans`.
 `evolve_bwd_kernel` runs one memory a program; the layer's chunk backward will call
@@ -252,68 +252,257 @@ def _delta_layer_bwd(
 
 
 @triton.jit
+def _momentum_decays(la, lb, BT: tl.constexpr, RETRIEVE: tl.constexpr):
+    """The momentum rule's decay-ratio matrices (`_momentum_layer`): the read's α-ratios (strict,
+    a_{t-1}/a_r, or with RETRIEVE 2 inclusive, a_t/a_r) and their transpose, the β-ratios b_r/b_s
+    (s ≤ r) and their transpose, the read's W-scale, and the log-cumsums of α (and of it shifted) and β."""
+    offs = tl.arange(0, BT)
+    ca = tl.cumsum(la, 0)
+    cap = ca - la
+    cb = tl.cumsum(lb, 0)
+    incl = offs[:, None] >= offs[None, :]
+    upper = offs[None, :] >= offs[:, None]
+    if RETRIEVE == 2:
+        da = tl.where(incl, tl.exp(tl.where(incl, ca[:, None] - ca[None, :], 0.0)), 0.0)
+        da_t = tl.where(upper, tl.exp(tl.where(upper, ca[None, :] - ca[:, None], 0.0)), 0.0)
+        scale = tl.exp(ca)
+    else:
+        strict = offs[:, None] > offs[None, :]
+        above = offs[None, :] > offs[:, None]
+        da = tl.where(strict, tl.exp(tl.where(strict, cap[:, None] - ca[None, :], 0.0)), 0.0)
+        da_t = tl.where(above, tl.exp(tl.where(above, cap[None, :] - ca[:, None], 0.0)), 0.0)
+        scale = tl.exp(cap)
+    db = tl.where(incl, tl.exp(tl.where(incl, cb[:, None] - cb[None, :], 0.0)), 0.0)
+    db_t = tl.where(upper, tl.exp(tl.where(upper, cb[None, :] - cb[:, None], 0.0)), 0.0)
+    return da, da_t, db, db_t, scale, ca, cap, cb
+
+
+@triton.jit
+def _momentum_read(
+    w_in, w0, s_in, scratch, u, g, eta, la, lb, z,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, BASE: tl.constexpr, RETRIEVE: tl.constexpr,
+    PREC: tl.constexpr,
+):  # fmt: skip
+    """The retrieval of one momentum layer at queries z (BT, I), as `_momentum_layer` returns it."""
+    v = -eta[:, None] * g
+    da, _, db, _, scale, _, _, cb = _momentum_decays(la, lb, BT, RETRIEVE)
+    out = scale[:, None] * _mm(z, _fast_part(w_in, w0, O, I, BASE, True), PREC)
+    out += tl.sum(da * tl.exp(cb)[None, :], 1)[:, None] * _mm(z, _load_t(s_in, O, I), PREC)
+    out += _mm(_mm(da, db, PREC) * _mm(z, _transpose(scratch, u, BT, I), PREC), v, PREC)
+    if BASE:
+        out += _mm(z, _load_t(w0, O, I), PREC)
+    return out
+
+
+@triton.jit
+def _momentum_layer_bwd(
+    w_in, w0, s_in, d_end, ds_end, scratch, u, g, eta, la, lb, z, d_out,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, BASE: tl.constexpr, RETRIEVE: tl.constexpr,
+    PREC: tl.constexpr,
+):  # fmt: skip
+    """VJP of one momentum layer (`_momentum_layer`: S_t = β_t S_{t-1} + v_t u_tᵀ, W_t = α_t W_{t-1} + S_t,
+    v = −η g) for the gradients d_end, ds_end of W_end, S_end (O, I, at pointers) and d_out of its
+    retrieval at z. Returns (dWᵀ, dW_0ᵀ, dSᵀ of the start (I, O), du, dg, dη, d log α, d log β, dz)."""
+    v = -eta[:, None] * g
+    da, da_t, db, db_t, scale, ca, cap, cb = _momentum_decays(la, lb, BT, RETRIEVE)
+    a_end = tl.sum(la, 0)
+    b_end = tl.sum(lb, 0)
+    to_end_a = tl.exp(a_end - ca)  # a_end / a_r
+    to_end_b = tl.exp(b_end - cb)  # b_end / b_s
+    mix_end = tl.sum(to_end_a[:, None] * db, 0)  # (BT,) over s
+    coef_end = tl.sum(to_end_a * tl.exp(cb), 0)
+    d_end_t = _load_t(d_end, O, I)
+    ds_end_t = _load_t(ds_end, O, I)
+    s_t = _load_t(s_in, O, I)
+    # W_end = a_end W + coef_end S + Σ_s mix_end_s v_s u_sᵀ;  S_end = b_end S + Σ_s (b_end/b_s) v_s u_sᵀ
+    d_wt = tl.exp(a_end) * d_end_t
+    d_a_end = tl.exp(a_end) * tl.sum(tl.sum(_fast_part(w_in, w0, O, I, BASE, True) * d_end_t, 1), 0)
+    d_coef_end = tl.sum(tl.sum(s_t * d_end_t, 1), 0)
+    d_st = coef_end * d_end_t + tl.exp(b_end) * ds_end_t
+    d_b_end = tl.exp(b_end) * tl.sum(tl.sum(s_t * ds_end_t, 1), 0)
+    d_u = _mm(v * mix_end[:, None], _load(d_end, O, I), PREC) + _mm(
+        v * to_end_b[:, None], _load(ds_end, O, I), PREC
+    )
+    d_vw = _mm(u, d_end_t, PREC)  # ∂/∂(v ∘ mix_end)
+    d_vs = _mm(u, ds_end_t, PREC)
+    d_v = d_vw * mix_end[:, None] + d_vs * to_end_b[:, None]
+    d_mix_end = tl.sum(v * d_vw, 1)
+    d_to_end_b = tl.sum(v * d_vs, 1) * to_end_b
+    d_b_end += tl.sum(d_to_end_b, 0)
+    d_cb = -d_to_end_b + d_coef_end * to_end_a * tl.exp(cb)
+    d_to_end_a = (tl.sum(db * d_mix_end[None, :], 1) + d_coef_end * tl.exp(cb)) * to_end_a
+    d_a_end += tl.sum(d_to_end_a, 0)
+    d_ca = -d_to_end_a
+    d_db = to_end_a[:, None] * d_mix_end[None, :]  # ∂/∂ (b_r/b_s)
+    d_da = da * 0.0
+    d_cap = cap * 0.0
+    if RETRIEVE:
+        # out = scale (z Wᵀ) + coef (z Sᵀ) + ((da db) ∘ (z uᵀ)) v, coef_t = Σ_r da[t, r] b_r
+        z_t = _transpose(scratch, z, BT, I)
+        y_w = _mm(z, _fast_part(w_in, w0, O, I, BASE, True), PREC)
+        y_s = _mm(z, s_t, PREC)
+        coef = tl.sum(da * tl.exp(cb)[None, :], 1)
+        d_wt += _mm(z_t, scale[:, None] * d_out, PREC)
+        d_st += _mm(z_t, coef[:, None] * d_out, PREC)
+        d_z = _mm(scale[:, None] * d_out, _fast_part(w_in, w0, O, I, BASE, False), PREC)
+        d_z += _mm(coef[:, None] * d_out, _load(s_in, O, I), PREC)
+        d_scale = tl.sum(d_out * y_w, 1) * scale
+        d_coef = tl.sum(d_out * y_s, 1)
+        mix = _mm(da, db, PREC)
+        zu = _mm(z, _transpose(scratch, u, BT, I), PREC)
+        mix_t = _mm(db_t, da_t, PREC)
+        d_v += _mm(mix_t * _mm(u, z_t, PREC), d_out, PREC)
+        d_p = _mm(d_out, _transpose(scratch, v, BT, O), PREC)
+        d_mix = d_p * zu
+        d_zu = d_p * mix
+        d_z += _mm(d_zu, u, PREC)
+        d_u += _mm(_transpose(scratch, d_zu, BT, BT), z, PREC)
+        d_da += _mm(d_mix, db_t, PREC) + d_coef[:, None] * tl.exp(cb)[None, :]
+        d_db += _mm(da_t, d_mix, PREC)
+        d_cb += tl.exp(cb) * tl.sum(d_coef[:, None] * da, 0)
+        grad_a = d_da * da
+        if RETRIEVE == 2:
+            d_ca += tl.sum(grad_a, 1) - tl.sum(grad_a, 0) + d_scale
+        else:
+            d_cap += tl.sum(grad_a, 1) + d_scale
+            d_ca -= tl.sum(grad_a, 0)
+        if BASE:
+            d_z += _mm(d_out, _load(w0, O, I), PREC)
+    else:
+        d_z = tl.zeros((BT, I), dtype=u.dtype)
+    grad_b = d_db * db
+    d_cb += tl.sum(grad_b, 1) - tl.sum(grad_b, 0)
+    d_ca += d_cap
+    d_la = -d_cap + d_a_end + (tl.sum(d_ca, 0) - tl.cumsum(d_ca, 0) + d_ca)
+    d_lb = d_b_end + (tl.sum(d_cb, 0) - tl.cumsum(d_cb, 0) + d_cb)
+    d_g = -eta[:, None] * d_v
+    d_eta = -tl.sum(g * d_v, 1)
+    if BASE:
+        d_w0t = d_end_t - d_wt
+        if RETRIEVE:
+            d_w0t += _mm(z_t, d_out, PREC)
+    else:
+        d_w0t = d_wt * 0.0
+    return d_wt, d_w0t, d_st, d_u, d_g, d_eta, d_la, d_lb, d_z
+
+
+@triton.jit
+def _layer_read(
+    w_in, w0, s_in, scratch, u, g, eta, la, lb, z,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
+    RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The retrieval of one layer at z under RULE (0 gd, 1 dgd, 2 momentum)."""
+    if RULE == 2:
+        out = _momentum_read(w_in, w0, s_in, scratch, u, g, eta, la, lb, z, BT, O, I, BASE, RETRIEVE, PREC)
+    else:
+        out = _delta_read(w_in, w0, scratch, u, g, eta, la, z, BT, O, I, RULE == 1, BASE, RETRIEVE, PREC)
+    return out
+
+
+@triton.jit
+def _layer_bwd(
+    w_in, w0, s_in, d_end, ds_end, d_w, d_w0, d_s, scratch, u, g, eta, la, lb, z, d_out,
+    BT: tl.constexpr, O: tl.constexpr, I: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
+    RETRIEVE: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """VJP of one layer (O, I) under RULE: stores the start weights' gradient at d_w (and the start
+    momentum's at d_s), adds W_0's to d_w0; returns (du, dg, dη, d log α, d log β, dz)."""
+    if RULE == 2:
+        dw, dw0, ds, du, dg, d_eta, d_la, d_lb, dz = _momentum_layer_bwd(
+            w_in,
+            w0,
+            s_in,
+            d_end,
+            ds_end,
+            scratch,
+            u,
+            g,
+            eta,
+            la,
+            lb,
+            z,
+            d_out,
+            BT,
+            O,
+            I,
+            BASE,
+            RETRIEVE,
+            PREC,
+        )
+        _store_t(d_s, ds, O, I)
+    else:
+        dw, dw0, du, dg, d_eta, d_la, dz = _delta_layer_bwd(
+            w_in, w0, d_end, scratch, u, g, eta, la, z, d_out, BT, O, I, RULE == 1, BASE, RETRIEVE, PREC
+        )
+        d_lb = d_eta * 0.0
+    _store_t(d_w, dw, O, I)
+    if BASE:
+        _accumulate_t(d_w0, dw0, O, I)
+    return du, dg, d_eta, d_la, d_lb, dz
+
+
+@triton.jit
 def evolve_memory_bwd(
-    w1_in, w2_in, w1_0, w2_0, d1_end, d2_end, d1, d2, d1_0, d2_0, scratch,
-    k, g1, g2, u2, eta, la, q, d_o,
-    BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, DGD: tl.constexpr,
+    w1_in, w2_in, s1_in, s2_in, w1_0, w2_0, d1_end, d2_end, e1_end, e2_end, d1, d2, ds1, ds2, d1_0, d2_0,
+    scratch, k, g1, g2, u2, eta, la, lb, q, d_o,
+    BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, RULE: tl.constexpr,
     BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, RETRIEVE: tl.constexpr,
     PREC: tl.constexpr,
 ):  # fmt: skip
-    """VJP of `_evolve_memory` (one memory, clipped errors, a read of q with RETRIEVE) for the gradients
-    of its end weights (d1_end, d2_end) and of its read d_o (BT, D). Stores the start weights'
-    gradients at d1, d2 and adds W_0's to d1_0, d2_0 (layer layouts); returns (dk, dg1, dg2, du2, dη,
-    d log α, dq). A matrix memory has layer 1 only and returns zeros for g2 and u2."""
+    """VJP of `_evolve_memory` (one memory, clipped errors, a read of q with RETRIEVE; RULE 0 gd, 1 dgd,
+    2 momentum) for the gradients of its end weights (d1_end, d2_end), end momenta (e1_end, e2_end)
+    and of its read d_o (BT, D). Stores the start weights' gradients at d1, d2 (the momenta's at ds1,
+    ds2) and adds W_0's to d1_0, d2_0 (layer layouts); returns (dk, dg1, dg2, du2, dη, d log α,
+    d log β, dq). A matrix memory has layer 1 only and returns zeros for g2 and u2."""
     g1c = _clip(g1, CLIP)
     if MLP:
         g2c = _clip(g2, CLIP)
         if RETRIEVE:
-            h = _delta_read(w1_in, w1_0, scratch, k, g1c, eta, la, q, BT, F, D, DGD, BASE, RETRIEVE, PREC)
+            h = _layer_read(
+                w1_in, w1_0, s1_in, scratch, k, g1c, eta, la, lb, q, BT, F, D, RULE, BASE, RETRIEVE, PREC
+            )
             z2 = _act(h, ACT)
         else:
             h = tl.zeros((BT, F), dtype=k.dtype)
             z2 = h
-        dw2, dw2_0, du2, dg2c, d_eta, d_la, dz2 = _delta_layer_bwd(
-            w2_in, w2_0, d2_end, scratch, u2, g2c, eta, la, z2, d_o, BT, D, F, DGD, BASE, RETRIEVE, PREC
-        )
-        _store_t(d2, dw2, D, F)
-        if BASE:
-            _accumulate_t(d2_0, dw2_0, D, F)
+        du2, dg2c, d_eta, d_la, d_lb, dz2 = _layer_bwd(
+            w2_in, w2_0, s2_in, d2_end, e2_end, d2, d2_0, ds2, scratch, u2, g2c, eta, la, lb, z2, d_o,
+            BT, D, F, RULE, BASE, RETRIEVE, PREC,
+        )  # fmt: skip
         dh = dz2 * _act_grad(h, ACT)
-        dw1, dw1_0, dk, dg1c, d_eta1, d_la1, dq = _delta_layer_bwd(
-            w1_in, w1_0, d1_end, scratch, k, g1c, eta, la, q, dh, BT, F, D, DGD, BASE, RETRIEVE, PREC
-        )
-        _store_t(d1, dw1, F, D)
-        if BASE:
-            _accumulate_t(d1_0, dw1_0, F, D)
+        dk, dg1c, d_eta1, d_la1, d_lb1, dq = _layer_bwd(
+            w1_in, w1_0, s1_in, d1_end, e1_end, d1, d1_0, ds1, scratch, k, g1c, eta, la, lb, q, dh,
+            BT, F, D, RULE, BASE, RETRIEVE, PREC,
+        )  # fmt: skip
         d_eta += d_eta1
         d_la += d_la1
+        d_lb += d_lb1
         if RETRIEVE:
             dq += d_o  # the residual
         dg2 = _clip_bwd(g2, dg2c, CLIP)
     else:
-        dw1, dw1_0, dk, dg1c, d_eta, d_la, dq = _delta_layer_bwd(
-            w1_in, w1_0, d1_end, scratch, k, g1c, eta, la, q, d_o, BT, D, D, DGD, BASE, RETRIEVE, PREC
-        )
-        _store_t(d1, dw1, D, D)
-        if BASE:
-            _accumulate_t(d1_0, dw1_0, D, D)
+        dk, dg1c, d_eta, d_la, d_lb, dq = _layer_bwd(
+            w1_in, w1_0, s1_in, d1_end, e1_end, d1, d1_0, ds1, scratch, k, g1c, eta, la, lb, q, d_o,
+            BT, D, D, RULE, BASE, RETRIEVE, PREC,
+        )  # fmt: skip
         dg2 = tl.zeros((BT, D), dtype=k.dtype)
         du2 = tl.zeros((BT, F), dtype=k.dtype)
-    return dk, _clip_bwd(g1, dg1c, CLIP), dg2, du2, d_eta, d_la, dq
+    return dk, _clip_bwd(g1, dg1c, CLIP), dg2, du2, d_eta, d_la, d_lb, dq
 
 
 @triton.jit
 def evolve_bwd_kernel(
-    w1_ptr, w2_ptr, w1_0_ptr, w2_0_ptr, d1_end_ptr, d2_end_ptr, k_ptr, g1_ptr, g2_ptr, u2_ptr,
-    eta_ptr, la_ptr, q_ptr, d_o_ptr,
-    d1_ptr, d2_ptr, d1_0_ptr, d2_0_ptr, dk_ptr, dg1_ptr, dg2_ptr, du2_ptr, d_eta_ptr, d_la_ptr,
-    dq_ptr, scratch_ptr,
-    BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, DGD: tl.constexpr,
+    w1_ptr, w2_ptr, s1_ptr, s2_ptr, w1_0_ptr, w2_0_ptr, e1_ptr, e2_ptr, es1_ptr, es2_ptr,
+    k_ptr, g1_ptr, g2_ptr, u2_ptr, eta_ptr, la_ptr, lb_ptr, q_ptr, d_o_ptr,
+    d1_ptr, d2_ptr, ds1_ptr, ds2_ptr, d1_0_ptr, d2_0_ptr, dk_ptr, dg1_ptr, dg2_ptr, du2_ptr,
+    d_eta_ptr, d_la_ptr, d_lb_ptr, dq_ptr, scratch_ptr,
+    BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr, RULE: tl.constexpr,
     BASE: tl.constexpr, ACT: tl.constexpr, CLIP: tl.constexpr, RETRIEVE: tl.constexpr,
     PREC: tl.constexpr, SCR: tl.constexpr,
 ):  # fmt: skip
-    """Grid (N,): memory i of N independent ones, every tensor with a leading axis N (layer weights as
-    in the slots: w1 (F, D), w2 (D, F); a matrix memory w1 (D, D)); `evolve_memory_bwd` on each."""
+    """Grid (N,): memory i of N independent ones, every tensor with a leading axis N (layer weights and
+    momenta as in the slots: w1 (F, D), w2 (D, F); a matrix memory w1 (D, D)); `evolve_memory_bwd`."""
     i = tl.program_id(0).to(tl.int64)
     S1: tl.constexpr = F * D if MLP else D * D
     S2: tl.constexpr = D * F if MLP else 1
@@ -332,13 +521,18 @@ def evolve_bwd_kernel(
         u2 = tl.zeros((BT, F), dtype=k.dtype)
     eta = tl.load(eta_ptr + i * BT + t)
     la = tl.load(la_ptr + i * BT + t)
+    if RULE == 2:
+        lb = tl.load(lb_ptr + i * BT + t)
+    else:
+        lb = la * 0.0
     q = tl.load(q_ptr + rows_d)
     d_o = tl.load(d_o_ptr + rows_d)
-    dk, dg1, dg2, du2, d_eta, d_la, dq = evolve_memory_bwd(
-        w1_ptr + i * S1, w2_ptr + i * S2, w1_0_ptr + i * S1, w2_0_ptr + i * S2,
-        d1_end_ptr + i * S1, d2_end_ptr + i * S2, d1_ptr + i * S1, d2_ptr + i * S2,
+    dk, dg1, dg2, du2, d_eta, d_la, d_lb, dq = evolve_memory_bwd(
+        w1_ptr + i * S1, w2_ptr + i * S2, s1_ptr + i * S1, s2_ptr + i * S2, w1_0_ptr + i * S1,
+        w2_0_ptr + i * S2, e1_ptr + i * S1, e2_ptr + i * S2, es1_ptr + i * S1, es2_ptr + i * S2,
+        d1_ptr + i * S1, d2_ptr + i * S2, ds1_ptr + i * S1, ds2_ptr + i * S2,
         d1_0_ptr + i * S1, d2_0_ptr + i * S2, scratch_ptr + i * SCR,
-        k, g1, g2, u2, eta, la, q, d_o, BT, D, F, MLP, DGD, BASE, ACT, CLIP, RETRIEVE, PREC,
+        k, g1, g2, u2, eta, la, lb, q, d_o, BT, D, F, MLP, RULE, BASE, ACT, CLIP, RETRIEVE, PREC,
     )  # fmt: skip
     tl.store(dk_ptr + rows_d, dk)
     tl.store(dg1_ptr + rows_g1, dg1)
@@ -347,6 +541,8 @@ def evolve_bwd_kernel(
         tl.store(du2_ptr + rows_f, du2)
     tl.store(d_eta_ptr + i * BT + t, d_eta)
     tl.store(d_la_ptr + i * BT + t, d_la)
+    if RULE == 2:
+        tl.store(d_lb_ptr + i * BT + t, d_lb)
     tl.store(dq_ptr + rows_d, dq)
 
 
@@ -441,19 +637,21 @@ def _layer_at(p1, p2, index, D: tl.constexpr, F: tl.constexpr, MLP: tl.constexpr
 
 @triton.jit(do_not_specialize=["T", "c", "kv_T", "kv_t0", "g_T", "g_t0"])
 def memory_bwd_kernel(
-    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, gate_ptr, w1_ptr, w2_ptr, w1_0_ptr, w2_0_ptr,
-    e1_ptr, e2_ptr, d1_ptr, d2_ptr, d1_0_ptr, d2_0_ptr, do_ptr, dq_ptr,
-    dk_ptr, dv_ptr, deta_ptr, dla_ptr, scratch_ptr,
+    q_ptr, k_ptr, v_ptr, eta_ptr, la_ptr, lb_ptr, gate_ptr, w1_ptr, w2_ptr, s1_ptr, s2_ptr,
+    w1_0_ptr, w2_0_ptr, e1_ptr, e2_ptr, es1_ptr, es2_ptr, d1_ptr, d2_ptr, ds1_ptr, ds2_ptr,
+    d1_0_ptr, d2_0_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, deta_ptr, dla_ptr, dlb_ptr, scratch_ptr,
     T, c, kv_T, kv_t0, g_T, g_t0,
     H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
-    MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, DGD: tl.constexpr, BASE: tl.constexpr,
+    MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, RULE: tl.constexpr, BASE: tl.constexpr,
     ACT: tl.constexpr, CLIP: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr, SCR: tl.constexpr,
 ):  # fmt: skip
     """Grid (B·H, P): memory p of (batch, head) i over chunk c, backward (stages 1 and 3).
 
-    The chunk's start weights w1, w2 and the gradients of its end weights e1, e2 are (B, P, H, out, in);
-    the start weights' gradients go to d1, d2 (same layout), W_0's are added to d1_0, d2_0
-    (B, P, H, out, in). k, v, η, log α (ungated) are read at rows kv_t0 … of buffers of kv_T rows, the
+    The chunk's start weights w1, w2 (momenta s1, s2) and the gradients of its end weights e1, e2
+    (momenta es1, es2) are (B, P, H, out, in); the start weights' gradients go to d1, d2 (the
+    momenta's to ds1, ds2; same layout), W_0's are added to d1_0, d2_0 (B, P, H, out, in). RULE: 0 gd,
+    1 dgd, 2 momentum, whose log β (B, H, T) is static and whose d log β go to rows of chunk c of
+    (B·H, P, T). k, v, η, log α (ungated) are read at rows kv_t0 … of buffers of kv_T rows, the
     gate at rows g_t0 … of g_T; this memory's dk, dv, dη, d log α (of the gated η, log α) go to rows
     kv_t0 … of (B·H, P, kv_T, ·). M_mem (p = 0) is read: q, do and dq are (B, H, T, D), chunk c."""
     pid = tl.program_id(0)
@@ -471,6 +669,13 @@ def memory_bwd_kernel(
     w1, w2 = _layer_at(w1_ptr, w2_ptr, at, D, F, MLP)
     e1, e2 = _layer_at(e1_ptr, e2_ptr, at, D, F, MLP)
     d1, d2 = _layer_at(d1_ptr, d2_ptr, at, D, F, MLP)
+    s1, s2 = _layer_at(s1_ptr, s2_ptr, at, D, F, MLP)
+    es1, es2 = _layer_at(es1_ptr, es2_ptr, at, D, F, MLP)
+    ds1, ds2 = _layer_at(ds1_ptr, ds2_ptr, at, D, F, MLP)
+    if RULE == 2:
+        lb = tl.load(lb_ptr + pid.to(tl.int64) * T + c * BT + t)
+    else:
+        lb = t * 0.0
     d1_0, d2_0 = _layer_at(d1_0_ptr, d2_0_ptr, at, D, F, MLP)
     w1_0, w2_0 = _layer_at(w1_0_ptr, w2_0_ptr, p * H + h, D, F, MLP)
     scratch = scratch_ptr + (pid * P + p).to(tl.int64) * SCR
@@ -478,15 +683,15 @@ def memory_bwd_kernel(
     if p == 0:
         q = tl.load(q_ptr + rows)
         d_o = tl.load(do_ptr + rows)
-        dk, dg1, dg2, du2, d_eta, d_la, dq = evolve_memory_bwd(
-            w1, w2, w1_0, w2_0, e1, e2, d1, d2, d1_0, d2_0, scratch,
-            k, g1, g2, u2, eta, la, q, d_o, BT, D, F, MLP, DGD, BASE, ACT, CLIP, READ, PREC,
+        dk, dg1, dg2, du2, d_eta, d_la, d_lb, dq = evolve_memory_bwd(
+            w1, w2, s1, s2, w1_0, w2_0, e1, e2, es1, es2, d1, d2, ds1, ds2, d1_0, d2_0, scratch,
+            k, g1, g2, u2, eta, la, lb, q, d_o, BT, D, F, MLP, RULE, BASE, ACT, CLIP, READ, PREC,
         )  # fmt: skip
         tl.store(dq_ptr + rows, dq)
     else:
-        dk, dg1, dg2, du2, d_eta, d_la, _ = evolve_memory_bwd(
-            w1, w2, w1_0, w2_0, e1, e2, d1, d2, d1_0, d2_0, scratch,
-            k, g1, g2, u2, eta, la, k, k, BT, D, F, MLP, DGD, BASE, ACT, CLIP, 0, PREC,
+        dk, dg1, dg2, du2, d_eta, d_la, d_lb, _ = evolve_memory_bwd(
+            w1, w2, s1, s2, w1_0, w2_0, e1, e2, es1, es2, d1, d2, ds1, ds2, d1_0, d2_0, scratch,
+            k, g1, g2, u2, eta, la, lb, k, k, BT, D, F, MLP, RULE, BASE, ACT, CLIP, 0, PREC,
         )  # fmt: skip
     tl.debug_barrier()  # the anchor's part adds to what the evolution's stored
     dk, dv = _anchor_bwd(w1, w2, d1, d2, scratch, k, v, dk, dg1, dg2, du2, BT, D, F, MLP, SGV, L2, ACT, PREC)
@@ -496,6 +701,8 @@ def memory_bwd_kernel(
     tl.store(dv_ptr + out, dv)
     tl.store(deta_ptr + mine + t, d_eta)
     tl.store(dla_ptr + mine + t, d_la)
+    if RULE == 2:
+        tl.store(dlb_ptr + (pid * P + p).to(tl.int64) * T + c * BT + t, d_lb)
 
 
 @triton.jit(do_not_specialize=["T", "c", "g_T", "g_t0"])
@@ -571,50 +778,48 @@ def generate_bwd_kernel(
 
 
 def evolve_backward(
-    weights, base, k, g1, g2, u2, eta, log_alpha, q, grad_o, grad_end, *, rule, activation, clip, retrieval
-):
+    weights, momentum, base, k, g1, g2, u2, eta, log_alpha, log_beta, q, grad_o, grad_end, grad_end_momentum,
+    *, rule, activation, clip, retrieval,
+):  # fmt: skip
     """`evolve_bwd_kernel` on N memories (every tensor with a leading axis N, contiguous): weights,
-    base (W_0, or None) and grad_end are lists of one (matrix) or two (MLP) layers; g2, u2 are None
-    for a matrix. rule "dgd" or "gd"; retrieval "causal", "inclusive" or "none" (grad_o unused).
-    Returns (grads of the start weights, of W_0 (None without base), dk, dg1, dg2, du2, dη, d log α, dq)."""
+    momentum (the momentum rule's, else None), base (W_0, or None), grad_end and grad_end_momentum are
+    lists of one (matrix) or two (MLP) layers; g2, u2 are None for a matrix. rule "gd", "dgd" or
+    "momentum"; retrieval "causal", "inclusive" or "none" (grad_o unused). Returns (grads of the start
+    weights, of the start momenta (None), of W_0 (None), dk, dg1, dg2, du2, dη, d log α, d log β, dq)."""
     from hope.ops.titans.fused import _dot_precision
 
-    mlp = len(weights) == 2
+    mlp, has_momentum = len(weights) == 2, rule == "momentum"
     n, chunk, d = k.shape
     f = weights[0].shape[1] if mlp else d
     dummy = k.new_zeros(1)
-    w1, w2 = weights[0], (weights[1] if mlp else dummy)
-    b1, b2 = (base[0], base[1] if mlp else dummy) if base is not None else (dummy, dummy)
-    e1, e2 = grad_end[0], (grad_end[1] if mlp else dummy)
+
+    def pair(tensors):
+        if tensors is None:
+            return dummy, dummy
+        return tensors[0], (tensors[1] if mlp else dummy)
+
     grads = [torch.empty_like(w) for w in weights]
+    grads_momentum = [torch.empty_like(w) for w in weights] if has_momentum else None
     grads_base = [torch.zeros_like(w) for w in weights] if base is not None else None
-    d1, d2 = grads[0], (grads[1] if mlp else dummy)
-    d1_0, d2_0 = (grads_base[0], grads_base[1] if mlp else dummy) if base is not None else (dummy, dummy)
-    dk, dq = torch.empty_like(k), torch.empty_like(q)
-    dg1 = torch.empty_like(g1)
+    dk, dq, dg1 = torch.empty_like(k), torch.empty_like(q), torch.empty_like(g1)
     dg2 = torch.empty_like(g2) if mlp else dummy
     du2 = torch.empty_like(u2) if mlp else dummy
-    d_eta, d_la = torch.empty_like(eta), torch.empty_like(log_alpha)
+    d_eta, d_la, d_lb = torch.empty_like(eta), torch.empty_like(log_alpha), torch.empty_like(log_alpha)
     scr = chunk * max(chunk, d, f)
     scratch = k.new_empty(n, scr)
     evolve_bwd_kernel[(n,)](
-        w1, w2, b1, b2, e1, e2, k, g1, g2 if mlp else dummy, u2 if mlp else dummy, eta, log_alpha, q,
-        grad_o if grad_o is not None else torch.zeros_like(q),
-        d1, d2, d1_0, d2_0, dk, dg1, dg2, du2, d_eta, d_la, dq, scratch,
-        BT=chunk, D=d, F=f, MLP=mlp, DGD=rule == "dgd", BASE=base is not None,
-        ACT=0 if activation == "gelu" else 1, CLIP=float(clip),
-        RETRIEVE={"none": 0, "causal": 1, "inclusive": 2}[retrieval],
-        PREC=_dot_precision(k.dtype), SCR=scr,
+        *pair(weights), *pair(momentum), *pair(base), *pair(grad_end), *pair(grad_end_momentum),
+        k, g1, g2 if mlp else dummy, u2 if mlp else dummy, eta, log_alpha,
+        log_beta if has_momentum else dummy, q, grad_o if grad_o is not None else torch.zeros_like(q),
+        *pair(grads), *pair(grads_momentum), *pair(grads_base), dk, dg1, dg2, du2, d_eta, d_la, d_lb, dq,
+        scratch, BT=chunk, D=d, F=f, MLP=mlp, RULE=("gd", "dgd", "momentum").index(rule),
+        BASE=base is not None, ACT=0 if activation == "gelu" else 1, CLIP=float(clip),
+        RETRIEVE={"none": 0, "causal": 1, "inclusive": 2}[retrieval], PREC=_dot_precision(k.dtype), SCR=scr,
     )  # fmt: skip
-    return grads, grads_base, dk, dg1, (dg2 if mlp else None), (du2 if mlp else None), d_eta, d_la, dq
-
-
-def unsupported_reason(layer) -> str | None:
-    """Why the backward kernels cannot take this layer back (None: they can)."""
-    titans = layer.titans
-    if titans.update_rule == "momentum":
-        return "titans.update_rule='momentum' has no backward kernel"
-    return None
+    return (
+        grads, grads_momentum, grads_base, dk, dg1, (dg2 if mlp else None), (du2 if mlp else None),
+        d_eta, d_la, (d_lb if has_momentum else None), dq,
+    )  # fmt: skip
 
 
 def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
@@ -632,7 +837,7 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
 
     titans, spec = layer.titans, layer.spec
     h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
-    q, xh, k, v, eta, log_alpha, _ = static
+    q, xh, k, v, eta, log_alpha, log_beta = static
     q = q.detach().contiguous()
     b, n = q.shape[0], q.shape[2]
     n_chunks, mlp, self_mod = n // chunk, spec.kind == "mlp", titans.self_modifying
@@ -640,9 +845,22 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
     dummy = q.new_zeros(1)
     base = titans.decay_to == "init"
     w_0 = [w.detach().contiguous() for w in layer.init_weights] if base else [dummy, dummy]
+    n_layers, momentum = len(spec.shapes), titans.update_rule == "momentum"
+
+    def layers(state, offset=0):  # the two layers of weights (offset 0) or momenta (offset n_layers)
+        if offset and not momentum:
+            return dummy, dummy
+        return state[offset], (state[offset + 1] if mlp else dummy)
+
+    # the gradients of a chunk's end state (weights, then momenta), and of its start, swapped each chunk
     d_now = [g.contiguous().clone() for g in grad_end]
     d_next = [torch.empty_like(g) for g in d_now]
-    d_base = [torch.zeros_like(g) for g in d_now] if base else [dummy, dummy]
+    d_base = [torch.zeros_like(g) for g in d_now[:n_layers]] if base else [dummy, dummy]
+    if momentum:
+        log_beta = log_beta.detach().contiguous()
+        d_lb = q.new_empty(b * h, n_comp, n)
+    else:
+        log_beta, d_lb = dummy, dummy
     grad_o, gate = grad_o.contiguous(), gate.contiguous()
     dq = torch.empty_like(q)
     rows = chunk if self_mod else n
@@ -678,7 +896,7 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
             bounds = [kept]
         for c in reversed(range(first, last)):
             start = bounds[c - first]
-            w1, w2 = start[0], (start[1] if mlp else dummy)
+            w1, w2 = layers(start)
             if self_mod:  # a view from the chunk's first row: the kernel reads its chunk 0
                 generate_kernel[(b * h, 4)](
                     xh[:, :, c * chunk :], w1, w2, *readouts, k, v, eta, log_alpha, n, 0, 1, 1,
@@ -686,12 +904,13 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
                 )  # fmt: skip
             kv_t0 = 0 if self_mod else c * chunk
             memory_bwd_kernel[(b * h, n_comp)](
-                q, k, v, eta, log_alpha, gate, w1, w2, w_0[0], w_0[1] if mlp else dummy,
-                d_now[0], d_now[1] if mlp else dummy, d_next[0], d_next[1] if mlp else dummy,
-                d_base[0], d_base[1] if mlp else dummy, grad_o, dq, dk, dv, d_eta, d_la, scratch,
+                q, k, v, eta, log_alpha, log_beta, gate, w1, w2, *layers(start, n_layers),
+                w_0[0], w_0[1] if mlp else dummy, *layers(d_now), *layers(d_now, n_layers),
+                *layers(d_next), *layers(d_next, n_layers), d_base[0], d_base[1] if mlp else dummy,
+                grad_o, dq, dk, dv, d_eta, d_la, d_lb, scratch,
                 n, c, rows, kv_t0, n, c * chunk,
                 **common, SGV=titans.self_generated_values, L2=titans.objective == "l2",
-                DGD=titans.update_rule == "dgd", BASE=base, CLIP=float(titans.error_clip),
+                RULE=("gd", "dgd", "momentum").index(titans.update_rule), BASE=base, CLIP=float(titans.error_clip),
                 READ=2 if titans.retrieval == "inclusive" else 1, num_warps=num_warps,
             )  # fmt: skip
             if self_mod:
@@ -702,13 +921,14 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
                 )  # fmt: skip
             d_now, d_next = d_next, d_now
     if self_mod:
-        grad_static = [dq, dx.sum(0).view(b, h, n, d), None, None, None, None, None]
+        grad_static = [dq, dx.sum(0).view(b, h, n, d), None, None, None, None]
     else:
         grad_static = [dq, None, dk.sum(1).view(b, h, n, d), dv.sum(1).view(b, h, n, d)]
-        grad_static += [d_eta.sum(1).view(b, h, n) * gate, d_la.sum(1).view(b, h, n) * gate, None]
+        grad_static += [d_eta.sum(1).view(b, h, n) * gate, d_la.sum(1).view(b, h, n) * gate]
+    grad_static.append(d_lb.sum(1).view(b, h, n) if momentum else None)
     by_name = {}
     if base:
-        by_name.update({f"init_weights.{i}": g.sum(0) for i, g in enumerate(d_base[: len(spec.shapes)])})
+        by_name.update({f"init_weights.{i}": g.sum(0) for i, g in enumerate(d_base[:n_layers])})
     if self_mod:
         names = ("eta_readout", "eta_bias", "alpha_readout", "alpha_bias")
         by_name.update({name: g.sum(0) for name, g in zip(names, d_read)})

@@ -51,8 +51,7 @@ class KernelOptions:
     recompute and backward one function (`torch.func.vjp`), which compiles to one graph, so the
     compiler may fuse across the two: hope study-small graphed on an H200 (2026-12-02) trained at
     19,941 tok/s against 18,632 with "autograd". "triton": the backward kernels of `chunk_bwd`, three
-    launches a chunk (not yet timed on a GPU; layers they cannot take back, the momentum rule, use
-    "vjp")."""
+    launches a chunk (not yet run on a GPU)."""
 
     dots: str = "auto"
     share_inverse: bool = True
@@ -320,12 +319,8 @@ class _FusedTitans(torch.autograd.Function):
 
 def _kernel_backward(layer, like: torch.Tensor) -> bool:
     """Whether the chunks go back through the backward kernels (`KERNEL.backward="triton"`); a layer
-    they cannot take, or whose kernels did not fit the device, goes the "vjp" way."""
-    if KERNEL.backward != "triton" or _key(layer, like) in _TOO_LARGE_BACKWARD:
-        return False
-    from hope.ops.titans.chunk_bwd import unsupported_reason as kernel_backward_refuses
-
-    return kernel_backward_refuses(layer) is None
+    whose kernels did not fit the device goes the "vjp" way."""
+    return KERNEL.backward == "triton" and _key(layer, like) not in _TOO_LARGE_BACKWARD
 
 
 # configurations whose backward kernels did not fit the device
