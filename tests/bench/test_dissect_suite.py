@@ -227,5 +227,8 @@ def test_a_paused_model_continues_as_if_never_stopped(tmp_path, monkeypatch):
     resumed = results["runs"][0]
     for timing in ("seconds", "train_tokens_per_s", "measure_seconds"):
         whole.pop(timing), resumed.pop(timing)
+    for run in (whole, resumed):
+        for c in run["checkpoints"]:
+            assert set(c.pop("seconds")) == {"val", "measure"}
     assert resumed == whole
     assert [c["step"] for c in resumed["checkpoints"]] == [0, 2, 4]

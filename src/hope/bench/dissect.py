@@ -383,18 +383,23 @@ def run_one(
             cfg.precision,
             min(cfg.piece, cfg.context),
         )
+        t_val = time.perf_counter()
         probe.load_state_dict(model.state_dict())
         recent = [v for v in losses[-cfg.measure_every :] if math.isfinite(v)]
+        measured = measure(probe, measure_ids, init, previous, cfg)
+        t_end = time.perf_counter()
         checkpoints.append(
             {
                 "step": step,
                 "val_loss": val["loss"],
                 "val_bpb": val["bpb"],
                 "train_loss": statistics.fmean(recent) if recent else None,
-                **measure(probe, measure_ids, init, previous, cfg),
+                # where a checkpoint's time goes: the validation pass, the probe's measurements
+                "seconds": {"val": t_val - t0, "measure": t_end - t_val},
+                **measured,
             }
         )
-        measure_seconds += time.perf_counter() - t0
+        measure_seconds += t_end - t0
         # a study model trains for minutes: say how far it is (stderr, also from a --jobs process)
         elapsed = spent + time.perf_counter() - began
         print(

@@ -1,17 +1,20 @@
-"""Triton backward of a memory's evolution over one chunk: stage 1 of the chunk backward
-(`docs/PERFORMANCE.md`, "Plan: the Titans backward as kernels").
+"""Triton backward of a self-referential Titans layer, chunk by chunk, last chunk first
+(`fused.KERNEL.backward="triton"`; `docs/PERFORMANCE.md`, "The Titans backward as kernels").
 
-Given the per-token gradient factors fixed at the chunk start (u_i, g_i of every layer), η and log α,
-the queries of the read and the gradients of the read and of the end state, it returns the
-gradients of the chunk-start weights (through the evolution and the read, not through u_i and g_i),
-of u_i, g_i (before the error clip), η, log α, the queries and W_0 (`decay_to="init"`). Stages 2–4
-(through the gradient factors at the anchor and the generation) take these up.
-
-Rules: dgd and gd (the UT form of `chunk_fwd._delta_layer`) and momentum (`_momentum_layer`).
-Everything is recomputed from the chunk-start weights: nothing of the forward is stored. Transposes
-of computed tiles go through the program's scratch (`chunk_fwd._transpose`), never `tl.trans`.
-`evolve_bwd_kernel` runs one memory a program; the layer's chunk backward will call
-`evolve_memory_bwd` from its own kernels.
+A chunk goes back in three launches, nothing of its forward stored, everything recomputed from its
+start weights (the kept boundaries, as the PyTorch chunk backward):
+1. `chunk_split.generate_kernel` (self-modifying layers): k, v, η, log α at the start weights;
+2. `memory_bwd_kernel`, a program per memory: its evolution over the chunk and its read taken back
+   (`evolve_memory_bwd`: the UT form of dgd / gd, or the momentum rule; the error clip), then its
+   gradient factors at the anchor (`_anchor_bwd`: u_i, g_i of ½‖M(k) − M(v)‖² or −⟨M(k), v̂⟩) →
+   the start state's gradient, and this memory's dk, dv, dη, d log α, d log β;
+3. `generate_bwd_kernel` (self-modifying layers): those summed over the memories and taken back
+   through the gate and the generation by M_k, M_v, M_η, M_α → their weights' gradient, dx̂ and the
+   read-outs' gradients.
+`backward_chunks` runs them for `fused._FusedTitans`; `evolve_backward` runs stage 2's evolution
+alone on independent memories (its tests compare it with autograd through `memory/chunked.py`).
+Transposes of computed tiles go through the program's scratch (`chunk_fwd._transpose`), never
+`tl.trans` (see `chunk_fwd`).
 """
 
 from __future__ import annotations
