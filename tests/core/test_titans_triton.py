@@ -492,3 +492,21 @@ def test_kernel_backward_over_replayed_boundaries_and_batch_equals_chunked(prese
     layer = _layer(preset, **{"titans.boundary_every": every})
     x = torch.randn(2, 5 * 16 + 3, 32, dtype=DTYPE, device=DEVICE)
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton", pieces=(5, None)))
+
+
+@pytest.mark.parametrize("variant", ["hope", "no-surprise-no-clip-no-sgv", "absolute-gate-decay-to-zero"])
+def test_triton_records_the_surprise_trace_of_chunked(variant):
+    """`surprise_trace` (hope.analysis.surprise_profile) on the kernel path: M_mem's per-token ‖∇ℓ‖, as
+    the chunked path records it chunk by chunk (here whole chunks only, so token for token)."""
+    preset, over = VARIANTS[variant]
+    layer = _layer(preset, **over)
+    x = torch.randn(2, 48, 32, dtype=DTYPE, device=DEVICE)
+    traces = {}
+    for impl in ("chunked", "triton"):
+        layer.surprise_trace = []
+        with torch.no_grad():
+            layer(x, None, impl=impl)
+        traces[impl] = torch.cat(layer.surprise_trace, dim=-1)
+    layer.surprise_trace = None
+    assert traces["triton"].shape == (2, 2, 48)
+    torch.testing.assert_close(traces["triton"], traces["chunked"], atol=TOL, rtol=TOL)

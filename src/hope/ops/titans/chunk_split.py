@@ -83,13 +83,15 @@ def generate_kernel(
 @triton.jit(do_not_specialize=["T", "c", "kv_T", "kv_t0", "keep_every", "n_kept", "count"])
 def gate_kernel(
     k_ptr, v_ptr, eta_ptr, la_ptr, w1_ptr, w2_ptr, hist_ptr, gate_ptr, eta_g_ptr, la_g_ptr, inv_ptr,
-    scratch_ptr, T, c, kv_T, kv_t0, keep_every, n_kept, count, threshold,
+    trace_ptr, scratch_ptr, T, c, kv_T, kv_t0, keep_every, n_kept, count, threshold,
     H: tl.constexpr, P: tl.constexpr, BT: tl.constexpr, D: tl.constexpr, F: tl.constexpr,
     MLP: tl.constexpr, SGV: tl.constexpr, L2: tl.constexpr, ACT: tl.constexpr, MODE: tl.constexpr,
     WINDOW: tl.constexpr, SHARE_INV: tl.constexpr, PREC: tl.constexpr, SCR: tl.constexpr,
+    TRACE: tl.constexpr,
 ):  # fmt: skip
     """Grid (B·H,): the gate of chunk c (MODE 0 none, 1 absolute, 2 relative, 3 the given one in
     gate_ptr (B, H, T)); writes the gated η, log α (B·H, BT) and, SHARE_INV, (I + A)⁻¹ (B·H, BT, BT).
+    TRACE (not with MODE 3): M_mem's surprise ‖∇ℓ‖ also goes to the chunk's rows of trace_ptr (B, H, T).
     k, v, η, log α are read at rows kv_t0 … of buffers of kv_T rows (the chunk's, or the sequence's)."""
     pid = tl.program_id(0)
     b, h = pid // H, pid % H
@@ -103,13 +105,18 @@ def gate_kernel(
     if MODE == 3:
         gate = tl.load(gates)
     else:
-        if MODE == 0:
+        if MODE == 0 and not TRACE:
             gate = tl.full((BT,), 1.0, k.dtype)
         else:
             w1, w2 = _layers(w1_ptr, w2_ptr, _component(c, keep_every, n_kept, b, 0, h, B, P, H), D, F, MLP)
             v = tl.load(v_ptr + kv)
             surprise, _, _, _ = _gradients(w1, w2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
-            gate = _gate(surprise, hist_ptr + pid * WINDOW, count, threshold, BT, MODE, WINDOW)
+            if MODE == 0:
+                gate = tl.full((BT,), 1.0, k.dtype)
+            else:
+                gate = _gate(surprise, hist_ptr + pid * WINDOW, count, threshold, BT, MODE, WINDOW)
+            if TRACE:
+                tl.store(trace_ptr + pid.to(tl.int64) * T + c * BT + offs_t, surprise)
         tl.store(gates, gate)
     eta = eta * gate
     la = la * gate
@@ -177,10 +184,11 @@ def update_kernel(
 
 def forward_chunks(
     xh, q, k, v, eta, log_alpha, log_beta, w1, w2, s1, s2, w1_0, w2_0, readouts, hist, o, gate,
-    *, n_chunks, keep_every, count, threshold, eta_max, mode, self_mod, shape, num_warps,
+    *, n_chunks, keep_every, count, threshold, eta_max, mode, self_mod, shape, num_warps, trace=None,
 ):  # fmt: skip
     """`chunk_fwd`'s work chunk by chunk in three launches (module doc), on the tensors and constants
-    `fused.chunk_forward` prepares; fills o, gate, hist and the weight slots in place."""
+    `fused.chunk_forward` prepares; fills o, gate, hist, the weight slots and a given `trace`
+    (B, H, T: M_mem's surprise) in place."""
     b, h, n, d = q.shape
     chunk, p = shape["BT"], shape["P"]
     scr = chunk * max(shape["F"], d)
@@ -203,9 +211,10 @@ def forward_chunks(
                 **common, num_warps=num_warps,
             )  # fmt: skip
         gate_kernel[(b * h,)](
-            k, v, eta, log_alpha, w1, w2, hist, gate, eta_g, la_g, inv, scratch,
-            n, c, kv_rows, kv_t0, keep_every, n_kept, min(count + c * chunk, window), threshold,
-            **common, **objective, MODE=mode, WINDOW=window, SCR=scr, num_warps=num_warps,
+            k, v, eta, log_alpha, w1, w2, hist, gate, eta_g, la_g, inv, scratch if trace is None else trace,
+            scratch, n, c, kv_rows, kv_t0, keep_every, n_kept, min(count + c * chunk, window), threshold,
+            **common, **objective, MODE=mode, WINDOW=window, SCR=scr, TRACE=trace is not None,
+            num_warps=num_warps,
         )  # fmt: skip
         update_kernel[(b * h, p)](
             q, k, v, eta_g, la_g, log_beta, inv, w1, w2, s1, s2, w1_0, w2_0, o, scratch,

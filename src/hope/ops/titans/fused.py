@@ -102,13 +102,13 @@ def _shared_reason(layer, x: torch.Tensor, sizes: dict) -> str | None:
     window = titans.surprise.window
     if titans.surprise.mode != "none" and window & (window - 1):
         return f"titans.surprise.window={window} (the kernel needs a power of two)"
-    if layer.surprise_trace is not None:
-        return "a surprise trace is being recorded"
     return None
 
 
 def step_unsupported_reason(layer, x: torch.Tensor) -> str | None:
     """Why the one-token Triton step (`fused_recurrent`) cannot run this layer (None: it can)."""
+    if layer.surprise_trace is not None:
+        return "a surprise trace is being recorded"
     return _shared_reason(layer, x, {})
 
 
@@ -118,6 +118,8 @@ def unsupported_reason(layer, x: torch.Tensor) -> str | None:
     reason = _shared_reason(layer, x, {"titans.chunk_size": titans.chunk_size})
     if reason is not None:
         return reason
+    if layer.surprise_trace is not None and not KERNEL.split:
+        return "a surprise trace is being recorded (the split kernel records it: KERNEL.split)"
     if (
         not KERNEL.split
         and titans.update_rule == "momentum"
@@ -148,6 +150,7 @@ def chunk_forward(layer, static: tuple, state, hist: torch.Tensor, count: int, k
     state at every `keep_every`-th chunk boundary; a given `gate` (B, H, n) replays a forward with
     it. Returns o (B, H, n, d_h), the slots of each state tensor (slot i < n/C // keep_every + 1 is
     boundary i·keep_every), the index of the end state's slot, the gate and the new surprise history.
+    A layer recording its surprise (`surprise_trace` a list) gets M_mem's (B, H, n) appended (split kernel).
     """
     from triton.runtime.errors import OutOfResources
 
@@ -189,6 +192,8 @@ def chunk_forward(layer, static: tuple, state, hist: torch.Tensor, count: int, k
     hist = hist.detach().to(like.dtype).contiguous().clone()
     o = torch.empty(b, h, n, d, device=like.device, dtype=like.dtype)
     replay = gate is not None
+    # M_mem's surprise per token, for a layer recording it (hope.analysis); a replay records nothing
+    trace = like.new_empty(b, h, n) if layer.surprise_trace is not None and not replay else None
     gate = gate.contiguous() if replay else torch.empty(b, h, n, device=like.device, dtype=like.dtype)
     modes = {"none": 0, "absolute": 1, "relative": 2}
     mode = 3 if replay else modes[titans.surprise.mode]
@@ -220,7 +225,7 @@ def chunk_forward(layer, static: tuple, state, hist: torch.Tensor, count: int, k
                 xh, q, k, v, eta, log_alpha, log_beta, w1, w2, s1, s2, w1_0, w2_0, readouts, hist, o, gate,
                 n_chunks=n_chunks, keep_every=keep_every, count=count, threshold=threshold,
                 eta_max=eta_max, mode=mode, self_mod=titans.self_modifying, shape=shape,
-                num_warps=KERNEL.num_warps or 4,
+                num_warps=KERNEL.num_warps or 4, trace=trace,
             )  # fmt: skip
         else:
             scratch = torch.empty(b * h, chunk * max(f, d), device=like.device, dtype=like.dtype)
@@ -234,6 +239,8 @@ def chunk_forward(layer, static: tuple, state, hist: torch.Tensor, count: int, k
         _TOO_LARGE.add(_key(layer, like))
         raise KernelTooLarge(str(err)) from err
     end = n_chunks // keep_every if n_chunks % keep_every == 0 else n_kept + n_chunks % 2
+    if trace is not None:
+        layer.surprise_trace.append(trace)
     return o, slots, end, gate, hist
 
 
