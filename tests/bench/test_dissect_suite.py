@@ -232,3 +232,13 @@ def test_a_paused_model_continues_as_if_never_stopped(tmp_path, monkeypatch):
             assert set(c.pop("seconds")) == {"val", "measure"}
     assert resumed == whole
     assert [c["step"] for c in resumed["checkpoints"]] == [0, 2, 4]
+
+
+def test_the_probe_takes_the_kernels_only_on_cuda():
+    """On a CPU the measurement copy runs the chunked path (the interpreter would crawl); its weights
+    are its own (the gate sweep changes the copy's gates, never the model's)."""
+    from hope.bench import dissect
+
+    cfg = dissect.study_config("hope", "small", 64, {"d_model": 32, "n_layers": 1, "n_heads": 2})
+    probe = dissect.build_probe(cfg, torch.device("cpu"))
+    assert probe.config.impl == "chunked" and cfg.impl == "auto"

@@ -23,8 +23,9 @@ relative one), ``hope-no-surprise`` has no gate (the study's "threshold = 0"), `
 frozen MLP in the CMS's place. Warm-up (5%) and cosine decay to 10%, weight decay 0.1 and clipping at
 1.0 are ``hope bench-suite``'s (the study names none).
 
-Measurements run on a copy of the model on the ``chunked`` path (the Triton kernel records no
-per-token surprise) and a fixed batch of ``measure_batch`` validation windows:
+Measurements run on a copy of the model (``build_probe``: on CUDA the Titans kernels, which record
+the per-token surprise too; else the ``chunked`` path) and a fixed batch of ``measure_batch``
+validation windows:
 
 * ``val``: validation loss and bits per byte over the validation split (``val_batches`` batches, all
   by default) — at every checkpoint, so the validation curve comes with the measurements;
@@ -95,6 +96,7 @@ from hope.distributed import pick_device
 from hope.eval.lm import evaluate_lm
 from hope.layers.cms import ContinuumMemory
 from hope.layers.self_ref_titans import SelfReferentialTitans
+from hope.ops.titans.fused import unsupported_reason
 from hope.optim import build_optimizer
 from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
@@ -227,7 +229,7 @@ def _stats(values: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def measure(probe, ids: torch.Tensor, init: dict, previous: dict, cfg: DissectConfig) -> dict:
-    """The study's measurements of ``probe`` (the model's weights on the chunked path) on ``ids``
+    """The study's measurements of ``probe`` (a copy of the model's weights, `build_probe`) on ``ids``
     (B, context + 1). ``init`` holds the parameters at initialisation by name; ``previous`` the CMS
     levels at the last checkpoint (updated in place)."""
     probe.eval()
@@ -318,6 +320,20 @@ def _gate_sweep(probe, layers, x, cfg: DissectConfig) -> dict:
 # ---- one model ------------------------------------------------------------------------------------
 
 
+def build_probe(model_cfg: ModelConfig, device: torch.device):
+    """The measurement copy of a model: its own config (the gate sweep changes its gates); on CUDA the
+    Titans kernels where they run every layer (eleven checkpoints × about 14 forwards: the chunked
+    path's eager forwards were a quarter of a hope run) with the CMS uncompiled (no compile per batch
+    shape), else the chunked path."""
+    if device.type == "cuda":
+        probe = hope.build_model(ModelConfig.from_dict({**model_cfg.to_dict(), "impl": "triton"})).to(device)
+        like = torch.empty(0, device=device)
+        titans = [b.mixer for b in probe.blocks if isinstance(b.mixer, SelfReferentialTitans)]
+        if all(unsupported_reason(layer, like) is None for layer in titans):
+            return probe
+    return hope.build_model(ModelConfig.from_dict({**model_cfg.to_dict(), "impl": "chunked"})).to(device)
+
+
 def run_one(
     cfg: DissectConfig,
     preset: str,
@@ -338,8 +354,7 @@ def run_one(
     ``{"preset", "seed", "paused_at"}`` instead of a result."""
     torch.manual_seed(seed)
     model = hope.build_model(model_cfg).to(device)
-    # The measurement copy: its own config (the gate sweep changes its gates), the chunked path.
-    probe = hope.build_model(ModelConfig.from_dict({**model_cfg.to_dict(), "impl": "chunked"})).to(device)
+    probe = build_probe(model_cfg, device)
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     previous: dict = {}
     measure_ids = torch.from_numpy(
