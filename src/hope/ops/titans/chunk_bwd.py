@@ -737,13 +737,16 @@ def generate_bwd_kernel(
     mem = pid.to(tl.int64) * P * BT  # row 0 of memory 0 of (B·H, P, BT, ·)
     dy = tl.zeros((BT, D), dtype=xh.dtype)
     dl = tl.zeros((BT,), dtype=xh.dtype)
-    for p in range(P):  # the sums over the memories of the layer
-        if role <= 1:
-            ptr = dk_ptr if role == 0 else dv_ptr
-            dy += tl.load(ptr + (mem + p * BT) * D + tile)
+    # the sums over the memories of the layer (branches yield tensors only, never pointers)
+    for p in range(P):
+        if role == 0:
+            dy += tl.load(dk_ptr + (mem + p * BT) * D + tile)
+        elif role == 1:
+            dy += tl.load(dv_ptr + (mem + p * BT) * D + tile)
+        elif role == 2:
+            dl += tl.load(deta_ptr + mem + p * BT + t)
         else:
-            ptr = deta_ptr if role == 2 else dla_ptr
-            dl += tl.load(ptr + mem + p * BT + t)
+            dl += tl.load(dla_ptr + mem + p * BT + t)
     if role == 0:  # k = y / max(‖y‖, ε)
         norm = tl.maximum(tl.sqrt(tl.sum(y * y, 1)), 1e-6)
         unit = y / norm[:, None]
@@ -756,15 +759,19 @@ def generate_bwd_kernel(
             readout = tl.load(re_ptr + h * D + offs_d)
             s = tl.sigmoid(tl.sum(y * readout[None, :], 1) + tl.load(be_ptr + h))
             dl = dl * gate * eta_max * s * (1.0 - s)
-            dr, db = dre_ptr, dbe_ptr
         else:  # log α = log σ(⟨y, r_α⟩ + b_α)
             readout = tl.load(ra_ptr + h * D + offs_d)
             s = tl.sigmoid(tl.sum(y * readout[None, :], 1) + tl.load(ba_ptr + h))
             dl = dl * gate * (1.0 - s)
-            dr, db = dra_ptr, dba_ptr
         dy = dl[:, None] * readout[None, :]
-        tl.store(dr + pid * D + offs_d, tl.load(dr + pid * D + offs_d) + tl.sum(dl[:, None] * y, 0))
-        tl.store(db + pid, tl.load(db + pid) + tl.sum(dl, 0))
+        grad_readout = tl.sum(dl[:, None] * y, 0)
+        grad_bias = tl.sum(dl, 0)
+        if role == 2:
+            tl.store(dre_ptr + pid * D + offs_d, tl.load(dre_ptr + pid * D + offs_d) + grad_readout)
+            tl.store(dbe_ptr + pid, tl.load(dbe_ptr + pid) + grad_bias)
+        else:
+            tl.store(dra_ptr + pid * D + offs_d, tl.load(dra_ptr + pid * D + offs_d) + grad_readout)
+            tl.store(dba_ptr + pid, tl.load(dba_ptr + pid) + grad_bias)
     # y = M(x̂): x̂ + W2 σ(W1 x̂), or W1 x̂
     xh_t = _transpose(scratch, xh, BT, D)
     if MLP:
