@@ -682,7 +682,7 @@ def memory_bwd_kernel(
     d1_0, d2_0 = _layer_at(d1_0_ptr, d2_0_ptr, at, D, F, MLP)
     w1_0, w2_0 = _layer_at(w1_0_ptr, w2_0_ptr, p * H + h, D, F, MLP)
     scratch = scratch_ptr + (pid * P + p).to(tl.int64) * SCR
-    _, g1, g2, u2 = _gradients(w1, w2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
+    surprise, g1, g2, u2 = _gradients(w1, w2, k, v, D, F, MLP, SGV, L2, ACT, PREC)
     if p == 0:
         q = tl.load(q_ptr + rows)
         d_o = tl.load(do_ptr + rows)
@@ -692,7 +692,7 @@ def memory_bwd_kernel(
         )  # fmt: skip
         tl.store(dq_ptr + rows, dq)
     else:
-        dk, dg1, dg2, du2, d_eta, d_la, d_lb, _ = evolve_memory_bwd(
+        dk, dg1, dg2, du2, d_eta, d_la, d_lb, dq = evolve_memory_bwd(
             w1, w2, s1, s2, w1_0, w2_0, e1, e2, es1, es2, d1, d2, ds1, ds2, d1_0, d2_0, scratch,
             k, g1, g2, u2, eta, la, lb, k, k, BT, D, F, MLP, RULE, BASE, ACT, CLIP, 0, PREC,
         )  # fmt: skip
@@ -882,6 +882,9 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
     common = dict(H=h, P=n_comp, BT=chunk, D=d, F=f, MLP=mlp, ACT=0 if spec.activation == "gelu" else 1)
     common.update(PREC=precision, SCR=scr)
     num_warps = KERNEL.num_warps or 4
+    # the memory kernel holds a memory's weight tiles and their gradients: at the study's shapes (64 x 128
+    # memories, chunk 16) ptxas spills 12.6 KB a thread at 4 warps, 4.9 KB at 8 (`compile_for`)
+    memory_warps = KERNEL.num_warps or 8
     if self_mod:
         xh = xh.detach().contiguous()
         k, v = q.new_empty(b * h, chunk, d), q.new_empty(b * h, chunk, d)
@@ -921,7 +924,7 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
                 n, c, rows, kv_t0, n, c * chunk,
                 **common, SGV=titans.self_generated_values, L2=titans.objective == "l2",
                 RULE=("gd", "dgd", "momentum").index(titans.update_rule), BASE=base, CLIP=float(titans.error_clip),
-                READ=2 if titans.retrieval == "inclusive" else 1, num_warps=num_warps,
+                READ=2 if titans.retrieval == "inclusive" else 1, num_warps=memory_warps,
             )  # fmt: skip
             if self_mod:
                 generate_bwd_kernel[(b * h, 4)](
