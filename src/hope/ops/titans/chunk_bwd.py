@@ -167,7 +167,6 @@ def _delta_layer_bwd(
     d_end_t = _load_t(d_end, O, I)  # (I, O)
     # W_end − W_0 = γ_end (W − W_0) + Σ_s (γ_end/γ_s) r_s k_sᵀ
     decay_end = tl.exp(cum_end - cum)
-    d_wt = tl.exp(cum_end) * d_end_t
     d_cum_end = tl.exp(cum_end) * tl.sum(tl.sum(_fast_part(w_in, w0, O, I, BASE, True) * d_end_t, 1), 0)
     d_k = _mm(r * decay_end[:, None], _load(d_end, O, I), PREC)
     d_er = _mm(k, d_end_t, PREC)  # (BT, O)
@@ -183,7 +182,6 @@ def _delta_layer_bwd(
         z_t = _transpose(scratch, z, BT, I)  # (I, BT)
         y = _mm(z, _fast_part(w_in, w0, O, I, BASE, True), PREC)
         d_y = scale[:, None] * d_out
-        d_wt += _mm(z_t, d_y, PREC)
         d_z = _mm(d_y, _fast_part(w_in, w0, O, I, BASE, False), PREC)
         d_scale = tl.sum(d_out * y, 1) * scale
         zk = _mm(z, k_t, PREC)
@@ -221,7 +219,6 @@ def _delta_layer_bwd(
     d_bs = -tl.sum(d_rhs * kw, 1)
     d_kw = -(beta * sc)[:, None] * d_rhs
     d_k += _mm(d_kw, _fast_part(w_in, w0, O, I, BASE, False), PREC)
-    d_wt += _mm(k_t, d_kw, PREC)
     d_beta += d_bs * sc
     d_cp += d_bs * beta * sc
     # log-decays: cum = cumsum(log α), cp = cum − log α, cum_end = Σ log α
@@ -245,8 +242,12 @@ def _delta_layer_bwd(
         (d_k - k * radial[:, None]) / norm[:, None] + k * d_norm[:, None],
         d_k / norm[:, None],
     )
+    # the weight-sized tiles last (fewer registers held through the VJP): ∂W = γ_end ∂W_end + zᵀ ∂y + kᵀ ∂(k Wᵀ)
+    d_wt = tl.exp(cum_end) * _load_t(d_end, O, I) + _mm(k_t, d_kw, PREC)
+    if RETRIEVE:
+        d_wt += _mm(z_t, d_y, PREC)
     if BASE:
-        d_w0t = d_end_t - d_wt
+        d_w0t = _load_t(d_end, O, I) - d_wt
         if RETRIEVE:
             d_w0t += _mm(z_t, d_out, PREC)
     else:
@@ -572,33 +573,30 @@ def _anchor_bwd(
     k_t = _transpose(scratch, k, BT, D)
     v_t = _transpose(scratch, v, BT, D)
     if MLP:
-        w1_t = _load_t(w1, F, D)  # (D, F)
-        w1n = _load(w1, F, D)
-        w2_t = _load_t(w2, D, F)  # (F, D)
-        w2n = _load(w2, D, F)
-        hk = _mm(k, w1_t, PREC)
+        # each weight tile loaded where a product needs it (from L2): four held at once would spill
+        hk = _mm(k, _load_t(w1, F, D), PREC)
         ak = _act(hk, ACT)
         slope = _act_grad(hk, ACT)
         if SGV:
-            hv = _mm(v, w1_t, PREC)
+            hv = _mm(v, _load_t(w1, F, D), PREC)
             av = _act(hv, ACT)
-            target = _mm(av, w2_t, PREC) + v
+            target = _mm(av, _load_t(w2, D, F), PREC) + v
         else:
             target = v
         if L2:
-            g2 = _mm(ak, w2_t, PREC) + k - target
+            g2 = _mm(ak, _load_t(w2, D, F), PREC) + k - target
         else:
             g2 = -target
-        m = _mm(g2, w2n, PREC)  # g1 = m ∘ σ'(hk)
+        m = _mm(g2, _load(w2, D, F), PREC)  # g1 = m ∘ σ'(hk)
         dm = dg1 * slope
         dhk = dg1 * m * _act_grad2(hk, ACT)
-        dg2 = dg2 + _mm(dm, w2_t, PREC)
+        dg2 = dg2 + _mm(dm, _load_t(w2, D, F), PREC)
         dak = du2
         if L2:  # g2 = M(k) − target
-            dak += _mm(dg2, w2n, PREC)
+            dak += _mm(dg2, _load(w2, D, F), PREC)
             dk += dg2
         dhk += dak * slope
-        dk += _mm(dhk, w1n, PREC)
+        dk += _mm(dhk, _load(w1, F, D), PREC)
         dw1_t = _mm(k_t, dhk, PREC)  # (D, F)
         if L2:
             x = ak
@@ -606,8 +604,8 @@ def _anchor_bwd(
             x = ak * 0.0
         if SGV:  # target = M(v)
             x -= av
-            dhv = -_mm(dg2, w2n, PREC) * _act_grad(hv, ACT)
-            dv = -dg2 + _mm(dhv, w1n, PREC)
+            dhv = -_mm(dg2, _load(w2, D, F), PREC) * _act_grad(hv, ACT)
+            dv = -dg2 + _mm(dhv, _load(w1, F, D), PREC)
             dw1_t += _mm(v_t, dhv, PREC)
         else:
             dv = -dg2
