@@ -510,3 +510,28 @@ def test_triton_records_the_surprise_trace_of_chunked(variant):
     layer.surprise_trace = None
     assert traces["triton"].shape == (2, 2, 48)
     torch.testing.assert_close(traces["triton"], traces["chunked"], atol=TOL, rtol=TOL)
+
+
+def test_kernel_backward_too_large_for_the_device_falls_back_to_the_vjp(monkeypatch):
+    """Shared memory is checked at a kernel's first launch: the backward then takes the PyTorch chunk
+    path for this configuration, warns once, and does not try the kernels again."""
+    from triton.runtime.errors import OutOfResources
+
+    from hope.ops.titans import chunk_bwd, fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "triton")
+    monkeypatch.setattr(fused, "_TOO_LARGE_BACKWARD", set())
+    tries = []
+
+    def too_large(*args):
+        tries.append(1)
+        raise OutOfResources(360448, 232448, "shared memory")
+
+    monkeypatch.setattr(chunk_bwd, "backward_chunks", too_large)
+    layer = _layer("hope")
+    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
+    expected = _run(layer, x, "chunked")
+    with pytest.warns(UserWarning, match="do not fit this device"):
+        _assert_same(expected, _run(layer, x, "triton"))
+    _assert_same(expected, _run(layer, x, "triton"))
+    assert len(tries) == 1
