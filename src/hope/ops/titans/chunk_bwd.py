@@ -836,19 +836,18 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
     → (grads of the static inputs (None where a slot is None), of the initial state, of each
     parameter of the layer (None where the chunks do not reach it)).
 
-    Groups of `every` chunks in reverse: the forward kernel replays a group from its kept boundary to
-    recover every boundary inside it; then each chunk, last first, is three launches: the generation
-    recomputed (`chunk_split.generate_kernel`), every memory's evolution and anchor taken back
-    (`memory_bwd_kernel`), the generation taken back (`generate_bwd_kernel`)."""
+    Chunk by chunk, last first (`fused.chunk_starts_reversed` recovers each one's start state), in three
+    launches: the generation recomputed (`chunk_split.generate_kernel`), every memory's evolution and
+    anchor taken back (`memory_bwd_kernel`), the generation taken back (`generate_bwd_kernel`)."""
     from hope.ops.titans.chunk_split import generate_kernel
-    from hope.ops.titans.fused import KERNEL, _dot_precision, _tokens, chunk_forward
+    from hope.ops.titans.fused import KERNEL, _dot_precision, chunk_starts_reversed
 
     titans, spec = layer.titans, layer.spec
     h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
     q, xh, k, v, eta, log_alpha, log_beta = static
     q = q.detach().contiguous()
     b, n = q.shape[0], q.shape[2]
-    n_chunks, mlp, self_mod = n // chunk, spec.kind == "mlp", titans.self_modifying
+    mlp, self_mod = spec.kind == "mlp", titans.self_modifying
     f, n_comp = (spec.hidden if mlp else d), len(layer.components)
     dummy = q.new_zeros(1)
     base = titans.decay_to == "init"
@@ -894,43 +893,31 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
         gen = {key: common[key] for key in ("H", "P", "BT", "D", "F", "MLP", "ACT", "PREC")}
     else:
         k, v, eta, log_alpha = (t.detach().contiguous() for t in (k, v, eta, log_alpha))
-    for first in reversed(range(0, n_chunks, every)):
-        last = min(first + every, n_chunks)
-        kept = [s[first // every] for s in slots]
-        if last - first > 1:
-            span = slice(first * chunk, last * chunk)
-            _, replayed, *_ = chunk_forward(
-                layer, _tokens(static, span), kept, None, 0, 1, gate=gate[..., span]
-            )
-            bounds = [[s[c] for s in replayed] for c in range(last - first)]
-        else:
-            bounds = [kept]
-        for c in reversed(range(first, last)):
-            start = bounds[c - first]
-            w1, w2 = layers(start)
-            if self_mod:  # a view from the chunk's first row: the kernel reads its chunk 0
-                generate_kernel[(b * h, 4)](
-                    xh[:, :, c * chunk :], w1, w2, *readouts, k, v, eta, log_alpha, n, 0, 1, 1,
-                    float(titans.eta_max), **gen, num_warps=num_warps,
-                )  # fmt: skip
-            kv_t0 = 0 if self_mod else c * chunk
-            memory_bwd_kernel[(b * h, n_comp)](
-                q, k, v, eta, log_alpha, log_beta, gate, w1, w2, *layers(start, n_layers),
-                w_0[0], w_0[1] if mlp else dummy, *layers(d_now), *layers(d_now, n_layers),
-                *layers(d_next), *layers(d_next, n_layers), d_base[0], d_base[1] if mlp else dummy,
-                grad_o, dq, dk, dv, d_eta, d_la, d_lb, scratch,
-                n, c, rows, kv_t0, n, c * chunk,
-                **common, SGV=titans.self_generated_values, L2=titans.objective == "l2",
-                RULE=("gd", "dgd", "momentum").index(titans.update_rule), BASE=base, CLIP=float(titans.error_clip),
-                READ=2 if titans.retrieval == "inclusive" else 1, num_warps=memory_warps,
+    for c, start in chunk_starts_reversed(layer, static, slots, gate, every):
+        w1, w2 = layers(start)
+        if self_mod:  # a view from the chunk's first row: the kernel reads its chunk 0
+            generate_kernel[(b * h, 4)](
+                xh[:, :, c * chunk :], w1, w2, *readouts, k, v, eta, log_alpha, n, 0, 1, 1,
+                float(titans.eta_max), **gen, num_warps=num_warps,
             )  # fmt: skip
-            if self_mod:
-                generate_bwd_kernel[(b * h, 4)](
-                    xh, gate, w1, w2, *readouts, dk, dv, d_eta, d_la, d_next[0],
-                    d_next[1] if mlp else dummy, dx, *d_read, scratch, n, c, n, c * chunk,
-                    float(titans.eta_max), **common, num_warps=num_warps,
-                )  # fmt: skip
-            d_now, d_next = d_next, d_now
+        kv_t0 = 0 if self_mod else c * chunk
+        memory_bwd_kernel[(b * h, n_comp)](
+            q, k, v, eta, log_alpha, log_beta, gate, w1, w2, *layers(start, n_layers),
+            w_0[0], w_0[1] if mlp else dummy, *layers(d_now), *layers(d_now, n_layers),
+            *layers(d_next), *layers(d_next, n_layers), d_base[0], d_base[1] if mlp else dummy,
+            grad_o, dq, dk, dv, d_eta, d_la, d_lb, scratch,
+            n, c, rows, kv_t0, n, c * chunk,
+            **common, SGV=titans.self_generated_values, L2=titans.objective == "l2",
+            RULE=("gd", "dgd", "momentum").index(titans.update_rule), BASE=base, CLIP=float(titans.error_clip),
+            READ=2 if titans.retrieval == "inclusive" else 1, num_warps=memory_warps,
+        )  # fmt: skip
+        if self_mod:
+            generate_bwd_kernel[(b * h, 4)](
+                xh, gate, w1, w2, *readouts, dk, dv, d_eta, d_la, d_next[0],
+                d_next[1] if mlp else dummy, dx, *d_read, scratch, n, c, n, c * chunk,
+                float(titans.eta_max), **common, num_warps=num_warps,
+            )  # fmt: skip
+        d_now, d_next = d_next, d_now
     if self_mod:
         grad_static = [dq, dx.sum(0).view(b, h, n, d), None, None, None, None]
     else:

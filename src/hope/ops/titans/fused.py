@@ -264,18 +264,17 @@ class _FusedTitans(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_o, _grad_gate, _grad_hist, *grad_end):
-        """Reverse over groups of `boundary_every` chunks: the kernel replays a group from its kept
-        boundary (with the forward's gate) to recover every boundary inside it, then each chunk is
-        recomputed through the layer's PyTorch `_segment` and differentiated, last chunk first. The
-        gradients of the static inputs are gathered for the whole sequence, so that autograd takes the
-        projections that made them back once."""
+        """Last chunk first, from each chunk's start state (`chunk_starts_reversed`): with
+        `KERNEL.backward="triton"` the backward kernels take every chunk back (`chunk_bwd`); else each
+        chunk is recomputed through the layer's PyTorch `_segment` and differentiated. The gradients of
+        the static inputs are gathered for the whole sequence, so that autograd takes the projections
+        that made them back once."""
         layer, params = ctx.layer, ctx.params
         gate, *rest = ctx.saved_tensors
         given = iter(rest[: sum(ctx.present)])
         static = [next(given) if present else None for present in ctx.present]
         slots = rest[sum(ctx.present) :]
         chunk, every = layer.titans.chunk_size, layer.titans.boundary_every
-        n_chunks = gate.shape[-1] // chunk
         grad_s = [torch.zeros_like(s[0]) if g is None else g for g, s in zip(grad_end, slots)]
         if _kernel_backward(layer, gate):
             from triton.runtime.errors import OutOfResources
@@ -293,35 +292,40 @@ class _FusedTitans(torch.autograd.Function):
         grad_static = [None if t is None else torch.zeros_like(t) for t in static]
         grad_params = [None] * len(params)
         chunk_backward = _chunk_backward_for(layer, gate.is_cuda)
-        for first in reversed(range(0, n_chunks, every)):
-            last = min(first + every, n_chunks)
-            span = slice(first * chunk, last * chunk)
-            kept = [s[first // every] for s in slots]
-            if last - first > 1:
-                _, replayed, *_ = chunk_forward(
-                    layer, _tokens(static, span), kept, None, 0, 1, gate=gate[..., span]
-                )
-                bounds = [[s[c] for s in replayed] for c in range(last - first)]
-            else:
-                bounds = [kept]
-            for c in reversed(range(first, last)):
-                piece = slice(c * chunk, (c + 1) * chunk)
-                grads_c, grad_s, grads = chunk_backward(
-                    _tokens(static, piece),
-                    bounds[c - first],
-                    gate[..., piece],
-                    grad_o[:, :, piece],
-                    grad_s,
-                    params,
-                )
-                for full, g in zip(grad_static, grads_c):
-                    if full is not None and g is not None:
-                        full[:, :, piece] = g
-                for i, g in enumerate(grads):
-                    if g is not None:
-                        grad_params[i] = g.clone() if grad_params[i] is None else grad_params[i].add_(g)
+        for c, start in chunk_starts_reversed(layer, static, slots, gate, every):
+            piece = slice(c * chunk, (c + 1) * chunk)
+            grads_c, grad_s, grads = chunk_backward(
+                _tokens(static, piece), start, gate[..., piece], grad_o[:, :, piece], grad_s, params
+            )
+            for full, g in zip(grad_static, grads_c):
+                if full is not None and g is not None:
+                    full[:, :, piece] = g
+            for i, g in enumerate(grads):
+                if g is not None:
+                    grad_params[i] = g.clone() if grad_params[i] is None else grad_params[i].add_(g)
         # a graph's outputs are its static buffers, overwritten by its next replay
         return (None, None, None, None, *grad_static, *(g.clone() for g in grad_s), *grad_params)
+
+
+def chunk_starts_reversed(layer, static, slots, gate, every: int):
+    """(c, the state at chunk c's start) for every chunk, last first, from the forward's slots kept at
+    every `every`-th boundary: the kernel replays each group from its kept boundary with the forward's
+    gate to recover the boundaries inside it."""
+    chunk = layer.titans.chunk_size
+    n_chunks = gate.shape[-1] // chunk
+    for first in reversed(range(0, n_chunks, every)):
+        last = min(first + every, n_chunks)
+        kept = [s[first // every] for s in slots]
+        if last - first > 1:
+            span = slice(first * chunk, last * chunk)
+            _, replayed, *_ = chunk_forward(
+                layer, _tokens(static, span), kept, None, 0, 1, gate=gate[..., span]
+            )
+            bounds = [[s[c] for s in replayed] for c in range(last - first)]
+        else:
+            bounds = [kept]
+        for c in reversed(range(first, last)):
+            yield c, bounds[c - first]
 
 
 def _kernel_backward(layer, like: torch.Tensor) -> bool:
