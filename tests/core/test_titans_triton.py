@@ -476,7 +476,7 @@ def test_kernel_backward_equals_chunked(variant, monkeypatch):
     assert fused._kernel_backward(layer, torch.empty(1, dtype=DTYPE, device=DEVICE))
     called = []
     real = chunk_bwd.backward_chunks
-    monkeypatch.setattr(chunk_bwd, "backward_chunks", lambda *a: called.append(1) or real(*a))
+    monkeypatch.setattr(chunk_bwd, "backward_chunks", lambda *a, **kw: called.append(1) or real(*a, **kw))
     x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
     assert called  # the kernels took it back, not the PyTorch fallback
@@ -523,7 +523,7 @@ def test_kernel_backward_too_large_for_the_device_falls_back_to_the_vjp(monkeypa
     monkeypatch.setattr(fused, "_TOO_LARGE_BACKWARD", set())
     tries = []
 
-    def too_large(*args):
+    def too_large(*args, **kwargs):
         tries.append(1)
         raise OutOfResources(360448, 232448, "shared memory")
 

@@ -787,15 +787,13 @@ def generate_bwd_kernel(
 
 def evolve_backward(
     weights, momentum, base, k, g1, g2, u2, eta, log_alpha, log_beta, q, grad_o, grad_end, grad_end_momentum,
-    *, rule, activation, clip, retrieval,
+    *, rule, activation, clip, retrieval, precision="ieee",
 ):  # fmt: skip
-    """`evolve_bwd_kernel` on N memories (every tensor with a leading axis N, contiguous): weights,
+    """`evolve_bwd_kernel` (products at `precision`: ieee, tf32 or bf16) on N memories (every tensor with a leading axis N, contiguous): weights,
     momentum (the momentum rule's, else None), base (W_0, or None), grad_end and grad_end_momentum are
     lists of one (matrix) or two (MLP) layers; g2, u2 are None for a matrix. rule "gd", "dgd" or
     "momentum"; retrieval "causal", "inclusive" or "none" (grad_o unused). Returns (grads of the start
     weights, of the start momenta (None), of W_0 (None), dk, dg1, dg2, du2, dη, d log α, d log β, dq)."""
-    from hope.ops.titans.fused import _dot_precision
-
     mlp, has_momentum = len(weights) == 2, rule == "momentum"
     n, chunk, d = k.shape
     f = weights[0].shape[1] if mlp else d
@@ -822,7 +820,7 @@ def evolve_backward(
         *pair(grads), *pair(grads_momentum), *pair(grads_base), dk, dg1, dg2, du2, d_eta, d_la, d_lb, dq,
         scratch, BT=chunk, D=d, F=f, MLP=mlp, RULE=("gd", "dgd", "momentum").index(rule),
         BASE=base is not None, ACT=0 if activation == "gelu" else 1, CLIP=float(clip),
-        RETRIEVE={"none": 0, "causal": 1, "inclusive": 2}[retrieval], PREC=_dot_precision(k.dtype), SCR=scr,
+        RETRIEVE={"none": 0, "causal": 1, "inclusive": 2}[retrieval], PREC=precision, SCR=scr,
     )  # fmt: skip
     return (
         grads, grads_momentum, grads_base, dk, dg1, (dg2 if mlp else None), (du2 if mlp else None),
@@ -830,17 +828,17 @@ def evolve_backward(
     )  # fmt: skip
 
 
-def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
-    """The Triton chunk backward of `fused._FusedTitans`: for the forward's kept `slots` (every
-    `every`-th boundary), gate and static inputs, the gradients of the output and of the end state
-    → (grads of the static inputs (None where a slot is None), of the initial state, of each
-    parameter of the layer (None where the chunks do not reach it)).
+def backward_chunks(layer, static, starts, gate, grad_o, grad_end, *, precision: str, num_warps: int | None):
+    """The Triton chunk backward of `fused._FusedTitans`: for the static inputs, the forward's gate,
+    the gradients of the output and of the end state → (grads of the static inputs (None where a
+    slot is None), of the initial state, of each parameter of the layer (None where the chunks do
+    not reach it)). Products at `precision` (ieee, tf32, bf16); `num_warps` None picks per kernel.
 
-    Chunk by chunk, last first (`fused.chunk_starts_reversed` recovers each one's start state), in three
-    launches: the generation recomputed (`chunk_split.generate_kernel`), every memory's evolution and
-    anchor taken back (`memory_bwd_kernel`), the generation taken back (`generate_bwd_kernel`)."""
+    Chunk by chunk, last first, from `starts` ((c, chunk c's start state), as
+    `fused.chunk_starts_reversed` yields them), in three launches: the generation recomputed
+    (`chunk_split.generate_kernel`), every memory's evolution and anchor taken back
+    (`memory_bwd_kernel`), the generation taken back (`generate_bwd_kernel`)."""
     from hope.ops.titans.chunk_split import generate_kernel
-    from hope.ops.titans.fused import KERNEL, _dot_precision, chunk_starts_reversed
 
     titans, spec = layer.titans, layer.spec
     h, d, chunk = layer.n_heads, layer.head_dim, titans.chunk_size
@@ -875,13 +873,12 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
     d_eta, d_la = q.new_empty(b * h, n_comp, rows), q.new_empty(b * h, n_comp, rows)
     scr = chunk * max(chunk, d, f)
     scratch = q.new_empty(b * h * max(n_comp, 4), scr)
-    precision = "bf16" if KERNEL.dots == "bf16" else _dot_precision(q.dtype)
     common = dict(H=h, P=n_comp, BT=chunk, D=d, F=f, MLP=mlp, ACT=0 if spec.activation == "gelu" else 1)
     common.update(PREC=precision, SCR=scr)
-    num_warps = KERNEL.num_warps or 4
+    warps = num_warps or 4
     # the memory kernel holds a memory's weight tiles and their gradients: at the study's shapes (64 x 128
     # memories, chunk 16) ptxas spills 12.6 KB a thread at 4 warps, 4.9 KB at 8 (`compile_for`)
-    memory_warps = KERNEL.num_warps or 8
+    memory_warps = num_warps or 8
     if self_mod:
         xh = xh.detach().contiguous()
         k, v = q.new_empty(b * h, chunk, d), q.new_empty(b * h, chunk, d)
@@ -893,12 +890,12 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
         gen = {key: common[key] for key in ("H", "P", "BT", "D", "F", "MLP", "ACT", "PREC")}
     else:
         k, v, eta, log_alpha = (t.detach().contiguous() for t in (k, v, eta, log_alpha))
-    for c, start in chunk_starts_reversed(layer, static, slots, gate, every):
+    for c, start in starts:
         w1, w2 = layers(start)
         if self_mod:  # a view from the chunk's first row: the kernel reads its chunk 0
             generate_kernel[(b * h, 4)](
                 xh[:, :, c * chunk :], w1, w2, *readouts, k, v, eta, log_alpha, n, 0, 1, 1,
-                float(titans.eta_max), **gen, num_warps=num_warps,
+                float(titans.eta_max), **gen, num_warps=warps,
             )  # fmt: skip
         kv_t0 = 0 if self_mod else c * chunk
         memory_bwd_kernel[(b * h, n_comp)](
@@ -915,7 +912,7 @@ def backward_chunks(layer, static, slots, gate, grad_o, grad_end, every):
             generate_bwd_kernel[(b * h, 4)](
                 xh, gate, w1, w2, *readouts, dk, dv, d_eta, d_la, d_next[0],
                 d_next[1] if mlp else dummy, dx, *d_read, scratch, n, c, n, c * chunk,
-                float(titans.eta_max), **common, num_warps=num_warps,
+                float(titans.eta_max), **common, num_warps=warps,
             )  # fmt: skip
         d_now, d_next = d_next, d_now
     if self_mod:

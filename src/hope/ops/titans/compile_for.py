@@ -30,6 +30,8 @@ def _configs():
     hope = dict(SGV=True, L2=True, RULE=1, BASE=True, CLIP=1.0, READ=1)
     return [
         ("forward update (hope)", chunk_split.update_kernel, {**hope, "SHARE_INV": True}),
+        ("forward gate (relative, surprise traced)", chunk_split.gate_kernel,
+         dict(SGV=True, L2=True, MODE=2, WINDOW=64, SHARE_INV=True, TRACE=True)),
         ("backward memory (hope)", chunk_bwd.memory_bwd_kernel, hope),
         ("backward memory (Titans LMM: momentum, inclusive read)", chunk_bwd.memory_bwd_kernel,
          dict(SGV=False, L2=True, RULE=2, BASE=True, CLIP=0.0, READ=2, P=1)),

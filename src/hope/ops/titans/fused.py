@@ -282,8 +282,17 @@ class _FusedTitans(torch.autograd.Function):
             from hope.ops.titans.chunk_bwd import backward_chunks
 
             try:
+                starts = chunk_starts_reversed(layer, static, slots, gate, every)
+                precision = "bf16" if KERNEL.dots == "bf16" else _dot_precision(gate.dtype)
                 grad_static, grad_s, grad_params = backward_chunks(
-                    layer, static, slots, gate, grad_o, grad_s, every
+                    layer,
+                    static,
+                    starts,
+                    gate,
+                    grad_o,
+                    grad_s,
+                    precision=precision,
+                    num_warps=KERNEL.num_warps,
                 )
                 return (None, None, None, None, *grad_static, *grad_s, *grad_params)
             except OutOfResources as err:  # raised compiling the first launch, before any result is written
