@@ -42,27 +42,27 @@ for stage in $stages; do
             --impls "${STUDY_IMPLS:-auto+graphs}" ${STUDY_ARGS:-} \
             --out "$out/study" >"$out/study.txt" 2>&1
         grep "^|" "$out/study/results.md" ;;
-    variants)  # the step against its variants (the defaults: vjp backward, combo_kernels), hope at the study's size graphed, a process each
+    variants)  # the step against its variants (the defaults: the kernel backward, combo_kernels), hope at the study's size graphed, a process each
         i=0
-        for v in "" "--titans-backward autograd" "--inductor combo_kernels=false" \
-                "--titans-backward autograd --inductor combo_kernels=false"; do
+        for v in "" "--titans-backward vjp" "--inductor combo_kernels=false" \
+                "--titans-backward vjp --inductor combo_kernels=false"; do
             i=$((i + 1))
             timeout "${VARIANT_S:-140}" python3 benchmarks/speed.py --presets "${VARIANT_PRESETS:-hope}" \
                 --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 \
                 --impls auto+graphs $v --out "$out/variants/$i" >"$out/variants-$i.txt" 2>&1
             echo "variant $i (${v:-default}):"; grep "^| 512" "$out/variants/$i/results.md"
         done ;;
-    backward)  # the Titans backward kernels (KERNEL.backward="triton", ops/titans/chunk_bwd.py) against the vjp
+    backward)  # the Titans backward kernels (KERNEL.backward="triton", the default; ops/titans/chunk_bwd.py) against the vjp
         # backward: their tests, one hope layer at 125m (error against chunked, profiled), the graphed study-small step
         timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_titans_chunk_bwd.py \
             tests/core/test_titans_triton.py -k "kernel_backward or evolution_backward" >"$out/backward-tests.txt" 2>&1
         tail -3 "$out/backward-tests.txt"
         timeout "${LAYER_S:-300}" python3 benchmarks/titans_layer.py --presets hope --seq-len "${LAYER_T:-4096}" \
-            --batch-size "${LAYER_B:-8}" --impls triton,triton:backward=triton --profile --out "$out/backward-layer" \
+            --batch-size "${LAYER_B:-8}" --impls triton:backward=vjp,triton --profile --out "$out/backward-layer" \
             >"$out/backward-layer.txt" 2>&1
         grep -v -i warn "$out/backward-layer.txt" | tail -4
         i=0
-        for v in "" "--titans-backward triton"; do
+        for v in "--titans-backward vjp" ""; do
             i=$((i + 1))
             timeout "${VARIANT_S:-140}" python3 benchmarks/speed.py --presets "${VARIANT_PRESETS:-hope}" \
                 --size study-small --seq-lens 512 --batches 8 --steps 5 --warmup 2 --vocab-size 32768 \

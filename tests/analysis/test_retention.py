@@ -35,7 +35,8 @@ def test_fresh_hope_keeps_pairs_that_an_emptying_memory_loses():
         [256],
         n_pairs=8,
     )
-    assert kept["lengths"] == [0, 256] and kept["retention"]["layer0"][0] == 1.0
+    # Length 0 is the reference the others are divided by: 1 up to rounding (two forward passes).
+    assert kept["lengths"] == [0, 256] and abs(kept["retention"]["layer0"][0] - 1.0) < 1e-9
     assert kept["retention"]["layer0"][1] > 0.6, kept["retention"]
     assert abs(emptied["retention"]["layer0"][1]) < 0.05, emptied["retention"]
     # The main memory has written something and still holds its meta-learned weights.

@@ -26,8 +26,20 @@ def test_the_command_end_to_end(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(builtin_text()[:200_000])
     out = tmp_path / "out"
-    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "hope,transformer", "--seeds", "1"]
-    argv += ["--steps", "10", "--measure-every", "5", "--train-length", "64", "--batch-size", "4"]
+    # hope-no-cms: one CMS level, so no inter-level similarity to plot (a None the plots must skip)
+    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "hope,hope-no-cms,transformer"]
+    argv += [
+        "--seeds",
+        "1",
+        "--steps",
+        "10",
+        "--measure-every",
+        "5",
+        "--train-length",
+        "64",
+        "--batch-size",
+        "4",
+    ]
     argv += ["--val-batches", "2", "--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu"]
     argv += ["--out", str(out), "--model.d_model", "32", "--model.n_layers", "2", "--model.n_heads", "2"]
     assert main([*argv, "--model.impl", "chunked"]) == 0
@@ -38,7 +50,7 @@ def test_the_command_end_to_end(tmp_path):
     config = results["config"]
     assert (config["lr"], config["context"], config["match"]) == (3e-4, 64, "none")  # the study's lr
     runs = {r["preset"]: r for r in results["runs"]}
-    assert set(runs) == {"hope", "transformer"}
+    assert set(runs) == {"hope", "hope-no-cms", "transformer"}
     for run in runs.values():
         assert [c["step"] for c in run["checkpoints"]] == [0, 5, 10]
         assert len(run["train_loss"]) == 10 and _finite(run)
@@ -58,6 +70,7 @@ def test_the_command_end_to_end(tmp_path):
     assert absolute == sorted(absolute, reverse=True)  # a higher threshold passes no more tokens
     assert runs["hope"]["checkpoints"][0]["selfmod"][0]["mem"]["abs"] == 0  # step 0 is the initialisation
     assert "cms" not in runs["transformer"]["checkpoints"][-1]
+    assert all(s is None for row in runs["hope-no-cms"]["checkpoints"][-1]["cms"]["similarity"] for s in row)
     table = (out / "results.md").read_text()
     assert "| Full HOPE | `hope` |" in table and "7.216" in table and "6.880" in table
 

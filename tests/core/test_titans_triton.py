@@ -103,7 +103,13 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_triton_equals_chunked(variant):
+def test_triton_equals_chunked(variant, monkeypatch):
+    """The kernel forward with the PyTorch chunk backward (KERNEL.backward="vjp": a chunk's recompute
+    and backward as one torch.func.vjp, the way a layer whose backward kernels do not fit goes);
+    `test_kernel_backward_equals_chunked` checks the default, the backward kernels."""
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "vjp")
     preset, over = VARIANTS[variant]
     layer = _layer(preset, **over)
     x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
@@ -111,8 +117,13 @@ def test_triton_equals_chunked(variant):
 
 
 @pytest.mark.parametrize("every", [2, 3])
-def test_triton_keeping_every_kth_boundary_equals_chunked(every):
-    """The backward replays the chunks between kept boundaries with the forward's gate: same gradients."""
+def test_triton_keeping_every_kth_boundary_equals_chunked(every, monkeypatch):
+    """The backward replays the chunks between kept boundaries with the forward's gate: same gradients
+    (here through the PyTorch chunk backward; the kernels' own test is
+    `test_kernel_backward_over_replayed_boundaries_and_batch_equals_chunked`)."""
+    from hope.ops.titans import fused
+
+    monkeypatch.setattr(fused.KERNEL, "backward", "vjp")
     layer = _layer("hope", **{"titans.boundary_every": every})
     x = torch.randn(1, 5 * 16 + 3, 32, dtype=DTYPE, device=DEVICE)
     _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
@@ -453,15 +464,6 @@ def test_the_compiled_chunk_recompute_takes_the_static_inputs():
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
-
-
-def test_triton_with_the_vjp_backward_equals_chunked(monkeypatch):
-    from hope.ops.titans import fused
-
-    monkeypatch.setattr(fused.KERNEL, "backward", "vjp")
-    layer = _layer("hope")
-    x = torch.randn(1, 40, 32, dtype=DTYPE, device=DEVICE)
-    _assert_same(_run(layer, x, "chunked"), _run(layer, x, "triton"))
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

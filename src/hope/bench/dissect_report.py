@@ -271,10 +271,8 @@ def plot_measurements(results: dict, out: Path) -> Path:
         for ax, (key, _) in zip(axes.flat, panels):
             keys = [k for k in points[0][0] if k.startswith("cms_norm_")] if key == "cms_norm" else [key]
             for style, k in zip(("-", "--", ":"), keys):
-                ys = [
-                    statistics.fmean(run[i][k] for run in points) if k in points[0][i] else None
-                    for i in range(len(steps))
-                ]
+                # None where a model has no such value (one CMS level has no inter-level similarity)
+                ys = [_layer_mean([run[i].get(k) for run in points]) for i in range(len(steps))]
                 if any(y is not None for y in ys):
                     ax.plot(
                         steps,
