@@ -41,16 +41,34 @@ def _flops_per_token(model, cfg, seq_len: int, train: bool) -> float:
     return (6 if train else 2) * n + (3 if train else 1) * attention
 
 
-def model_config(preset: str, size: str, impl: str, vocab_size: int) -> hope.ModelConfig:
+def model_config(
+    preset: str, size: str, impl: str, vocab_size: int, overrides: dict | None = None
+) -> hope.ModelConfig:
     """`preset` at a size preset, or at one of the "Dissecting HOPE" study's sizes (`study-small`,
     `study-scaled`: `hope.bench.dissect.study_config`, its widths and CMS periods 8 and 32)."""
+    overrides = {"impl": impl, **(overrides or {})}
     if size.startswith("study-"):
         from hope.bench.dissect import SIZES, study_config
 
         if size[6:] not in SIZES:
             raise SystemExit(f"--size {size}: the study's sizes are {', '.join('study-' + s for s in SIZES)}")
-        return study_config(preset, size[6:], vocab_size, {"impl": impl})
-    return hope.ModelConfig.preset(preset, size=size, vocab_size=vocab_size, impl=impl)
+        return study_config(preset, size[6:], vocab_size, overrides)
+    return hope.ModelConfig.preset(preset, size=size, vocab_size=vocab_size, **overrides)
+
+
+def parse_impl(spec: str) -> tuple[str, bool, dict]:
+    """An --impls entry, `<impl>[+graphs][:key=value...]`: the layers' impl, whether the step is graphed,
+    and model config overrides (e.g. `auto:titans.boundary_every=4`)."""
+    from hope.cli.args import parse_value
+
+    path, *options = spec.split(":")
+    overrides = {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if not eq:
+            raise SystemExit(f"--impls {spec!r}: options are key=value, got {option!r}")
+        overrides[key] = parse_value(value)
+    return path.removesuffix("+graphs"), path.endswith("+graphs"), overrides
 
 
 def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
@@ -59,8 +77,8 @@ def time_steps(preset, size, seq_len, batch, impl, compile_model, args) -> dict:
     from hope.train.graphs import GraphedLoss
     from hope.train.step import next_token_loss
 
-    base, graphs = impl.removesuffix("+graphs"), impl.endswith("+graphs")
-    cfg = model_config(preset, size, base, args.vocab_size)
+    base, graphs, overrides = parse_impl(impl)
+    cfg = model_config(preset, size, base, args.vocab_size, overrides)
     torch.manual_seed(0)
     model = hope.build_model(cfg).to(args.device)
     step_model = torch.compile(model) if compile_model else model
@@ -195,7 +213,8 @@ def main() -> None:
         "--impls",
         default="auto",
         help="impls for the memory presets, e.g. auto,chunked; a +graphs suffix (auto+graphs): the step replayed"
-        " from CUDA graphs, and the transformer timed so too",
+        " from CUDA graphs, and the transformer timed so too; :key=value suffixes override the model config"
+        " (auto:titans.boundary_every=4)",
     )
     p.add_argument("--forward-only", action="store_true", help="time the no-grad forward (prefill)")
     p.add_argument("--steps", type=int, default=3)
