@@ -75,18 +75,15 @@ def test_the_command_end_to_end(tmp_path):
     assert "| Full HOPE | `hope` |" in table and "7.216" in table and "6.880" in table
 
 
-def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypatch):
-    """A study spread over sessions: --resume with one more seed trains only that seed's models and
-    keeps the first run's; other settings are refused by name, and without --resume the directory is."""
-    from hope.bench import dissect
-
+def _tiny_study(tmp_path, out, presets: str) -> list[str]:
+    """A study of one-layer width-16 models for two steps on a 100K-character corpus."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(builtin_text()[:100_000])
-    out = tmp_path / "out"
-    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "transformer,titans", "--steps", "2"]
+    argv = ["bench-suite", "dissect", "--size", "small", "--presets", presets, "--steps", "2"]
     argv += ["--measure-every", "2", "--train-length", "32", "--batch-size", "2", "--val-batches", "1"]
     argv += ["--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu", "--out", str(out)]
-    argv += [
+    return [
+        *argv,
         "--model.d_model",
         "16",
         "--model.n_layers",
@@ -96,6 +93,15 @@ def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypa
         "--model.impl",
         "chunked",
     ]
+
+
+def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypatch):
+    """A study spread over sessions: --resume with one more seed trains only that seed's models and
+    keeps the first run's; other settings are refused by name, and without --resume the directory is."""
+    from hope.bench import dissect
+
+    out = tmp_path / "out"
+    argv = _tiny_study(tmp_path, out, "transformer,titans")
     trained = []
     run_one = dissect.run_one
     monkeypatch.setattr(dissect, "run_one", lambda *a: trained.append((a[3], a[1])) or run_one(*a))
@@ -118,6 +124,39 @@ def test_resume_keeps_the_finished_models_and_trains_the_rest(tmp_path, monkeypa
     assert json.loads((out / "results.json").read_text())["complete"]
     assert main([*argv, "--seeds", "2", "--resume", "--steps", "3"]) == 1
     assert main([*argv, "--seeds", "2"]) == 1
+
+
+def test_a_slice_of_other_presets_keeps_what_earlier_slices_finished(tmp_path, monkeypatch):
+    """The study a few presets a call: each --resume slice adds its models to the results and to the
+    recorded configs, and drops no other preset's."""
+    from hope.bench import dissect
+
+    out = tmp_path / "out"
+    trained = []
+    run_one = dissect.run_one
+    monkeypatch.setattr(dissect, "run_one", lambda *a: trained.append((a[3], a[1])) or run_one(*a))
+    assert main([*_tiny_study(tmp_path, out, "transformer"), "--seeds", "1"]) == 0
+    first = json.loads((out / "results.json").read_text())["runs"][0]
+    assert main([*_tiny_study(tmp_path, out, "titans"), "--seeds", "1", "--resume"]) == 0
+    assert main([*_tiny_study(tmp_path, out, "transformer"), "--seeds", "2", "--resume"]) == 0
+    assert trained == [(0, "transformer"), (0, "titans"), (1, "transformer")]
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["seed"], r["preset"]) for r in results["runs"]] == [
+        (0, "transformer"),
+        (0, "titans"),
+        (1, "transformer"),
+    ]
+    assert results["runs"][0] == first
+    assert [row["preset"] for row in results["summary"]] == ["transformer", "titans"]
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["models"]) == set(results["config"]["models"]) == {"transformer", "titans"}
+    assert "Titans" in (out / "results.md").read_text()
+    # a refused --resume (another shared setting) leaves the directory's files as they were
+    before = {name: (out / name).read_bytes() for name in ("config.json", "results.json")}
+    assert (
+        main([*_tiny_study(tmp_path, out, "titans"), "--seeds", "2", "--resume", "--model.d_model", "8"]) == 1
+    )
+    assert before == {name: (out / name).read_bytes() for name in before}
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -84,7 +84,14 @@ from hope.bench.dissect_report import (
     summarise,
 )
 from hope.bench.report import to_json
-from hope.bench.resume import Partial, check_partial, may_start, refuse_unresumed, resumable_runs
+from hope.bench.resume import (
+    Partial,
+    check_partial,
+    may_start,
+    refuse_unresumed,
+    resumable_runs,
+    unplanned_runs,
+)
 from hope.bench.run import RunOptions, run_parallel, start_results
 from hope.checks import check_choice, check_int, check_number
 from hope.config import PRESETS as MODEL_PRESETS
@@ -522,7 +529,6 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         "study_params_hope": STUDY_PARAMS[cfg.size],
         "models": {p: c.to_dict() for p, c in configs.items()},
     }
-    header = {**start_results(out, SUITE, device, resolved), "study_loss": STUDY_LOSS[cfg.size]}
     train_ids, val_ids = np.asarray(splits.train), np.asarray(splits.val)
     byte_lengths = token_byte_lengths(tokenizer)
     settings = json.loads(to_json(resolved))
@@ -545,16 +551,20 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         for i, (seed, preset) in enumerate(plan)
     ]
     finished: dict[int, dict] = {}
+    carried: list[dict] = []  # other slices' models: kept in the results, not trained here
     if cfg.resume and (out / "results.json").exists():
-        kept = resumable_runs(
-            out / "results.json",
-            resolved,
-            key=lambda r: (r["seed"], r["preset"]),
-            model=lambda r: (r["preset"],),
-        )
-        finished = {i: kept[key] for i, key in enumerate(plan) if key in kept}
+        key, model = (lambda r: (r["seed"], r["preset"])), (lambda r: (r["preset"],))
+        kept = resumable_runs(out / "results.json", resolved, key=key, model=model)
+        finished = {i: kept[k] for i, k in enumerate(plan) if k in kept}
         jobs = [job for job in jobs if job[0] not in finished]
-        log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
+        carried, models = unplanned_runs(out / "results.json", resolved, set(plan), key=key, model=model)
+        resolved["models"] = {**models, **resolved["models"]}
+        log(
+            f"resuming {out}: {len(finished)} of {len(plan)} models already trained there"
+            + (f", {len(carried)} more of other presets or seeds kept" if carried else "")
+        )
+    # after the resume check, so that a refused --resume leaves the directory's config.json as it was
+    header = {**start_results(out, SUITE, device, resolved), "study_loss": STUDY_LOSS[cfg.size]}
     for index, args in jobs:
         check_partial(partials[index], settings, (args[1],), log)
     failed: list[dict] = []
@@ -562,7 +572,11 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
     start = time.perf_counter()
 
     def write(complete: bool) -> dict:
-        runs = [finished[i] for i in sorted(finished)]
+        order = {p: i for i, p in enumerate([*cfg.presets, *(p for p in PRESETS if p not in cfg.presets)])}
+        runs = sorted(
+            carried + [finished[i] for i in sorted(finished)],
+            key=lambda r: (r["seed"], order.get(r["preset"], len(order))),
+        )
         results = {
             **header,
             "complete": complete,
@@ -616,7 +630,7 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
                 record(index, run)
     else:
         run_parallel(jobs, cfg.jobs, record, fail, runner=run_one, may_start=may_start_model)
-    results = write(len(finished) == len(plan))
+    results = write(len(finished) == len(plan))  # complete: this call's plan
     log(
         f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curves.png'}, {out / 'measurements.png'}"
     )

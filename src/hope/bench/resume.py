@@ -1,5 +1,6 @@
 """Continuing a `bench-suite` run (`--resume`): which settings may change (`RESUMABLE`), the finished
-models kept (`resumable_runs`), and the models in training.
+models kept (`resumable_runs`), those of other slices carried over (`unplanned_runs`), and the models
+in training.
 
 A model in training keeps a checkpoint of its last save (weights, optimizer, what its run recorded,
 the run's settings), so a run cut off, or paused at a deadline, continues where it was. `Partial` is
@@ -58,6 +59,31 @@ def resumable_runs(path: Path, resolved: dict, key: Callable, model: Callable) -
         if config(before.get("models", {}), run) is not None
         and config(before.get("models", {}), run) == config(new["models"], run)
     }
+
+
+def unplanned_runs(
+    path: Path, resolved: dict, planned: set, key: Callable, model: Callable
+) -> tuple[list, dict]:
+    """The finished runs at `path` that this call does not plan (another slice's presets or seeds), as
+    they are, and their models' configurations (nested in ``config["models"]`` as `model(run)` says):
+    a slice adds to the results and never drops what an earlier one finished. A run whose model is
+    also in `resolved` with another configuration is not carried. Call after `resumable_runs`, which
+    checks the settings the runs share."""
+    old = json.loads(path.read_text())
+    before, new = old.get("config", {}).get("models", {}), json.loads(to_json(resolved)).get("models", {})
+    runs, models = [], {}
+    for run in old.get("runs", []):
+        if key(run) in planned:
+            continue
+        *outer, last = model(run)
+        src, now, dst = before, new, models
+        for part in outer:
+            src, now, dst = src.get(part, {}), now.get(part, {}), dst.setdefault(part, {})
+        if last not in src or (last in now and now[last] != src[last]):
+            continue
+        runs.append(run)
+        dst[last] = src[last]
+    return runs, models
 
 
 class Partial:
