@@ -111,6 +111,27 @@ def test_resume_continues_a_paused_run_as_if_never_stopped(tmp_path, monkeypatch
         R.run_bench(_mad_bench(tmp_path), log=lambda _: None)
 
 
+def test_a_slice_of_other_presets_keeps_what_earlier_slices_finished(tmp_path):
+    """A suite a preset a call: a --resume slice of other presets adds its models and keeps the
+    others' runs, summaries and model configs; a refused --resume leaves the files as they were."""
+    first = R.run_bench(_mad_bench(tmp_path, presets=("transformer",), seeds=1), log=lambda _: None)
+    R.run_bench(_mad_bench(tmp_path, presets=("titans",), seeds=1, resume=True), log=lambda _: None)
+    results = R.run_bench(_mad_bench(tmp_path, presets=("transformer",), resume=True), log=lambda _: None)
+    assert [(r["seed"], r["preset"]) for r in results["runs"]] == [
+        (0, "transformer"),
+        (0, "titans"),
+        (1, "transformer"),
+    ]
+    assert results["runs"][0] == first["runs"][0] and results["complete"]
+    assert {row["preset"] for row in results["summary"]} == {"transformer", "titans"}
+    for config in (results["config"], json.loads((tmp_path / "config.json").read_text())):
+        assert {p for by_preset in config["models"].values() for p in by_preset} == {"transformer", "titans"}
+    before = {name: (tmp_path / name).read_bytes() for name in ("config.json", "results.json")}
+    with pytest.raises(ValueError, match="was run with steps=2"):
+        R.run_bench(_mad_bench(tmp_path, presets=("titans",), resume=True, steps=3), log=lambda _: None)
+    assert before == {name: (tmp_path / name).read_bytes() for name in before}
+
+
 def test_parallel_jobs_give_the_same_runs_in_the_same_order(tmp_path):
     serial = R.run_bench(_mad_bench(tmp_path / "serial"), log=lambda _: None)
     parallel = R.run_bench(_mad_bench(tmp_path / "parallel", jobs=2), log=lambda _: None)

@@ -51,7 +51,7 @@ from hope.eval.predict import evaluate, pad, suite_vocab, training_pair
 from hope.optim import build_optimizer
 from hope.suites import get_suite
 from hope.suites.common import IGNORE, Example
-from hope.bench.resume import Partial, check_partial, refuse_unresumed, resumable_runs
+from hope.bench.resume import Partial, check_partial, refuse_unresumed, resumable_runs, unplanned_runs
 from hope.bench.resume import may_start as may_start_another
 from hope.train.graphs import GraphedLoss
 from hope.train.step import lr_factor, train_step
@@ -374,25 +374,49 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
             str(v): {p: c.to_dict() for p, c in by_preset.items()} for v, by_preset in configs.items()
         },
     }
-    header = start_results(out, cfg.suite, device, resolved, metric=PROTOCOLS[cfg.suite].metric)
     # Seed-major order (`plan`): a run stopped by --max-minutes still holds every preset on the seeds
     # it finished.
     finished: dict[int, dict] = {}
+    carried: list[dict] = []  # other slices' models (presets, seeds): kept in the results, not trained here
     if cfg.resume and (out / "results.json").exists():
         vocab = {(s.task, s.train_length): str(s.vocab) for s in settings}
-        kept = resumable_runs(
-            out / "results.json",
-            resolved,
-            key=lambda r: (r["seed"], r["task"], r["train_length"], r["preset"]),
-            model=lambda r: (vocab.get((r["task"], r["train_length"])), r["preset"]),
-        )
+
+        def key(r):
+            return r["seed"], r["task"], r["train_length"], r["preset"]
+
+        def model(r):
+            return vocab.get((r["task"], r["train_length"])), r["preset"]
+
+        kept = resumable_runs(out / "results.json", resolved, key=key, model=model)
         keys = [(seed, s.task, s.train_length, preset) for seed, s, preset in plan]
         finished = {i: kept[k] for i, k in enumerate(keys) if k in kept}
-        log(f"resuming {out}: {len(finished)} of {len(plan)} models already trained there")
+        carried, models = unplanned_runs(out / "results.json", resolved, set(keys), key=key, model=model)
+        for name, by_preset in models.items():
+            resolved["models"][name] = {**by_preset, **resolved["models"].get(name, {})}
+        log(
+            f"resuming {out}: {len(finished)} of {len(plan)} models already trained there"
+            + (f", {len(carried)} more of other presets or seeds kept" if carried else "")
+        )
+    # after the resume check, so that a refused --resume leaves the directory's config.json as it was
+    header = start_results(out, cfg.suite, device, resolved, metric=PROTOCOLS[cfg.suite].metric)
     settings_json = json.loads(to_json(resolved))
     deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     resumed, paused = len(finished), []
     start = time.perf_counter()
+
+    order = {p: i for i, p in enumerate(cfg.presets)}
+    setting_order = {(s.task, s.train_length): i for i, s in enumerate(settings)}
+
+    def all_runs() -> list[dict]:
+        """This call's finished models and the other slices', in the plan's order (seed-major)."""
+        return sorted(
+            carried + [finished[i] for i in sorted(finished)],
+            key=lambda r: (
+                r["seed"],
+                setting_order.get((r["task"], r["train_length"]), len(setting_order)),
+                order.get(r["preset"], len(order)),
+            ),
+        )
 
     def record(index: int, run: dict) -> None:
         if "paused_at" in run:
@@ -403,8 +427,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
             )
             return
         finished[index] = run
-        runs = [finished[i] for i in sorted(finished)]
-        write_text_atomic(out / "results.json", to_json({**header, "complete": False, "runs": runs}))
+        write_text_atomic(out / "results.json", to_json({**header, "complete": False, "runs": all_runs()}))
         shutil.rmtree(partials[index], ignore_errors=True)  # its result is on disk now
         done, elapsed = len(finished), time.perf_counter() - start
         log(
@@ -457,11 +480,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         run_parallel(jobs, cfg.jobs, record, fail, may_start=may_start)
     if len(finished) + len(failed) < len(plan):
         log(f"stopped after {len(finished) + len(failed)}/{len(plan)} models: --max-minutes had passed")
-    runs = [finished[i] for i in sorted(finished)]
+    runs = all_runs()
     summary = summarise(runs, header["metric"])
     results = {
         **header,
-        "complete": len(runs) == len(plan),
+        "complete": len(finished) == len(plan),  # this call's plan
         "runs": runs,
         "failed": failed,
         "summary": summary,
