@@ -28,7 +28,8 @@ for stage in $stages; do
         grep -v -i warn "$out/layer.txt" | tail -8 ;;
     speed)
         timeout "${SPEED_S:-540}" python3 benchmarks/speed.py --presets "${SPEED_PRESETS:-transformer,hope}" \
-            --size 125m --seq-lens "${SPEED_T:-4096}" --steps 2 --warmup 1 --out "$out/speed" >"$out/speed.txt" 2>&1
+            --size 125m --seq-lens "${SPEED_T:-4096}" --steps 2 --warmup 1 --out "$out/speed" \
+            --flops docs/results/flops-125m/results.json,docs/results/flops-125m-16k/results.json >"$out/speed.txt" 2>&1
         grep -v -i warn "$out/speed.txt" | tail -8 ;;
     study)  # training at the dissection study's size (issue 16's budget), profiled; first the CMS walk's and
         # the graphed step's GPU tests

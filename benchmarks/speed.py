@@ -11,7 +11,9 @@ next). The transformer is timed eager and under torch.compile (and with the step
 --impls entry asks for "+graphs"); the memory presets once per --impls entry ("auto" on CUDA is the
 Triton path where it runs, see `hope.ops.titans`; "auto+graphs" the same step replayed from CUDA graphs). MFU counts 6·N
 FLOPs a token for training (2·N forward-only), N the non-embedding parameters, plus the attention
-matmuls for attention blocks, against the device's dense bf16 peak (--peak-tflops). Timings are
+matmuls for attention blocks, against the device's dense bf16 peak (--peak-tflops); that undercounts
+the memory presets' work (their memories' products are not parameters), so --flops takes
+`benchmarks/flops.py` counts and adds a column of MFU on the counted FLOPs. Timings are
 medians of synchronised steps after warm-up. Writes results.json and results.md into --out (and with
 --profile, one more step's kernel and host-op tables per row).
 Not a test: nothing here asserts a speed.
@@ -164,6 +166,30 @@ def largest_batch_that_fits(preset, seq_len, impl, compile_model, args) -> dict:
     }
 
 
+def counted_flops(paths: str) -> dict[tuple[str, int], float]:
+    """FLOPs a training-step token by (preset, size, T, vocabulary) from `benchmarks/flops.py` results."""
+    counts = {}
+    for path in filter(None, paths.split(",")):
+        with open(path) as f:
+            result = json.load(f)
+        for row in result["rows"]:
+            key = (row["preset"], result["size"], result["seq_len"], result["vocab_size"])
+            counts[key] = row["total"] * 1e6
+    return counts
+
+
+def add_counted_mfu(row: dict, counts: dict, size: str, vocab_size: int, peak_tflops: float) -> dict:
+    """`row` with its MFU on the counted FLOPs, where `counts` has its preset at its size, T and vocabulary."""
+    flops = counts.get((row["preset"], size, row["seq_len"], vocab_size))
+    if flops is not None and "tokens_per_s" in row:
+        row = {
+            **row,
+            "flops_per_token": flops,
+            "mfu_counted": row["tokens_per_s"] * flops / (peak_tflops * 1e12),
+        }
+    return row
+
+
 def write_table(result: dict, path: str) -> str:
     rows = result["rows"]
     mode = "forward only (no grad)" if result["forward_only"] else "fwd+bwd+AdamW"
@@ -175,12 +201,12 @@ def write_table(result: dict, path: str) -> str:
             f"; inductor options: {result.get('inductor') or 'defaults'}."
         ),
         "",
-        "| T | preset | impl | params | batch | tokens/s | × compiled transformer | MFU | peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| T | preset | impl | params | batch | tokens/s | × compiled transformer | MFU (6N) | MFU (counted) | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['seq_len']} | {r['preset']} | {r['impl']} | | | {r['error']} | | | |")
+            lines.append(f"| {r['seq_len']} | {r['preset']} | {r['impl']} | | | {r['error']} | | | | |")
             continue
         base = [
             x["tokens_per_s"]
@@ -193,7 +219,8 @@ def write_table(result: dict, path: str) -> str:
         ratio = f"{r['tokens_per_s'] / base[0]:.3f}" if base else "–"
         lines.append(
             f"| {r['seq_len']} | {r['preset']} | {r['impl']} | {r['params'] / 1e6:.1f}M | {r['batch']} | "
-            f"{r['tokens_per_s']:,.0f} | {ratio} | {r['mfu']:.1%} | {r['peak_mem_gib']:.1f} |"
+            f"{r['tokens_per_s']:,.0f} | {ratio} | {r['mfu']:.1%} | "
+            f"{format(r['mfu_counted'], '.1%') if 'mfu_counted' in r else '–'} | {r['peak_mem_gib']:.1f} |"
         )
     text = "\n".join(lines) + "\n"
     with open(path, "w") as f:
@@ -221,6 +248,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM)")
+    p.add_argument(
+        "--flops",
+        default="",
+        help="benchmarks/flops.py results.json files (comma-separated): an MFU column on their counts, for"
+        " the presets and T they counted (training steps only)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",
@@ -261,6 +294,7 @@ def main() -> None:
             value.lower(), int(value) if value.isdigit() else value
         )
     args.batches = [int(b) for b in args.batches.split(",")]
+    counts = counted_flops(args.flops)
     os.makedirs(args.out, exist_ok=True)
     result = {
         "device": torch.cuda.get_device_name(),
@@ -284,6 +318,8 @@ def main() -> None:
             )
             for impl, compiled in runs:
                 row = largest_batch_that_fits(preset, seq_len, impl, compiled, args)
+                if not args.forward_only:
+                    row = add_counted_mfu(row, counts, args.size, args.vocab_size, args.peak_tflops)
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
                 with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -82,3 +82,27 @@ def test_speed_impls_carry_config_overrides():
         speed.parse_impl("auto:titans.boundary_every")
     cfg = speed.model_config("hope", "tiny", "chunked", 64, {"titans.boundary_every": 4})
     assert cfg.titans.boundary_every == 4 and cfg.impl == "chunked"
+
+
+def test_speed_reads_counted_flops_for_the_rows_they_match(tmp_path):
+    import json
+
+    speed = _load("speed")
+    counted = {
+        "size": "125m",
+        "seq_len": 4096,
+        "vocab_size": 32000,
+        "rows": [{"preset": "hope", "total": 1500.0}],
+    }
+    path = tmp_path / "flops.json"
+    path.write_text(json.dumps(counted))
+    counts = speed.counted_flops(str(path))
+    row = {"preset": "hope", "seq_len": 4096, "tokens_per_s": 20_000.0}
+    assert speed.add_counted_mfu(row, counts, "125m", 32000, 1000.0)["mfu_counted"] == pytest.approx(0.03)
+    for other in (
+        {**row, "seq_len": 16384},
+        {**row, "preset": "titans"},
+        {"preset": "hope", "seq_len": 4096},
+    ):
+        assert "mfu_counted" not in speed.add_counted_mfu(other, counts, "125m", 32000, 1000.0)
+    assert "mfu_counted" not in speed.add_counted_mfu(row, counts, "350m", 32000, 1000.0)
