@@ -38,6 +38,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import hope
+from hope.atomic import write_text_atomic
 
 
 def _solve_triangular_flops(a_shape, b_shape, *args, left: bool = True, out_shape=None, **kwargs) -> int:
@@ -162,8 +163,7 @@ def write_table(result: dict, path: str) -> str:
                 f"{m['of_peak']:.1%} | {m['tokens_per_s_at_peak']:,.0f} | {needs} |"
             )
     text = "\n".join(lines) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    write_text_atomic(path, text)
     return text
 
 
@@ -235,10 +235,7 @@ def main() -> None:
             speed_date=speed.get("date"),
         )
     os.makedirs(args.out, exist_ok=True)
-    tmp = os.path.join(args.out, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, os.path.join(args.out, "results.json"))
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=2) + "\n")
     print(write_table(result, os.path.join(args.out, "results.md")))
 
 
