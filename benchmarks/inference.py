@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import hope
+from hope.atomic import write_text_atomic
 from hope.data import builtin_text
 from hope.models.decode import Decoder
 from hope.models.stream import Streamer
@@ -146,7 +147,9 @@ def stream_rate(model, context: int, args, profile_path: str | None = None) -> t
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         busy_ms = sum(e.device_time for e in kernels) / 1e3 / pieces
         with open(profile_path, "w") as f:
-            f.write(f"{len(kernels) / pieces:.0f} kernels and {busy_ms:.1f} GPU-ms a {args.piece}-token piece\n")
+            f.write(
+                f"{len(kernels) / pieces:.0f} kernels and {busy_ms:.1f} GPU-ms a {args.piece}-token piece\n"
+            )
             f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30))
     return rate, len(streamer.graphs or ()) - captured
 
@@ -291,8 +294,7 @@ def soak(args) -> dict:
 
 def _write(args, partial: dict) -> None:
     """results.json after every row, so a cut-off run keeps what it measured."""
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({**args.meta, **partial}, f, indent=2)
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps({**args.meta, **partial}, indent=2))
 
 
 def table(meta: dict, rows: list[dict]) -> str:
@@ -379,8 +381,7 @@ def main() -> None:
         return
     rows = speed_rows(args)
     text = table(args.meta, rows)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(args.out, "results.md"), text)
     print(text)
 
 

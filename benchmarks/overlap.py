@@ -27,6 +27,7 @@ import hope
 sys.path.insert(0, os.path.dirname(__file__))
 from speed import model_config  # noqa: E402
 
+from hope.atomic import write_text_atomic
 from hope.train.graphs import GraphedLoss  # noqa: E402
 
 
@@ -65,7 +66,12 @@ def run(k: int, args) -> dict:
         t.join()
     wall = time.perf_counter() - start
     tokens = k * args.steps * args.batch * args.seq_len
-    return {"jobs": k, "wall_s": wall, "tokens_per_s": tokens / wall, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    return {
+        "jobs": k,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
 
 
 def main() -> None:
@@ -92,13 +98,14 @@ def main() -> None:
     }
     jobs = [int(j) for j in args.jobs.split(",")]
     if jobs[0] != 1 or min(jobs) < 1:
-        raise SystemExit(f"--jobs must start with 1 (the model alone, what the others compare with), got {args.jobs}")
+        raise SystemExit(
+            f"--jobs must start with 1 (the model alone, what the others compare with), got {args.jobs}"
+        )
     for k in jobs:
         result["rows"].append(run(k, args))
         torch.cuda.empty_cache()
         print(json.dumps(result["rows"][-1]), flush=True)
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=2))
     alone = result["rows"][0]["tokens_per_s"]
     lines = [
         f"Device: {result['device']}, torch {result['torch']}, {result['date']}; {args.preset} at {args.size},"
@@ -112,8 +119,7 @@ def main() -> None:
             f"| {row['jobs']} | {row['tokens_per_s']:,.0f} | {row['tokens_per_s'] / alone:.2f} | {row['peak_gib']:.1f} |"
         )
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(args.out, "results.md"), text)
     print(text)
 
 

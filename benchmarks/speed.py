@@ -33,6 +33,7 @@ from functools import partial
 import torch
 
 import hope
+from hope.atomic import write_text_atomic
 
 
 def _flops_per_token(model, cfg, seq_len: int, train: bool) -> float:
@@ -223,8 +224,7 @@ def write_table(result: dict, path: str) -> str:
             f"{format(r['mfu_counted'], '.1%') if 'mfu_counted' in r else '–'} | {r['peak_mem_gib']:.1f} |"
         )
     text = "\n".join(lines) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    write_text_atomic(path, text)
     return text
 
 
@@ -322,8 +322,8 @@ def main() -> None:
                     row = add_counted_mfu(row, counts, args.size, args.vocab_size, args.peak_tflops)
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
-                with open(os.path.join(args.out, "results.json"), "w") as f:
-                    json.dump(result, f, indent=2)
+                # after every row, atomically: a call cut off at its time limit keeps the rows it finished
+                write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=2))
     print(write_table(result, os.path.join(args.out, "results.md")))
 
 

@@ -17,6 +17,7 @@ import os
 import torch
 
 import hope
+from hope.atomic import write_text_atomic
 from hope.layers.self_ref_titans import SelfReferentialTitans
 from hope.ops.titans import fused_recurrent
 
@@ -76,8 +77,8 @@ def main() -> None:
             f.write(table)
         print(table)
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({**meta, "preset": args.preset, "size": args.size, "rows": rows}, f, indent=2)
+    result = {**meta, "preset": args.preset, "size": args.size, "rows": rows}
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

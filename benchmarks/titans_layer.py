@@ -24,6 +24,7 @@ from functools import partial
 
 import torch
 
+from hope.atomic import write_text_atomic
 from hope.config import ModelConfig
 from hope.layers.self_ref_titans import SelfReferentialTitans
 from hope.ops.titans import fused
@@ -212,8 +213,7 @@ def main() -> None:
         "seq_len": args.seq_len,
         "rows": rows,
     }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(result, indent=2))
     lines = [
         (
             f"{result['device']}, torch {result['torch']}, {result['date']}: one layer at {args.size}, "
@@ -237,8 +237,7 @@ def main() -> None:
             f"| {r['preset']} | {r['impl']} | {r['forward_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {r['peak_gib']:.1f} "
             f"| {err} | {busy} |"
         )
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text_atomic(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
