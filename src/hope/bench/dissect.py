@@ -571,8 +571,9 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
     paused: list[dict] = []
     start = time.perf_counter()
 
+    order = {p: i for i, p in enumerate([*cfg.presets, *(p for p in PRESETS if p not in cfg.presets)])}
+
     def write(complete: bool) -> dict:
-        order = {p: i for i, p in enumerate([*cfg.presets, *(p for p in PRESETS if p not in cfg.presets)])}
         runs = sorted(
             carried + [finished[i] for i in sorted(finished)],
             key=lambda r: (r["seed"], order.get(r["preset"], len(order))),
