@@ -201,6 +201,12 @@ def main() -> None:
         fractions = [float(x) for x in args.fractions.split(",")]
         ref = _measured(speed, "transformer", "compiled", args.seq_len)
         totals = {r["preset"]: r["total"] for r in result["rows"]}
+        # the compiled transformer's achieved FLOP/s, where both its speed and its count are at hand
+        ref_tflops = (
+            ref["tokens_per_s"] * totals["transformer"] * 1e6 / 1e12
+            if ref and "transformer" in totals
+            else None
+        )
         measured = []
         for r in result["rows"]:
             impl = "compiled" if r["preset"] == "transformer" else None
@@ -209,12 +215,10 @@ def main() -> None:
                 continue
             achieved = row["tokens_per_s"] * r["total"] * 1e6 / 1e12
             needed = []
-            for frac in fractions:
-                if ref is None:
-                    continue
+            for frac in fractions if ref else ():
                 tflops = frac * ref["tokens_per_s"] * r["total"] * 1e6 / 1e12
-                ref_tflops = ref["tokens_per_s"] * totals.get("transformer", math.nan) * 1e6 / 1e12
-                needed.append({"fraction": frac, "tflops": tflops, "vs_transformer": tflops / ref_tflops})
+                ratio = tflops / ref_tflops if ref_tflops else None
+                needed.append({"fraction": frac, "tflops": tflops, "vs_transformer": ratio})
             measured.append(
                 {
                     "preset": r["preset"],
