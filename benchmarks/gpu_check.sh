@@ -95,6 +95,16 @@ for stage in $stages; do
         timeout "${INFER_S:-420}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-transformer,titans,hope}" \
             --size 125m --contexts "${INFER_T:-4096,65536}" ${INFER_ARGS:-} --out "$out/inference" >"$out/inference.txt" 2>&1
         grep -v -i warn "$out/inference.txt" | tail -10 ;;
+    cms-read)  # the CMS one-token read as kernels (hope.ops.cms_step) against PyTorch's matmuls (issue 12)
+        timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_cms_step.py \
+            >"$out/cms-read-tests.txt" 2>&1
+        tail -3 "$out/cms-read-tests.txt"
+        for read in triton torch; do
+            timeout "${INFER_S:-240}" python3 benchmarks/inference.py --presets "${INFER_PRESETS:-hope}" --size 125m \
+                --contexts "${INFER_T:-4096}" --compile --cms-read "$read" ${INFER_ARGS:-} --out "$out/cms-read-$read" \
+                >"$out/cms-read-$read.txt" 2>&1
+            echo "cms read $read:"; grep -v -i warn "$out/cms-read-$read.txt" | grep "^|" | tail -3
+        done ;;
     stream)  # Streamer's CUDA graphs against eager pieces, then the streamed column at batch 1 (issue 12)
         timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/core/test_stream.py tests/core/test_decode.py \
             >"$out/stream-tests.txt" 2>&1
@@ -106,6 +116,6 @@ for stage in $stages; do
         timeout "${SOAK_S:-540}" python3 benchmarks/inference.py --presets hope --size 125m --soak "${SOAK_TOKENS:-10000000}" \
             --out "$out/soak" >"$out/soak.txt" 2>&1
         grep -v -i warn "$out/soak.txt" | tail -6 ;;
-    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, variants, backward, overlap, dissect, inference, stream, soak)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (accepted: tests, layer, speed, study, variants, backward, overlap, dissect, inference, cms-read, stream, soak)" >&2; exit 2 ;;
     esac
 done

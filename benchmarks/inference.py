@@ -352,6 +352,12 @@ def main() -> None:
     p.add_argument("--attention-max", type=int, default=65536)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--profile", action="store_true", help="profile the eager decode step (first context)")
+    p.add_argument(
+        "--cms-read",
+        choices=("triton", "torch"),
+        default="triton",
+        help="how a decode step reads the CMS levels on CUDA: hope.ops.cms_step's kernels or PyTorch's matmuls",
+    )
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--soak", type=int, default=0, help="tokens to stream (0: the speed table instead)")
     p.add_argument("--log-every", type=int, default=1_000_000)
@@ -366,6 +372,10 @@ def main() -> None:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     args.presets = args.presets.split(",")
     args.contexts = [int(c) for c in args.contexts.split(",")]
+    if args.cms_read == "torch":
+        from hope.ops import cms_step
+
+        cms_step.ENABLED = False
     if args.device == "cuda":
         torch.set_float32_matmul_precision("high")
     os.makedirs(args.out, exist_ok=True)
@@ -374,6 +384,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "size": args.size,
+        "cms_read": args.cms_read,
         "command": " ".join(["python benchmarks/inference.py", *sys.argv[1:]]),
     }
     if args.soak:

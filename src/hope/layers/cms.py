@@ -34,6 +34,7 @@ from torch.utils._pytree import tree_map
 from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.memory import core
+from hope.ops import warn_once
 from hope.ops.compiling import compiled
 
 
@@ -98,12 +99,14 @@ class ContinuumMemory(nn.Module):
         hidden = gate * up
         return z + hidden @ w_down.transpose(-1, -2), (pre_gate, up, gate, hidden)
 
-    def _levels(self, x: torch.Tensor, weights) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Apply the levels with the given weights; returns y − x and each level's input."""
+    def _levels(self, x: torch.Tensor, weights, read=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Apply the levels with the given weights (through `read`, default `read_level`); returns
+        y − x and each level's input."""
+        read = read or self.read_level
         inputs, z = [], x
         for w in weights:
             inputs.append(z if self.cms.variant != "independent" else x)
-            out = self.read_level(w, inputs[-1])
+            out = read(w, inputs[-1])
             z = out if self.cms.variant != "independent" else z + (out - x)
         return z - x, inputs
 
@@ -327,9 +330,10 @@ class ContinuumMemory(nn.Module):
         and `Decoder` keeps one CUDA graph per pattern."""
         if not self.learns_in_context:
             state["pos"].add_(1)
-            return self._levels(x, [self.slow_weights(i) for i in range(len(self.chunk_sizes))])[0]
+            slow = [self.slow_weights(i) for i in range(len(self.chunk_sizes))]
+            return self._levels(x, slow, self._token_reader(x, slow[0]))[0]
         fast, read = state["fast"], state["read"]
-        delta, inputs = self._levels(x, read)
+        delta, inputs = self._levels(x, read, self._token_reader(x, read[0]))
         for i, (c, stepping) in enumerate(zip(self.chunk_sizes, steps, strict=True)):
             slot = (state["pos"] % c).view(1)
             chunk, filled = state["inputs"][i], state["filled"][i]
@@ -348,6 +352,26 @@ class ContinuumMemory(nn.Module):
             filled.zero_()
         state["pos"].add_(1)
         return delta
+
+    def _token_reader(self, x: torch.Tensor, w):
+        """How `decode_step` reads a level: with impl "triton" (and "auto" on CUDA) a residual level
+        in two launches of `ops.cms_step`, else `read_level`. `w` is the first level's weights, which
+        every level's match in shape and dtype."""
+        if self.cms.level != "residual" or self.impl not in ("triton", "auto"):
+            return None
+        if self.impl == "auto" and not x.is_cuda:
+            return None
+        from hope.ops import cms_step  # imports Triton
+
+        if self.impl == "auto" and not cms_step.ENABLED:
+            return None
+        reason = cms_step.why_not(x, *w, self.spec.activation)
+        if reason is None:
+            return lambda w, z: cms_step.read_level(z, *w, self.spec.activation)
+        if self.impl == "triton":
+            raise ValueError(f"impl='triton' cannot read this CMS level in one token's step: {reason}")
+        warn_once(f"impl='auto' reads the CMS levels with PyTorch's matmuls instead of Triton: {reason}")
+        return None
 
 
 def _at(kept, position: int):

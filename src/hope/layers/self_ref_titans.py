@@ -29,8 +29,7 @@ learns in context; with `update_rule="momentum"` that is Titans' long-term memor
 from __future__ import annotations
 
 import math
-import warnings
-from functools import cache, partial
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -42,16 +41,12 @@ from hope.config import ModelConfig
 from hope.layers.conv import ShortConv
 from hope.memory import core
 from hope.memory.scan import update_segment
+from hope.ops import warn_once
 from hope.ops.compiling import compiled as compile_piece
 from hope.ops.titans.fused import KernelTooLarge, fused_segment, step_unsupported_reason, unsupported_reason
 
 # The main memory comes first so that its slice is [:, 0] whether or not the projections adapt.
 ADAPTIVE = ("mem", "k", "v", "eta", "alpha")
-
-
-@cache
-def _warn_once(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
 
 
 def _logit(p: float) -> float:
@@ -263,7 +258,7 @@ class SelfReferentialTitans(nn.Module):
             return True
         if impl == "triton":
             raise ValueError(f"impl='triton' cannot run this layer: {reason}")
-        _warn_once(f"impl='auto' uses {fallback} instead of Triton: {reason}")
+        warn_once(f"impl='auto' uses {fallback} instead of Triton: {reason}")
         return False
 
     def _segment(self, xc, weights, momentum, anchor, hist, count, parallel: bool, gate=None, static=None):

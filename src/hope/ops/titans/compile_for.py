@@ -1,4 +1,4 @@
-"""Compile the Titans kernels for a GPU target on any machine, no GPU needed (Triton's frontend, its
+"""Compile the Titans kernels (and the CMS one-token read, `hope.ops.cms_step`) for a GPU target on any machine, no GPU needed (Triton's frontend, its
 GPU passes, PTX and ptxas): what Triton's interpreter accepts but its compiler refuses fails here, and
 each kernel's shared memory and register spills are reported against the target's limit.
 
@@ -42,6 +42,19 @@ def _configs():
     ]  # fmt: skip
 
 
+def _cms_configs(d_model: int, hidden: int):
+    """The CMS read's two kernels as a bf16 decode step runs them (float32 stream, bf16 weights)."""
+    from hope.ops import cms_step
+
+    tiles = cms_step.TILES
+    shapes = dict(D=d_model, F=hidden, BLOCK=tiles["block"], F64=False)
+    up = {"z_ptr": "*fp32", "w_ptr": "*bf16", "h_ptr": "*bf16", "w_stride_b": "i32"}
+    return [
+        ("cms read: up (bf16)", cms_step.up_kernel, up, {**shapes, "ROWS": tiles["rows_up"], "ACT": 0}),
+        ("cms read: down (bf16)", cms_step.down_kernel, {**up, "y_ptr": "*fp32"}, {**shapes, "ROWS": tiles["rows_down"]}),
+    ]  # fmt: skip
+
+
 def _ptxas_report(ptx: str, arch: str) -> dict:
     import triton
 
@@ -63,14 +76,40 @@ def _ptxas_report(ptx: str, arch: str) -> dict:
     }
 
 
-def compile_all(
-    head_dim: int, hidden: int, chunk: int, heads: int, memories: int, num_warps: int, capability: int = 90
-):
-    """Compile every configuration of `_configs` at these shapes; a row per kernel (or the error)."""
+def _compile(name: str, fn, signature: dict, consts: dict, num_warps: int, capability: int) -> dict:
+    """One kernel compiled for the target: its shared memory, registers and spills (or the error)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    row = {"kernel": name, "num_warps": num_warps}
+    try:
+        kernel = triton.compile(
+            ASTSource(fn, {**signature, **{k: "constexpr" for k in consts}}, consts),
+            target=GPUTarget("cuda", capability, 128),
+            options={"num_warps": num_warps},
+        )
+        row["shared_bytes"] = kernel.metadata.shared
+        row["fits"] = kernel.metadata.shared <= HOPPER_SHARED
+        row.update(_ptxas_report(kernel.asm["ptx"], f"sm_{capability}a"))
+    except Exception as err:  # noqa: BLE001 - a compiler error is the report
+        row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}"
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def compile_all(
+    head_dim: int,
+    hidden: int,
+    chunk: int,
+    heads: int,
+    memories: int,
+    num_warps: int,
+    capability: int = 90,
+    d_model: int = 768,
+):
+    """Compile every configuration of `_configs` at these shapes, and the CMS read at `d_model`
+    (hidden 4×); a row per kernel (or the error)."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("TRITON_INTERPRET=1 makes no compilable kernels: unset it")
     shapes = dict(H=heads, P=memories, BT=chunk, D=head_dim, F=hidden, MLP=True, ACT=0, PREC="tf32")
@@ -82,23 +121,12 @@ def compile_all(
         consts["SCR"] = chunk * max(chunk, head_dim, consts["F"])
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
         signature = {
-            arg: "constexpr" if arg in consts else "i32" if arg in _RUNTIME else "fp32" if arg in ("threshold", "eta_max") else "*fp32"
-            for arg in fn.arg_names
+            arg: "i32" if arg in _RUNTIME else "fp32" if arg in ("threshold", "eta_max") else "*fp32"
+            for arg in fn.arg_names if arg not in consts
         }  # fmt: skip
-        row = {"kernel": name, "num_warps": num_warps}
-        try:
-            kernel = triton.compile(
-                ASTSource(fn, signature, consts),
-                target=GPUTarget("cuda", capability, 128),
-                options={"num_warps": num_warps},
-            )
-            row["shared_bytes"] = kernel.metadata.shared
-            row["fits"] = kernel.metadata.shared <= HOPPER_SHARED
-            row.update(_ptxas_report(kernel.asm["ptx"], f"sm_{capability}a"))
-        except Exception as err:  # noqa: BLE001 - a compiler error is the report
-            row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}"
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(_compile(name, fn, signature, consts, num_warps, capability))
+    for name, fn, signature, consts in _cms_configs(d_model, 4 * d_model):
+        rows.append(_compile(name, fn, signature, consts, num_warps, capability))
     return rows
 
 
@@ -110,10 +138,13 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--memories", type=int, default=5)
     p.add_argument("--num-warps", type=int, nargs="+", default=[4, 8])
+    p.add_argument("--d-model", type=int, default=768, help="the CMS read's width (hidden 4x)")
     args = p.parse_args(argv)
     rows = []
     for warps in args.num_warps:
-        rows += compile_all(args.head_dim, args.hidden, args.chunk, args.heads, args.memories, warps)
+        rows += compile_all(
+            args.head_dim, args.hidden, args.chunk, args.heads, args.memories, warps, d_model=args.d_model
+        )
     return 1 if any("error" in row for row in rows) else 0
 
 
