@@ -355,8 +355,9 @@ def main() -> None:
     p.add_argument(
         "--cms-read",
         choices=("triton", "torch"),
-        default="triton",
-        help="how a decode step reads the CMS levels on CUDA: hope.ops.cms_step's kernels or PyTorch's matmuls",
+        default=None,
+        help="how a decode step reads the CMS levels on CUDA: hope.ops.cms_step's kernels or PyTorch's "
+        "matmuls (default: hope.ops.cms_step.ENABLED)",
     )
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--soak", type=int, default=0, help="tokens to stream (0: the speed table instead)")
@@ -372,10 +373,10 @@ def main() -> None:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     args.presets = args.presets.split(",")
     args.contexts = [int(c) for c in args.contexts.split(",")]
-    if args.cms_read == "torch":
+    if args.cms_read is not None:
         from hope.ops import cms_step
 
-        cms_step.ENABLED = False
+        cms_step.ENABLED = args.cms_read == "triton"
     if args.device == "cuda":
         torch.set_float32_matmul_precision("high")
     os.makedirs(args.out, exist_ok=True)
@@ -384,7 +385,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "size": args.size,
-        "cms_read": args.cms_read,
+        "cms_read": args.cms_read or "default (hope.ops.cms_step.ENABLED)",
         "command": " ".join(["python benchmarks/inference.py", *sys.argv[1:]]),
     }
     if args.soak:

@@ -354,8 +354,8 @@ class ContinuumMemory(nn.Module):
         return delta
 
     def _token_reader(self, x: torch.Tensor, w):
-        """How `decode_step` reads a level: with impl "triton" (and "auto" on CUDA) a residual level
-        in two launches of `ops.cms_step`, else `read_level`. `w` is the first level's weights, which
+        """How `decode_step` reads a level: with impl "triton" (and "auto" on CUDA where
+        `cms_step.ENABLED`) a residual level in two launches of `ops.cms_step`, else `read_level`. `w` is the first level's weights, which
         every level's match in shape and dtype."""
         if self.cms.level != "residual" or self.impl not in ("triton", "auto"):
             return None

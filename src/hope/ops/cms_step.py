@@ -25,8 +25,9 @@ from hope.ops.titans.chunk_fwd import _act
 # rows of W_1 / W_2 a program reads, the width of the blocks it walks them in, and its warps:
 # at d 768, F 3072 that is 192 programs a launch (132 SMs)
 TILES = {"rows_up": 16, "rows_down": 4, "block": 256, "num_warps": 4}
-# False: impl "auto" reads the levels with PyTorch's matmuls (`benchmarks/inference.py --cms-read torch`)
-ENABLED = True
+# Whether impl "auto" takes the kernels on CUDA (impl "triton" always does). Off until timed against
+# PyTorch's matmuls on a GPU (`benchmarks/gpu_check.sh cms-read`, `inference.py --cms-read`).
+ENABLED = False
 ACTIVATIONS = ("gelu", "silu")
 
 
