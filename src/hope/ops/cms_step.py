@@ -32,6 +32,24 @@ ACTIVATIONS = ("gelu", "silu")
 
 
 @triton.jit
+def _rows_times(w_ptr, x_ptr, rows, R: tl.constexpr, C: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+                F64: tl.constexpr):  # fmt: skip
+    """W[rows] x for a row-major (R, C) matrix W, walked BLOCK columns at a time: x rounded to W's
+    dtype, the products summed in float32 (float64)."""
+    acc = tl.zeros((ROWS,), dtype=tl.float64 if F64 else tl.float32)
+    for start in range(0, C, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        w = tl.load(
+            w_ptr + rows[:, None] * C + cols[None, :],
+            mask=(rows[:, None] < R) & (cols[None, :] < C),
+            other=0.0,
+        )
+        x = tl.load(x_ptr + cols, mask=cols < C, other=0.0).to(w.dtype)
+        acc += tl.sum(w.to(acc.dtype) * x.to(acc.dtype)[None, :], 1)
+    return acc
+
+
+@triton.jit
 def up_kernel(
     z_ptr, w_ptr, h_ptr, w_stride_b,
     D: tl.constexpr, F: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, F64: tl.constexpr,
@@ -40,16 +58,7 @@ def up_kernel(
     """h[b, rows] = σ(W_1[b, rows] z[b]) for one block of ROWS hidden units."""
     b = tl.program_id(0)
     rows = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
-    acc = tl.zeros((ROWS,), dtype=tl.float64 if F64 else tl.float32)
-    for start in range(0, D, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        w = tl.load(
-            w_ptr + b * w_stride_b + rows[:, None] * D + cols[None, :],
-            mask=(rows[:, None] < F) & (cols[None, :] < D),
-            other=0.0,
-        )
-        z = tl.load(z_ptr + b * D + cols, mask=cols < D, other=0.0).to(w.dtype)
-        acc += tl.sum(w.to(acc.dtype) * z.to(acc.dtype)[None, :], 1)
+    acc = _rows_times(w_ptr + b * w_stride_b, z_ptr + b * D, rows, F, D, ROWS, BLOCK, F64)
     pre = acc.to(h_ptr.dtype.element_ty).to(acc.dtype)  # a low-precision product's output is rounded
     tl.store(h_ptr + b * F + rows, _act(pre, ACT).to(h_ptr.dtype.element_ty), mask=rows < F)
 
@@ -62,16 +71,7 @@ def down_kernel(
     """y[b, rows] = z[b, rows] + W_2[b, rows] h[b] for one block of ROWS outputs."""
     b = tl.program_id(0)
     rows = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
-    acc = tl.zeros((ROWS,), dtype=tl.float64 if F64 else tl.float32)
-    for start in range(0, F, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        w = tl.load(
-            w_ptr + b * w_stride_b + rows[:, None] * F + cols[None, :],
-            mask=(rows[:, None] < D) & (cols[None, :] < F),
-            other=0.0,
-        )
-        h = tl.load(h_ptr + b * F + cols, mask=cols < F, other=0.0)
-        acc += tl.sum(w.to(acc.dtype) * h.to(acc.dtype)[None, :], 1)
+    acc = _rows_times(w_ptr + b * w_stride_b, h_ptr + b * F, rows, D, F, ROWS, BLOCK, F64)
     out = acc.to(h_ptr.dtype.element_ty).to(acc.dtype)
     z = tl.load(z_ptr + b * D + rows, mask=rows < D, other=0.0).to(acc.dtype)
     tl.store(y_ptr + b * D + rows, (z + out).to(y_ptr.dtype.element_ty), mask=rows < D)
