@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_map
 from hope.checks import check_shape
 from hope.config import ModelConfig
 from hope.memory import core
-from hope.ops import warn_once
+from hope.ops import triton_reason, warn_once
 from hope.ops.compiling import compiled
 
 
@@ -361,11 +361,13 @@ class ContinuumMemory(nn.Module):
             return None
         if self.impl == "auto" and not x.is_cuda:
             return None
-        from hope.ops import cms_step  # imports Triton
+        reason = triton_reason(x)
+        if reason is None:
+            from hope.ops import cms_step  # imports Triton
 
-        if self.impl == "auto" and not cms_step.ENABLED:
-            return None
-        reason = cms_step.why_not(x, *w, self.spec.activation)
+            if self.impl == "auto" and not cms_step.ENABLED:
+                return None
+            reason = cms_step.why_not(x, *w, self.spec.activation)
         if reason is None:
             return lambda w, z: cms_step.read_level(z, *w, self.spec.activation)
         if self.impl == "triton":

@@ -4,7 +4,7 @@ At batch 1 a level's read is two matrix-vector products over weights each sequen
 (fast weights W_1 (B, F, D), W_2 (B, D, F); a frozen level's (F, D), (D, F) are shared). cuBLAS runs
 each as a GEMV of its own, with the activation and the residual add as further kernels: at 125m
 that is 3.2 µs a GEMV, 72 of them a token. Here a read is two launches, each spread over enough
-programs to stream its matrix at the memory's rate: `up_kernel` (h = σ(W_1 z), rows of W_1 over
+programs that it could stream its matrix near the memory's rate (not yet timed): `up_kernel` (h = σ(W_1 z), rows of W_1 over
 programs) and `down_kernel` (y = z + W_2 h, rows of W_2 over programs, F walked in blocks).
 
 The numbers follow autocast's: z is rounded to the weights' dtype before the product, h and W_2 h to
@@ -13,8 +13,6 @@ weights), and the residual add is in the promoted dtype of z and the weights.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
@@ -82,9 +80,8 @@ def _batch_stride(w: torch.Tensor) -> int:
 
 
 def why_not(z: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, activation: str) -> str | None:
-    """Why `read_level` cannot run these tensors (None: it can)."""
-    if z.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"tensors on {z.device.type} (Triton runs on CUDA, or on the CPU with TRITON_INTERPRET=1)"
+    """Why `read_level` cannot run these tensors (None: it can); where Triton runs at all is
+    `hope.ops.triton_reason`'s to say."""
     if activation not in ACTIVATIONS:
         return f"activation {activation!r} (the kernel has {ACTIVATIONS})"
     if z.dim() != 3 or z.shape[1] != 1:

@@ -20,13 +20,13 @@ Memory grows with T / (C · boundary_every), not with the chunks' activations.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from functools import partial
 
 import torch
 
 from hope.checks import check_choice
+from hope.ops import triton_reason
 from hope.ops.captures import Captures, addresses
 from hope.ops.compiling import compiled as compiled_fn
 
@@ -86,12 +86,9 @@ def _power_of_two(n: int) -> bool:
 def _shared_reason(layer, x: torch.Tensor, sizes: dict) -> str | None:
     """What both kernels (the chunk forward and the one-token step) need; `sizes` must be powers of two."""
     titans = layer.titans
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"tensors on {x.device.type} (Triton runs on CUDA, or on the CPU with TRITON_INTERPRET=1)"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "Triton is not installed"
+    reason = triton_reason(x)
+    if reason is not None:
+        return reason
     if titans.memory == "mlp" and titans.memory_depth != 2:
         return f"titans.memory_depth={titans.memory_depth} (the kernel has 2-layer MLP memories)"
     if titans.retrieval == "chunk_start":
