@@ -3,6 +3,7 @@ measurements; the study-size presets have the study's parameter counts; bad valu
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,3 +295,42 @@ def test_the_probe_takes_the_kernels_only_on_cuda():
     cfg = dissect.study_config("hope", "small", 64, {"d_model": 32, "n_layers": 1, "n_heads": 2})
     probe = dissect.build_probe(cfg, torch.device("cpu"))
     assert probe.config.impl == "chunked" and cfg.impl == "auto"
+
+
+def test_a_model_that_cannot_finish_before_the_deadline_is_not_started(tmp_path, monkeypatch):
+    """--max-minutes starts no model whose preset's earlier runs took longer than the time left (by
+    their median): its save would live only in the /tmp of a device that may not stay warm."""
+    from hope.bench import dissect
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_text()[:100_000])
+    out = tmp_path / "out"
+    argv = ["bench-suite", "dissect", "--size", "small", "--presets", "hope", "--steps", "2"]
+    argv += ["--measure-every", "2", "--train-length", "40", "--batch-size", "2", "--val-batches", "1"]
+    argv += ["--data", str(corpus), "--tokenizer", "bpe:300", "--device", "cpu", "--out", str(out)]
+    argv += ["--model.d_model", "16", "--model.n_layers", "1", "--model.n_heads", "2"]
+    argv += ["--model.impl", "chunked"]
+    assert main([*argv, "--seeds", "1"]) == 0
+    path = out / "results.json"
+    results = json.loads(path.read_text())
+    results["runs"][0]["seconds"] = 3600.0  # as if seed 0 had taken an hour
+    path.write_text(json.dumps(results))
+    started = []
+    monkeypatch.setattr(dissect, "run_one", lambda *args: started.append(args) or pytest.fail("started"))
+    assert main([*argv, "--seeds", "2", "--resume", "--max-minutes", "30"]) == 0
+    assert started == [] and not (out / "partial" / "hope-seed1").exists()
+    assert [r["seed"] for r in json.loads(path.read_text())["runs"]] == [0]
+    monkeypatch.undo()
+    assert main([*argv, "--seeds", "2", "--resume", "--max-minutes", "90"]) == 0  # an hour fits in 90 minutes
+    assert [r["seed"] for r in json.loads(path.read_text())["runs"]] == [0, 1]
+
+
+def test_fits_lets_a_saved_model_continue_and_a_new_preset_start():
+    import time
+
+    from hope.bench.resume import Partial, fits
+
+    soon = time.monotonic() + 60
+    nowhere = Partial(Path("/nonexistent/partial"), {}, soon)
+    assert fits(None, nowhere, [1e9]) and fits(soon, nowhere, []) and fits(soon, nowhere, [10.0, 20.0, 1e9])
+    assert not fits(soon, nowhere, [100.0, 200.0, 5.0])

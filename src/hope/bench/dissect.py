@@ -49,7 +49,8 @@ Written to ``out``: ``config.json`` first; after every finished model ``results.
 measurements, the gate sweep) and ``curves.png`` / ``measurements.png`` (``dissect_report``); so a run
 cut off keeps every model it finished. A model in training keeps a checkpoint at its last measurement
 in ``partial_dir`` (``out/partial`` by default), so ``--resume`` continues it from there, also after
-``max_minutes`` paused it; it is removed once the model's result is written.
+``max_minutes`` paused it; it is removed once the model's result is written. ``max_minutes`` also
+starts no model whose preset's finished runs (median wall time) say it would not end in the time left.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ from hope.bench.report import to_json
 from hope.bench.resume import (
     Partial,
     check_partial,
+    fits,
     may_start,
     refuse_unresumed,
     resumable_runs,
@@ -616,8 +618,18 @@ def run_dissect(cfg: DissectConfig, log: Callable[[str], None] = lambda s: print
         failed.append({"preset": preset, "seed": seed, "error": repr(error)[:500]})
         log(f"FAILED {preset} seed {seed}: {error!r}"[:500])
 
-    def may_start_model(_args: tuple) -> bool:
-        return may_start(deadline, paused)
+    def may_start_model(args: tuple) -> bool:
+        if not may_start(deadline, paused):
+            return False
+        preset, seed, partial = args[1], args[3], args[-1]
+        took = [r["seconds"] for r in [*carried, *finished.values()] if r["preset"] == preset]
+        if not fits(deadline, partial, took):
+            log(
+                f"not starting {preset} seed {seed}: its earlier runs took {statistics.median(took):.0f}s, "
+                f"{deadline - time.monotonic():.0f}s of --max-minutes are left; the next call starts it"
+            )
+            return False
+        return True
 
     if cfg.jobs == 1:
         for index, args in jobs:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,6 +133,16 @@ def check_partial(path: Path, settings: dict, model: Sequence[str], log: Callabl
     if old != new:
         log(f"{path}: its model configuration changed since; it trains again from the start")
         shutil.rmtree(path)
+
+
+def fits(deadline: float | None, partial: Partial, took: Sequence[float]) -> bool:
+    """Whether a model whose earlier runs (of its preset) took `took` seconds ends before `deadline`
+    if it starts now, by their median. One with a save to continue, or with no earlier run, always
+    starts (its saves pause it): a fresh start that cannot finish would only leave a save that a
+    device's lost /tmp takes with it."""
+    if deadline is None or not took or latest_checkpoint(partial.path) is not None:
+        return True
+    return time.monotonic() + statistics.median(took) <= deadline
 
 
 def may_start(deadline: float | None, paused: Sequence) -> bool:
