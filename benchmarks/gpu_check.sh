@@ -78,9 +78,9 @@ for stage in $stages; do
         # directory comes with the working tree; copy $out/dissect back over it and commit). A model
         # paused at --max-minutes keeps its checkpoint in /tmp on the device, which a call made while the
         # machine is still warm continues from (too large to come back). A hope model is ten segments of
-        # about 60 s (200 steps and a measurement) after about 90 s of start-up: two calls. The pause
-        # rule keeps the next segment inside --max-minutes, so it sits about one segment under the
-        # timeout (on 2026-12-02 a 7.4-minute slice left 166 s of a call unused).
+        # about 60 s (200 steps and a measurement) after about 90 s of start-up. The pause
+        # rule keeps the next segment inside --max-minutes, and no model starts that its preset's earlier runs
+        # say cannot finish in the time left, so a call trains whole models (a hope model is one call).
         dir=${DISSECT_DIR:-docs/results/dissect-small} keep=/tmp/hope-dissect-out/${DISSECT_SIZE:-small}
         # a warm machine's copy of the results is newer than the one that travelled with the tree
         if [ -f "$keep/results.json" ]; then mkdir -p "$dir" && cp "$keep"/*.* "$dir"/; fi
