@@ -128,8 +128,9 @@ def add_parsers(sub, eval_sub) -> dict[str, argparse.ArgumentParser]:
         "--max-minutes",
         type=float,
         default=None,
-        help="start no model past this wall time, and pause one at a save whose next segment would end "
-        "past it (--resume continues it); the tables cover what finished",
+        help="start no model past this wall time (dissect: nor one its preset's finished runs say cannot end "
+        "in time), and pause one at a save whose next segment would end past it (--resume continues it); "
+        "the tables cover what finished",
     )
     b.add_argument(
         "--jobs",
